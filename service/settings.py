@@ -1,0 +1,44 @@
+"""Settings of the service and the worker, from the environment (prefix CAVIAR_)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """One typed view of every setting; tests override `get_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="CAVIAR_", extra="ignore")
+
+    database_url: str = Field(
+        default_factory=lambda: f"sqlite:///{Path.cwd() / 'caviar.db'}",
+        description="SQLAlchemy URL; SQLite file in the working directory by default",
+    )
+    api_url: str = "http://127.0.0.1:8000"
+    # Tokens: "name:scope1,scope2:secret" entries separated by ";" (scopes read, write, worker).
+    tokens: str = ""
+    # The token a worker presents; with no tokens configured, loopback needs none.
+    token: str = ""
+
+    lease_seconds: float = Field(30.0, gt=0)
+    heartbeat_seconds: float = Field(5.0, gt=0)
+    reap_interval_seconds: float = Field(2.0, gt=0)
+
+    # Caps against abuse (each can be raised by the operator).
+    max_trials_per_study: int = Field(10_000, ge=1)
+    max_grid_size: int = Field(10_000, ge=1)
+    max_layers: int = Field(16, ge=1)
+    max_units: int = Field(4096, ge=1)
+    max_epochs: int = Field(10_000, ge=1)
+    max_samples: int = Field(200_000, ge=1)
+    max_body_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Caviar's worker: leases trials from the service over HTTP and trains them."""
