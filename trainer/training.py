@@ -1,0 +1,235 @@
+"""The training loop: mini-batches, optimizer steps, learning-rate decay and per-epoch metrics.
+
+``train(config, dataset)`` runs ``config.epochs`` epochs with one
+``np.random.default_rng(config.seed)`` for everything random in the run (initial
+weights, shuffling, dropout masks), so the same config and seed give bit-identical
+results on the same machine. Each epoch shuffles the training examples, partitions them
+into mini-batches of ``batch_size`` (the last one may be smaller; 0 = full batch) and
+takes one optimizer step per mini-batch.
+
+Per-epoch metrics, as the course's training loops compute them: ``train_cost`` is the
+mean over the epoch's mini-batches of their cost (weighted by their sizes, L2 term
+included) and ``train_accuracy`` the share of correct predictions in those same
+training-mode passes (dropout on, batch statistics); ``dev_cost`` and ``dev_accuracy``
+come from one inference-mode pass over the dev set after the epoch. That keeps the
+training loop to one forward and backward per example per epoch; for the accuracy of
+the final weights on the training set in inference mode, use ``result.model.evaluate``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from trainer.config import TrainConfig
+from trainer.datasets import Dataset
+from trainer.layers import Array
+from trainer.model import Model
+from trainer.optimizers import Optimizer, make_optimizer
+from trainer.schedules import learning_rate
+
+Status = Literal["completed", "diverged", "stopped"]
+OnEpoch = Callable[[dict[str, Any]], Any]
+
+
+@dataclass
+class TrainResult:
+    """What a run produced.
+
+    Attributes
+    ----------
+    history : list of dict
+        One dict per epoch: ``epoch`` (from 1), ``train_cost``, ``train_accuracy``,
+        ``dev_cost``, ``dev_accuracy``, ``learning_rate``, ``seconds``; every non-finite
+        or undefined value (regression accuracy, an empty dev set, a diverged cost) is None.
+    params : dict of str to ndarray
+        Copies of the final parameters (and batch norm's running averages). After a
+        divergence these are the parameters the failing mini-batch saw: the update it
+        asked for is not applied, but they (or the running averages it updated) may
+        already be non-finite.
+    status : str
+        "completed", "diverged" (a non-finite cost or gradient ended the run) or
+        "stopped" (``on_epoch`` asked to stop).
+    model : Model
+        The trained model, ready for ``predict``.
+    optimizer_state : dict
+        The optimizer's step count and state buffers at the end.
+    """
+
+    history: list[dict[str, Any]]
+    params: dict[str, Array]
+    status: Status
+    model: Model
+    optimizer_state: dict[str, Any] = field(default_factory=dict)
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _wants_stop(answer: Any) -> bool:
+    """``on_epoch`` asks to stop with True, "stop", or a mapping whose "stop" is truthy."""
+    if isinstance(answer, Mapping):
+        return bool(answer.get("stop"))
+    if isinstance(answer, str):
+        return answer.strip().lower() == "stop"
+    return bool(answer)
+
+
+def train(
+    config: TrainConfig,
+    dataset: Dataset,
+    init_params: Mapping[str, Any] | None = None,
+    on_epoch: OnEpoch | None = None,
+) -> TrainResult:
+    """Train a model for ``config`` on ``dataset``.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    dataset : Dataset
+        ``X_train`` (m, n_features) with ``y_train``; ``X_dev``/``y_dev`` may be empty.
+    init_params : mapping of str to array_like, optional
+        Start from these parameters (the keys of ``model.params``, optionally with batch
+        norm's running averages, as ``TrainResult.params`` holds them) instead of the
+        config's initialization.
+    on_epoch : callable, optional
+        Called after every epoch with that epoch's metrics dict; returning True, "stop" or
+        ``{"stop": True}`` ends the run after that epoch with status "stopped".
+
+    Returns
+    -------
+    TrainResult
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    rng = np.random.default_rng(config.seed)
+    model = Model(config, dataset.n_features, dataset.n_outputs, dataset.task, rng=rng)
+    if init_params is not None:
+        model.set_params(init_params)
+    optimizer = make_optimizer(config, model.vector, model.grad_vector, model.layout)
+    loop = _Loop(config, model, optimizer, dataset, rng)
+    history: list[dict[str, Any]] = []
+    status: Status = "completed"
+    for epoch in range(config.epochs):
+        metrics, diverged = loop.run_epoch(epoch)
+        history.append(metrics)
+        answer = on_epoch(dict(metrics)) if on_epoch is not None else None
+        if diverged:
+            status = "diverged"
+            break
+        if _wants_stop(answer):
+            status = "stopped"
+            break
+    return TrainResult(
+        history=history,
+        params=model.get_params(),
+        status=status,
+        model=model,
+        optimizer_state=optimizer.state_dict(),
+    )
+
+
+class _Loop:
+    """The state of one run's epochs: the data in the run's dtype and reusable batch arrays."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        model: Model,
+        optimizer: Optimizer,
+        dataset: Dataset,
+        rng: np.random.Generator,
+    ) -> None:
+        self.config, self.model, self.optimizer, self.rng = config, model, optimizer, rng
+        # Cast once: after this line no float64 array enters a float32 run.
+        self.X = model.prepare_inputs(dataset.X_train)
+        self.y = model.prepare_targets(dataset.y_train, self.X.shape[0])
+        self.X_dev = model.prepare_inputs(dataset.X_dev) if len(dataset.X_dev) else None
+        self.y_dev = (
+            model.prepare_targets(dataset.y_dev, len(dataset.y_dev))
+            if self.X_dev is not None
+            else None
+        )
+        m = self.X.shape[0]
+        if m == 0:
+            raise ValueError("the training set is empty")
+        self.m = m
+        self.batch = m if config.batch_size == 0 else min(config.batch_size, m)
+        self.order = np.arange(m)
+        # One input and one target array per batch size (full and last), filled by np.take.
+        self._xb: dict[int, Array] = {}
+        self._yb: dict[int, Array] = {}
+        self.step = 0
+
+    def _batch(self, start: int, stop: int) -> tuple[Array, Array]:
+        if not self.config.shuffle:
+            return self.X[start:stop], self.y[start:stop]  # views: no copy at all
+        k = stop - start
+        if k not in self._xb:
+            self._xb[k] = np.empty((k, *self.X.shape[1:]), self.X.dtype)
+            self._yb[k] = np.empty((k, *self.y.shape[1:]), self.y.dtype)
+        idx = self.order[start:stop]
+        np.take(self.X, idx, axis=0, out=self._xb[k], mode="clip")
+        np.take(self.y, idx, axis=0, out=self._yb[k], mode="clip")
+        return self._xb[k], self._yb[k]
+
+    def run_epoch(self, epoch: int) -> tuple[dict[str, Any], bool]:
+        # Divergence is detected explicitly below; NumPy's overflow warnings on the way
+        # there would only be noise in a worker's log.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._run_epoch(epoch)
+
+    def _run_epoch(self, epoch: int) -> tuple[dict[str, Any], bool]:
+        cfg, model, optimizer = self.config, self.model, self.optimizer
+        began = time.perf_counter()
+        if cfg.shuffle:
+            self.rng.shuffle(self.order)
+        total_cost = 0.0
+        correct_total: int | None = 0
+        lr = learning_rate(cfg, epoch)
+        diverged = False
+        for start in range(0, self.m, self.batch):
+            stop = min(start + self.batch, self.m)
+            X, y = self._batch(start, stop)
+            if cfg.decay_per == "step":
+                lr = learning_rate(cfg, self.step)
+            cost, correct = model.compute_grads(X, y)
+            # A sum is one pass with no temporary; it is non-finite if any element is
+            # (or if the gradient is so large that it overflows, which is divergence too).
+            if not (math.isfinite(cost) and math.isfinite(float(model.grad_vector.sum()))):
+                diverged = True
+                break
+            optimizer.step(lr)
+            self.step += 1
+            total_cost += cost * (stop - start)
+            if correct is None or correct_total is None:
+                correct_total = None
+            else:
+                correct_total += correct
+        metrics: dict[str, Any] = {"epoch": epoch + 1}
+        if diverged:
+            metrics.update(train_cost=None, train_accuracy=None, dev_cost=None, dev_accuracy=None)
+        else:
+            metrics["train_cost"] = _finite(total_cost / self.m)
+            metrics["train_accuracy"] = (
+                None if correct_total is None else _finite(correct_total / self.m)
+            )
+            dev_cost: float | None = None
+            dev_accuracy: float | None = None
+            if self.X_dev is not None and self.y_dev is not None:
+                cost, correct = model.loss(self.X_dev, self.y_dev, training=False)
+                dev_cost = _finite(cost)
+                dev_accuracy = None if correct is None else correct / self.X_dev.shape[0]
+            metrics["dev_cost"] = dev_cost
+            metrics["dev_accuracy"] = dev_accuracy
+        metrics["learning_rate"] = _finite(lr)
+        metrics["seconds"] = time.perf_counter() - began
+        return metrics, diverged
