@@ -1,0 +1,390 @@
+"""Search strategies (grid, random, sobol, coarse_to_fine), all drawing points in the unit box.
+
+A `SearchSpace` is the transform: it lays the distributions of a space side by side as
+coordinates of the unit box (paths sorted, so the order does not depend on how a spec's
+keys were stored) and decodes a point into parameter values. A `Box` is a region of the
+unit box, one union of intervals per coordinate; it maps uniform points into itself.
+Strategies only produce unit points and boxes, so none of them branches on a
+distribution's type. Each sampler owns a ``np.random.default_rng`` seeded with
+``(seed, round_index)``: the same spec, seed, round and history give the same trials.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import product
+from typing import Any, Literal
+
+import numpy as np
+from scipy.stats import qmc
+
+from service.distributions import Distribution, ScalarDistribution
+
+Direction = Literal["maximize", "minimize"]
+History = Sequence[tuple[Mapping[str, Any], float | None]]
+
+# Coarse-to-fine: the narrowest a new box gets along a continuous coordinate, as a share
+# of the whole axis. Without a floor, a single best point (or several equal ones) would
+# collapse the box to nothing and every later trial would repeat it.
+MIN_BOX_WIDTH = 0.02
+# Below this, a discrete interval's upper edge counts as inside the cell below it.
+_EDGE = 1e-9
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One coordinate of the unit box: whose it is and the scalar distribution decoding it."""
+
+    name: str  # "learning_rate", or "hidden_layers.depth", "hidden_layers.units.0"
+    path: str  # the space path that owns it
+    distribution: ScalarDistribution
+
+
+class SearchSpace:
+    """The unit-box transform of a whole space: decode points, encode parameters."""
+
+    def __init__(self, distributions: Mapping[str, Distribution]) -> None:
+        self.paths = sorted(distributions)
+        self.distributions = {p: distributions[p] for p in self.paths}
+        self.axes: list[Axis] = []
+        self._slices: dict[str, slice] = {}
+        for path in self.paths:
+            start = len(self.axes)
+            for suffix, scalar in self.distributions[path].axes():
+                name = f"{path}.{suffix}" if suffix else path
+                self.axes.append(Axis(name=name, path=path, distribution=scalar))
+            self._slices[path] = slice(start, len(self.axes))
+
+    @property
+    def dims(self) -> int:
+        return len(self.axes)
+
+    def decode(self, u: Sequence[float]) -> dict[str, Any]:
+        """The parameters at unit point `u` (shape ``(dims,)``), keyed by path."""
+        return {p: self.distributions[p].from_unit(list(u[self._slices[p]])) for p in self.paths}
+
+    def encode(self, params: Mapping[str, Any]) -> np.ndarray:
+        """The unit point of `params`; ``nan`` where a coordinate is inactive or unknown.
+
+        A path missing from `params`, or a value its distribution cannot take (a trial of
+        another study, a forked trial), leaves its coordinates ``nan``: no information.
+        """
+        out = np.full(self.dims, np.nan)
+        for p in self.paths:
+            if p not in params:
+                continue
+            try:
+                out[self._slices[p]] = self.distributions[p].to_unit(params[p])
+            except (TypeError, ValueError):
+                continue
+        return out
+
+    def grid_size(self, points: int) -> int:
+        return math.prod(self.distributions[p].grid_size(points) for p in self.paths)
+
+    def grid(self, points: int) -> np.ndarray:
+        """Every point of the grid, in unit coordinates, shape ``(grid_size, dims)``."""
+        per_path = [self.distributions[p].grid_units(points) for p in self.paths]
+        rows = [sum(combo, ()) for combo in product(*per_path)]
+        return np.array(rows, dtype=float).reshape(len(rows), self.dims)
+
+
+class Box:
+    """A region of the unit box: per coordinate, a sorted union of disjoint intervals."""
+
+    def __init__(self, intervals: Sequence[Sequence[tuple[float, float]]]) -> None:
+        self.intervals = [list(iv) for iv in intervals]
+        for iv in self.intervals:
+            if not iv or any(not 0.0 <= a <= b <= 1.0 for a, b in iv):
+                raise ValueError(f"every coordinate needs intervals inside [0, 1] (got {iv!r})")
+
+    @classmethod
+    def full(cls, dims: int) -> Box:
+        return cls([[(0.0, 1.0)] for _ in range(dims)])
+
+    def map(self, u: np.ndarray) -> np.ndarray:
+        """Uniform points of the unit box (shape ``(n, dims)``) -> uniform points of this box."""
+        out = np.empty_like(u, dtype=float)
+        for j, iv in enumerate(self.intervals):
+            lows = np.array([a for a, _ in iv])
+            widths = np.array([b - a for a, b in iv])
+            total = widths.sum()
+            if total == 0.0:  # only single points: pick one of them uniformly
+                out[:, j] = lows[np.minimum((u[:, j] * len(iv)).astype(int), len(iv) - 1)]
+                continue
+            ends = np.cumsum(widths)
+            t = u[:, j] * total
+            k = np.minimum(np.searchsorted(ends, t, side="right"), len(iv) - 1)
+            out[:, j] = lows[k] + (t - (ends[k] - widths[k]))
+        return np.clip(out, 0.0, 1.0)
+
+    def contains(self, u: Sequence[float]) -> bool:
+        """Whether unit point `u` lies in the box (``nan`` coordinates count as inside)."""
+        return all(
+            math.isnan(x) or any(a - _EDGE <= x <= b + _EDGE for a, b in iv)
+            for x, iv in zip(u, self.intervals, strict=True)
+        )
+
+    def volume(self) -> float:
+        return math.prod(sum(b - a for a, b in iv) for iv in self.intervals)
+
+    def describe(self, space: SearchSpace) -> dict[str, Any]:
+        """JSON-able: per axis, low/high in the original units or the kept choices."""
+        axes: dict[str, Any] = {}
+        for axis, iv in zip(space.axes, self.intervals, strict=True):
+            d = axis.distribution
+            entry: dict[str, Any] = {"unit": [[a, b] for a, b in iv]}
+            if d.ordered:
+                hi = iv[-1][1] - _EDGE if d.cells else iv[-1][1]
+                entry["low"] = d.from_unit([iv[0][0]])
+                entry["high"] = d.from_unit([max(hi, iv[0][0])])
+            else:
+                entry["choices"] = _unique_json(
+                    [d.from_unit([c]) for a, b in iv for c in _cell_centers(d, a, b)]
+                )
+            axes[axis.name] = entry
+        return {"axes": axes, "volume": self.volume()}
+
+
+def _cell_centers(d: ScalarDistribution, a: float, b: float) -> list[float]:
+    k = d.cells
+    first, last = int(a * k + _EDGE), math.ceil(b * k - _EDGE)
+    return [(i + 0.5) / k for i in range(first, max(last, first + 1))]
+
+
+def _unique_json(values: list[Any]) -> list[Any]:
+    seen: set[str] = set()
+    out = []
+    for v in values:
+        key = json.dumps(v, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(v)
+    return out
+
+
+class Sampler(ABC):
+    """Uniform points of the unit box, from a generator this sampler owns."""
+
+    def __init__(self, *, seed: int | Sequence[int]) -> None:
+        self.rng = np.random.default_rng(list(seed) if isinstance(seed, Sequence) else seed)
+
+    @abstractmethod
+    def sample(self, *, n: int, dims: int) -> np.ndarray:
+        """`n` points, shape ``(n, dims)``, each coordinate in [0, 1)."""
+
+
+class RandomSampler(Sampler):
+    """Independent uniform points."""
+
+    def sample(self, *, n: int, dims: int) -> np.ndarray:
+        return self.rng.random((n, dims))
+
+
+class SobolSampler(Sampler):
+    """Scrambled Sobol points: quasi-random, covering the box more evenly than random.
+
+    Draws the next power of two and keeps the first `n`, which keeps scipy's balance
+    warning quiet; the first `n` of a Sobol sequence are still low-discrepancy.
+    """
+
+    def sample(self, *, n: int, dims: int) -> np.ndarray:
+        if dims == 0:
+            return np.empty((n, 0))
+        engine = qmc.Sobol(d=dims, scramble=True, seed=self.rng)
+        return engine.random_base2(max(0, math.ceil(math.log2(max(n, 1)))))[:n]
+
+
+class Strategy(ABC):
+    """Turns a space into rounds of parameter sets."""
+
+    rounds: int = 1
+
+    def __init__(self, *, space: SearchSpace, seed: int) -> None:
+        self.space = space
+        self.seed = seed
+
+    @abstractmethod
+    def trials_in_round(self, round_index: int) -> int:
+        """How many trials `suggest` returns for `round_index`."""
+
+    @abstractmethod
+    def suggest(
+        self, *, round_index: int, history: History = ()
+    ) -> tuple[Box | None, list[dict[str, Any]]]:
+        """The region sampled (or None) and the parameters of each trial of a round."""
+
+    @property
+    def total_trials(self) -> int:
+        return sum(self.trials_in_round(r) for r in range(self.rounds))
+
+    def _check_round(self, round_index: int) -> None:
+        if not 0 <= round_index < self.rounds:
+            raise ValueError(
+                f"round_index: must be in [0, {self.rounds - 1}] for "
+                f"{type(self).__name__} (got {round_index})"
+            )
+
+    def _decode(self, u: np.ndarray) -> list[dict[str, Any]]:
+        return [self.space.decode(row) for row in u]
+
+
+class GridStrategy(Strategy):
+    """The Cartesian product, `points` per continuous axis laid out on its scale."""
+
+    def __init__(self, *, space: SearchSpace, seed: int, points: int) -> None:
+        super().__init__(space=space, seed=seed)
+        self.points = points
+
+    def trials_in_round(self, round_index: int) -> int:
+        return self.space.grid_size(self.points)
+
+    def suggest(
+        self, *, round_index: int, history: History = ()
+    ) -> tuple[Box | None, list[dict[str, Any]]]:
+        self._check_round(round_index)
+        return None, self._decode(self.space.grid(self.points))
+
+
+class RandomStrategy(Strategy):
+    """`trials` independent points from a sampler (uniform random, or Sobol)."""
+
+    sampler_class: type[Sampler] = RandomSampler
+
+    def __init__(self, *, space: SearchSpace, seed: int, trials: int) -> None:
+        super().__init__(space=space, seed=seed)
+        self.trials = trials
+
+    def trials_in_round(self, round_index: int) -> int:
+        return self.trials
+
+    def suggest(
+        self, *, round_index: int, history: History = ()
+    ) -> tuple[Box | None, list[dict[str, Any]]]:
+        self._check_round(round_index)
+        sampler = self.sampler_class(seed=(self.seed, round_index))
+        return None, self._decode(sampler.sample(n=self.trials, dims=self.space.dims))
+
+
+class SobolStrategy(RandomStrategy):
+    """Like random, from a scrambled, seeded Sobol sequence."""
+
+    sampler_class = SobolSampler
+
+
+class CoarseToFineStrategy(Strategy):
+    """Round 0 samples the whole box; each later round samples the box around the best.
+
+    The box of round r >= 1 is built from every finished trial so far: the best
+    `keep_top` fraction (failed trials, value None, rank last), and per coordinate the
+    span of their unit coordinates widened by `margin` times that span on each side
+    (at least `MIN_BOX_WIDTH` wide, widened to whole values on a discrete axis) and
+    clipped to the unit interval - that is, to the original bounds, on each axis's own
+    scale. An unordered (categorical) axis keeps the choices seen among the best.
+    """
+
+    def __init__(
+        self,
+        *,
+        space: SearchSpace,
+        seed: int,
+        rounds: int,
+        trials_per_round: int,
+        keep_top: float,
+        margin: float,
+        direction: Direction,
+        sampler_class: type[Sampler] = RandomSampler,
+    ) -> None:
+        super().__init__(space=space, seed=seed)
+        self.rounds = rounds
+        self.trials_per_round = trials_per_round
+        self.keep_top = keep_top
+        self.margin = margin
+        self.direction = direction
+        self.sampler_class = sampler_class
+
+    def trials_in_round(self, round_index: int) -> int:
+        return self.trials_per_round
+
+    def suggest(
+        self, *, round_index: int, history: History = ()
+    ) -> tuple[Box | None, list[dict[str, Any]]]:
+        self._check_round(round_index)
+        box = Box.full(self.space.dims) if round_index == 0 else self.box(history=history)
+        sampler = self.sampler_class(seed=(self.seed, round_index))
+        u = box.map(sampler.sample(n=self.trials_per_round, dims=self.space.dims))
+        return box, self._decode(u)
+
+    def ranked(self, history: History) -> list[tuple[Mapping[str, Any], float | None]]:
+        """Finished trials best first; failed (None, nan) last; ties broken by parameters.
+
+        Sorting on the parameters too makes the result independent of the order the
+        service happens to list trials in.
+        """
+        sign = -1.0 if self.direction == "maximize" else 1.0
+
+        def key(item: tuple[Mapping[str, Any], float | None]) -> tuple[int, float, str]:
+            params, value = item
+            if value is None or not math.isfinite(value):
+                return (1, 0.0, _params_key(params))
+            return (0, sign * value, _params_key(params))
+
+        return sorted(history, key=key)
+
+    def top(self, history: History) -> list[Mapping[str, Any]]:
+        """The parameters of the best `keep_top` fraction of `history` (at least one)."""
+        ranked = self.ranked(history)
+        n = max(1, math.ceil(self.keep_top * len(ranked)))
+        best = ranked[:n]
+        finished = [p for p, v in best if v is not None and math.isfinite(v)]
+        # Failed trials count as the worst, so they shape the box only when nothing finished.
+        return finished or [p for p, _ in best]
+
+    def box(self, *, history: History) -> Box:
+        """The region the next round samples, from all finished trials in `history`."""
+        if not history or all(v is None or not math.isfinite(v) for _, v in history):
+            return Box.full(self.space.dims)
+        points = np.array([self.space.encode(p) for p in self.top(history)])
+        intervals: list[list[tuple[float, float]]] = []
+        for j, axis in enumerate(self.space.axes):
+            column = points[:, j]
+            seen = column[~np.isnan(column)]
+            if seen.size == 0:  # no best trial used this coordinate: nothing learnt
+                intervals.append([(0.0, 1.0)])
+            elif axis.distribution.ordered:
+                intervals.append([self._span(seen, axis.distribution)])
+            else:
+                cells = sorted({axis.distribution.unit_cell(x) for x in seen})
+                intervals.append(_merge(cells))
+        return Box(intervals)
+
+    def _span(self, seen: np.ndarray, d: ScalarDistribution) -> tuple[float, float]:
+        lo, hi = float(seen.min()), float(seen.max())
+        pad = max(self.margin * (hi - lo), (MIN_BOX_WIDTH - (hi - lo)) / 2, 0.0)
+        lo, hi = max(lo - pad, 0.0), min(hi + pad, 1.0)
+        if hi - lo < MIN_BOX_WIDTH:  # at an edge: keep the width by growing inwards
+            lo, hi = (0.0, MIN_BOX_WIDTH) if lo == 0.0 else (1.0 - MIN_BOX_WIDTH, 1.0)
+        if d.cells:
+            lo, hi = d.unit_cell(lo)[0], d.unit_cell(min(hi, 1.0 - _EDGE))[1]
+        return (lo, hi)
+
+
+def _merge(cells: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    for a, b in cells:
+        if out and a <= out[-1][1] + _EDGE:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _params_key(params: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(params, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return repr(sorted(params.items()))
