@@ -1,1 +1,1 @@
-"""Caviar's service: the API, the database, the queue, search strategies, the dashboard and the CLI."""
+"""Caviar's service: the API, the database, the queue, the search, the dashboard, the CLI."""

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     # The token a worker presents; with no tokens configured, loopback needs none.
     token: str = ""
 
+    migrate_on_start: bool = True
     lease_seconds: float = Field(30.0, gt=0)
     heartbeat_seconds: float = Field(5.0, gt=0)
     reap_interval_seconds: float = Field(2.0, gt=0)

@@ -1,0 +1,102 @@
+"""The worker protocol under /api/worker/: register, claim, heartbeat, metrics, finish."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from service.api.deps import DbDep, SettingsDep, WorkerScope
+from service.queue import (
+    claim_trials,
+    finish_trial,
+    heartbeat,
+    register_worker,
+    release_trial,
+    report_metrics,
+)
+from service.schemas import (
+    ClaimRequest,
+    ClaimResponse,
+    FinishReport,
+    FinishResponse,
+    LeaseRequest,
+    MetricsReport,
+    StopFlag,
+    WorkerRegister,
+    WorkerRegistered,
+)
+
+router = APIRouter(prefix="/api/worker", dependencies=[WorkerScope], tags=["worker"])
+
+
+@router.post("/register", response_model=WorkerRegistered)
+def post_register(body: WorkerRegister, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
+    """Announce a worker process; returns its id and the lease timing to follow."""
+    worker_id = register_worker(db=db, name=body.name, host=body.host, pid=body.pid)
+    return {
+        "worker_id": worker_id,
+        "lease_seconds": settings.lease_seconds,
+        "heartbeat_seconds": settings.heartbeat_seconds,
+    }
+
+
+@router.post("/claim", response_model=ClaimResponse)
+def post_claim(body: ClaimRequest, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
+    """Lease up to max_trials queued trials; an empty list when there is nothing to do."""
+    claimed = claim_trials(
+        db=db,
+        worker_id=body.worker_id,
+        max_trials=body.max_trials,
+        lease_seconds=settings.lease_seconds,
+    )
+    return {"trials": [c.__dict__ for c in claimed]}
+
+
+@router.post("/trials/{trial_id}/heartbeat", response_model=StopFlag)
+def post_heartbeat(
+    trial_id: int, body: LeaseRequest, db: DbDep, settings: SettingsDep
+) -> dict[str, bool]:
+    """Extend the lease; 409 once it is lost. Says whether the trial should stop."""
+    stop = heartbeat(
+        db=db,
+        trial_id=trial_id,
+        lease_token=body.lease_token,
+        lease_seconds=settings.lease_seconds,
+    )
+    return {"stop": stop}
+
+
+@router.post("/trials/{trial_id}/metrics", response_model=StopFlag)
+def post_metrics(
+    trial_id: int, body: MetricsReport, db: DbDep, settings: SettingsDep
+) -> dict[str, bool]:
+    """Store a batch of epochs (re-sent epochs are ignored); 409 once the lease is lost."""
+    stop = report_metrics(
+        db=db,
+        trial_id=trial_id,
+        lease_token=body.lease_token,
+        epochs=[e.model_dump() for e in body.epochs],
+        lease_seconds=settings.lease_seconds,
+    )
+    return {"stop": stop}
+
+
+@router.post("/trials/{trial_id}/finish", response_model=FinishResponse)
+def post_finish(trial_id: int, body: FinishReport, db: DbDep) -> dict[str, Any]:
+    """Record the trial's end and its last epochs; 409 once the lease is lost."""
+    status = finish_trial(
+        db=db,
+        trial_id=trial_id,
+        lease_token=body.lease_token,
+        outcome=body.outcome,
+        error=body.error,
+        epochs=[e.model_dump() for e in body.epochs],
+    )
+    return {"status": status}
+
+
+@router.post("/trials/{trial_id}/release", status_code=204)
+def post_release(trial_id: int, body: LeaseRequest, db: DbDep) -> None:
+    """Hand the trial back to the queue without counting a retry (worker shutting down)."""
+    release_trial(db=db, trial_id=trial_id, lease_token=body.lease_token)

@@ -1,0 +1,73 @@
+"""One error hierarchy for the service; the API renders each as RFC 9457 problem details."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CaviarError(Exception):
+    """Something went wrong."""
+
+    status: int = 500
+    slug: str = "internal"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        self.detail = detail or (self.__doc__ or "").strip()
+        self.extra = extra
+        super().__init__(self.detail)
+
+    @property
+    def title(self) -> str:
+        return (type(self).__doc__ or "").strip().rstrip(".")
+
+
+class NotFound(CaviarError):
+    """Not found."""
+
+    status = 404
+    slug = "not-found"
+
+
+class Conflict(CaviarError):
+    """The resource is not in a state that allows this."""
+
+    status = 409
+    slug = "conflict"
+
+
+class LeaseLost(Conflict):
+    """The worker's lease on this trial is no longer valid."""
+
+    slug = "lease-lost"
+
+
+class InvalidSpec(CaviarError):
+    """The search spec is invalid."""
+
+    status = 422
+    slug = "invalid-spec"
+
+    def __init__(self, detail: str | None = None, *, errors: list[dict[str, Any]]) -> None:
+        super().__init__(detail or "; ".join(f"{e['loc']}: {e['msg']}" for e in errors))
+        self.extra = {"errors": errors}
+
+
+class Unauthorized(CaviarError):
+    """A valid API token is required."""
+
+    status = 401
+    slug = "unauthorized"
+
+
+class Forbidden(CaviarError):
+    """The token does not have the scope this route needs."""
+
+    status = 403
+    slug = "forbidden"
+
+
+class Unavailable(CaviarError):
+    """The database is unreachable; try again shortly."""
+
+    status = 503
+    slug = "unavailable"

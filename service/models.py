@@ -1,0 +1,197 @@
+"""SQLAlchemy 2 models of studies, rounds, trials, metrics, data sets and workers."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# A naming convention makes constraint names deterministic, so Alembic's SQLite batch
+# mode and PostgreSQL autogenerate agree on what each constraint is called.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class StudyStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    completed = "completed"
+    cancelled = "cancelled"
+    failed = "failed"
+
+
+class TrialStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    paused = "paused"
+    completed = "completed"
+    failed = "failed"
+    pruned = "pruned"
+    stopped = "stopped"
+
+
+TERMINAL_TRIAL = frozenset(
+    {TrialStatus.completed, TrialStatus.failed, TrialStatus.pruned, TrialStatus.stopped}
+)
+TERMINAL_STUDY = frozenset({StudyStatus.completed, StudyStatus.cancelled, StudyStatus.failed})
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Stored as plain strings with a CHECK constraint: no PostgreSQL ENUM type to migrate.
+    return Enum(cls, name=name, native_enum=False, length=16, validate_strings=True)
+
+
+class Study(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]]
+    status: Mapped[StudyStatus] = mapped_column(
+        _enum(StudyStatus, "study_status"), default=StudyStatus.queued
+    )
+    strategy: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(16))
+    max_parallel: Mapped[int] = mapped_column(Integer)
+    max_retries: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(32))
+    direction: Mapped[str] = mapped_column(String(16))
+    total_rounds: Mapped[int] = mapped_column(Integer, default=1)
+    current_round: Mapped[int] = mapped_column(Integer, default=0)
+    parent_study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id"))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    spec_sha256: Mapped[str] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    # The last time a trial of this study was handed out: claims go to the study that
+    # waited longest, which is round-robin across studies.
+    last_claim_at: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_studies_status_created", "status", "created_at"),)
+
+
+class Round(Base):
+    __tablename__ = "rounds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    box: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (UniqueConstraint("study_id", "index"),)
+
+
+class Trial(Base):
+    __tablename__ = "trials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)  # 0-based within its study
+    round_index: Mapped[int] = mapped_column(Integer, default=0)
+    params: Mapped[dict[str, Any]]
+    config: Mapped[dict[str, Any]]
+    status: Mapped[TrialStatus] = mapped_column(
+        _enum(TrialStatus, "trial_status"), default=TrialStatus.queued
+    )
+    # attempt counts claims (metrics are keyed by it, so a dead attempt's epochs never mix
+    # with the next); retries counts only lease expiries, which max_retries bounds.
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    lease_token: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[float | None] = mapped_column(Float)
+    worker_id: Mapped[str | None] = mapped_column(String(64))
+    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    value: Mapped[float | None] = mapped_column(Float)
+    epochs_done: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str | None] = mapped_column(String(16))  # completed | diverged | stopped ...
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("study_id", "number"),
+        # The claim scans queued trials in order; the reaper scans running leases.
+        Index("ix_trials_status_study", "status", "study_id", "id"),
+        Index("ix_trials_study_status", "study_id", "status"),
+        Index("ix_trials_study_value", "study_id", "value"),
+        Index("ix_trials_lease", "status", "lease_expires_at"),
+    )
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer)
+    train_cost: Mapped[float | None] = mapped_column(Float)
+    train_accuracy: Mapped[float | None] = mapped_column(Float)
+    dev_cost: Mapped[float | None] = mapped_column(Float)
+    dev_accuracy: Mapped[float | None] = mapped_column(Float)
+    learning_rate: Mapped[float | None] = mapped_column(Float)
+    seconds: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (UniqueConstraint("trial_id", "attempt", "epoch"),)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    format: Mapped[str] = mapped_column(String(8))  # csv | npz
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    n_rows: Mapped[int] = mapped_column(Integer)
+    n_columns: Mapped[int] = mapped_column(Integer)
+    label_column: Mapped[str | None] = mapped_column(String(200))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[float] = mapped_column(Float)
+    last_heartbeat: Mapped[float] = mapped_column(Float)  # database clock, see db.db_epoch
+    trials_done: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_workers_last_heartbeat", "last_heartbeat"),)

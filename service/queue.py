@@ -1,0 +1,391 @@
+"""The trial queue: claim with a lease, heartbeat, report, finish, release and reap.
+
+Every transition is a compare-and-set on (id, status, lease_token): the loser of a race
+changes nothing and is told so (LeaseLost), so a trial's result is stored exactly once
+however many workers, reapers or replicas touch it.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from service.db import Database, db_epoch
+from service.errors import LeaseLost, NotFound
+from service.models import (
+    TERMINAL_TRIAL,
+    Metric,
+    Study,
+    StudyStatus,
+    Trial,
+    TrialStatus,
+    Worker,
+)
+from service.rounds import after_trial_finished
+
+METRIC_FIELDS = (
+    "train_cost",
+    "train_accuracy",
+    "dev_cost",
+    "dev_accuracy",
+    "learning_rate",
+    "seconds",
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a worker needs to run one trial."""
+
+    trial_id: int
+    study_id: int
+    number: int
+    attempt: int
+    lease_token: str
+    config: dict[str, Any]
+    dataset: dict[str, Any]
+
+
+def register_worker(*, db: Database, name: str, host: str | None, pid: int | None) -> str:
+    worker_id = f"w-{secrets.token_hex(6)}"
+    with db.session() as s:
+        now = s.scalar(select(db_epoch()))
+        s.add(
+            Worker(
+                id=worker_id,
+                name=name,
+                host=host or socket.gethostname(),
+                pid=pid,
+                started_at=now,
+                last_heartbeat=now,
+                trials_done=0,
+            )
+        )
+    return worker_id
+
+
+def claim_trials(
+    *, db: Database, worker_id: str, max_trials: int, lease_seconds: float
+) -> list[Claimed]:
+    """Lease up to `max_trials` queued trials to `worker_id`.
+
+    Studies are served oldest-waiting first (the one whose last claim is oldest), which is
+    round-robin across studies; `max_parallel` and panda's one-at-a-time are enforced
+    under a lock on the study row, so two replicas cannot both take the last free slot.
+    """
+    claimed: list[Claimed] = []
+    is_pg = db.dialect == "postgresql"
+    with db.session() as s:
+        _touch_worker(s, worker_id)
+        has_queued = exists().where(
+            and_(Trial.study_id == Study.id, Trial.status == TrialStatus.queued)
+        )
+        candidates = (
+            select(Study.id)
+            .where(Study.status.in_([StudyStatus.queued, StudyStatus.running]), has_queued)
+            .order_by(Study.last_claim_at.asc().nulls_first(), Study.id)
+            .limit(16)
+        )
+        if is_pg:
+            candidates = candidates.with_for_update(skip_locked=True, of=Study)
+        for study_id in s.scalars(candidates).all():
+            if len(claimed) >= max_trials:
+                break
+            claimed.extend(
+                _claim_from_study(
+                    s,
+                    study_id=study_id,
+                    worker_id=worker_id,
+                    want=max_trials - len(claimed),
+                    lease_seconds=lease_seconds,
+                    is_pg=is_pg,
+                )
+            )
+    return claimed
+
+
+def _claim_from_study(
+    s: Session, *, study_id: int, worker_id: str, want: int, lease_seconds: float, is_pg: bool
+) -> list[Claimed]:
+    study = s.get(Study, study_id)
+    assert study is not None
+    cap = 1 if study.mode == "panda" else study.max_parallel
+    running = s.scalar(
+        select(func.count())
+        .select_from(Trial)
+        .where(Trial.study_id == study_id, Trial.status == TrialStatus.running)
+    )
+    free = cap - (running or 0)
+    if free <= 0:
+        return []
+    pick = (
+        select(Trial.id)
+        .where(Trial.study_id == study_id, Trial.status == TrialStatus.queued)
+        .order_by(Trial.id)
+        .limit(min(free, want))
+    )
+    if is_pg:
+        pick = pick.with_for_update(skip_locked=True)
+    out: list[Claimed] = []
+    # Unset fields stay unset, so the trainer applies its own defaults.
+    dataset = {k: v for k, v in study.spec.get("dataset", {}).items() if v is not None}
+    for trial_id in s.scalars(pick).all():
+        token = secrets.token_hex(16)
+        row = s.execute(
+            update(Trial)
+            .where(Trial.id == trial_id, Trial.status == TrialStatus.queued)
+            .values(
+                status=TrialStatus.running,
+                attempt=Trial.attempt + 1,
+                lease_token=token,
+                lease_expires_at=db_epoch() + lease_seconds,
+                worker_id=worker_id,
+                stop_requested=False,
+                started_at=func.coalesce(Trial.started_at, func.now()),
+            )
+            .returning(Trial.number, Trial.attempt, Trial.config)
+        ).one_or_none()
+        if row is None:  # lost a race; the winner has it
+            continue
+        out.append(
+            Claimed(
+                trial_id=trial_id,
+                study_id=study_id,
+                number=row.number,
+                attempt=row.attempt,
+                lease_token=token,
+                config=row.config,
+                dataset=dataset,
+            )
+        )
+    if out:
+        values: dict[str, Any] = {"last_claim_at": db_epoch()}
+        if study.status == StudyStatus.queued:
+            values.update(status=StudyStatus.running, started_at=func.now())
+        s.execute(
+            update(Study)
+            .where(
+                Study.id == study_id, Study.status.in_([StudyStatus.queued, StudyStatus.running])
+            )
+            .values(**values)
+        )
+    return out
+
+
+def _touch_worker(s: Session, worker_id: str) -> None:
+    s.execute(update(Worker).where(Worker.id == worker_id).values(last_heartbeat=db_epoch()))
+
+
+def _leased(s: Session, trial_id: int, token: str) -> Trial:
+    """The running trial held by `token`, or LeaseLost (NotFound if no such trial)."""
+    trial = s.get(Trial, trial_id)
+    if trial is None:
+        raise NotFound(f"trial {trial_id} does not exist")
+    if trial.status != TrialStatus.running or trial.lease_token != token:
+        raise LeaseLost(f"trial {trial_id}: the lease is no longer held (status {trial.status})")
+    return trial
+
+
+def heartbeat(*, db: Database, trial_id: int, lease_token: str, lease_seconds: float) -> bool:
+    """Extend the lease; returns whether the trial has been asked to stop."""
+    with db.session() as s:
+        stop = s.execute(
+            update(Trial)
+            .where(
+                Trial.id == trial_id,
+                Trial.status == TrialStatus.running,
+                Trial.lease_token == lease_token,
+            )
+            .values(lease_expires_at=db_epoch() + lease_seconds)
+            .returning(Trial.stop_requested, Trial.worker_id)
+        ).one_or_none()
+        if stop is None:
+            _leased(s, trial_id, lease_token)  # raises the precise error
+        assert stop is not None
+        if stop.worker_id:
+            _touch_worker(s, stop.worker_id)
+        return bool(stop.stop_requested)
+
+
+def _clean(value: Any) -> float | None:
+    if value is None:
+        return None
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
+def _insert_metrics(s: Session, *, trial: Trial, epochs: Sequence[Mapping[str, Any]]) -> int:
+    rows = [
+        {
+            "trial_id": trial.id,
+            "attempt": trial.attempt,
+            "epoch": int(e["epoch"]),
+            **{k: _clean(e.get(k)) for k in METRIC_FIELDS},
+        }
+        for e in epochs
+    ]
+    if not rows:
+        return 0
+    dialect = s.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # A re-sent batch (the worker retried after a lost response) is ignored, not doubled.
+    stmt = insert(Metric).on_conflict_do_nothing(index_elements=["trial_id", "attempt", "epoch"])
+    s.execute(stmt, rows)
+    last = max(int(e["epoch"]) for e in epochs) + 1
+    if last > trial.epochs_done:
+        trial.epochs_done = last
+    return len(rows)
+
+
+def report_metrics(
+    *,
+    db: Database,
+    trial_id: int,
+    lease_token: str,
+    epochs: Sequence[Mapping[str, Any]],
+    lease_seconds: float,
+) -> bool:
+    """Store a batch of epochs of the current attempt; returns whether to stop."""
+    with db.session() as s:
+        trial = _leased(s, trial_id, lease_token)
+        _insert_metrics(s, trial=trial, epochs=epochs)
+        s.execute(
+            update(Trial)
+            .where(Trial.id == trial_id)
+            .values(lease_expires_at=db_epoch() + lease_seconds)
+        )
+        return bool(trial.stop_requested)
+
+
+def objective_value(s: Session, *, trial: Trial, study: Study) -> float | None:
+    """The study's objective for `trial`'s current attempt, from its stored metrics."""
+    column = getattr(Metric, study.metric)
+    where = (Metric.trial_id == trial.id, Metric.attempt == trial.attempt, column.is_not(None))
+    at = study.spec.get("objective", {}).get("at", "last")
+    if at == "best":
+        agg = func.max(column) if study.direction == "maximize" else func.min(column)
+        return s.scalar(select(agg).where(*where))
+    return s.scalar(select(column).where(*where).order_by(Metric.epoch.desc()).limit(1))
+
+
+def finish_trial(
+    *,
+    db: Database,
+    trial_id: int,
+    lease_token: str,
+    outcome: str,
+    error: str | None = None,
+    epochs: Sequence[Mapping[str, Any]] = (),
+) -> TrialStatus:
+    """Record a trial's end: its last epochs, its objective value, its status.
+
+    `outcome` is the trainer's: completed, diverged, stopped; or failed (an exception).
+    A diverged trial is `failed` with the reason and keeps its curve; its value stays
+    empty, so it ranks below every trial that finished.
+    """
+    with db.session() as s:
+        trial = _leased(s, trial_id, lease_token)
+        study = s.get(Study, trial.study_id)
+        assert study is not None
+        _insert_metrics(s, trial=trial, epochs=epochs)
+        status = {
+            "completed": TrialStatus.completed,
+            "stopped": TrialStatus.stopped,
+            "pruned": TrialStatus.pruned,
+        }.get(outcome, TrialStatus.failed)
+        value = None
+        if status != TrialStatus.failed:
+            value = objective_value(s, trial=trial, study=study)
+        if outcome == "diverged" and not error:
+            error = (
+                f"diverged after {trial.epochs_done} epochs: the cost or a gradient was not finite"
+            )
+        s.execute(
+            update(Trial)
+            .where(Trial.id == trial_id, Trial.lease_token == lease_token)
+            .values(
+                status=status,
+                outcome=outcome,
+                value=value,
+                error=error[:4000] if error else None,
+                lease_token=None,
+                lease_expires_at=None,
+                finished_at=func.now(),
+            )
+        )
+        if trial.worker_id:
+            s.execute(
+                update(Worker)
+                .where(Worker.id == trial.worker_id)
+                .values(trials_done=Worker.trials_done + 1, last_heartbeat=db_epoch())
+            )
+        after_trial_finished(s, study_id=study.id)
+        return status
+
+
+def release_trial(*, db: Database, trial_id: int, lease_token: str) -> None:
+    """Hand a trial back to the queue without counting a retry (a worker shutting down)."""
+    with db.session() as s:
+        _leased(s, trial_id, lease_token)
+        s.execute(
+            update(Trial)
+            .where(Trial.id == trial_id, Trial.lease_token == lease_token)
+            .values(
+                status=TrialStatus.queued,
+                lease_token=None,
+                lease_expires_at=None,
+                worker_id=None,
+            )
+        )
+
+
+def reap_expired(*, db: Database) -> int:
+    """Requeue (or fail, past max_retries) every running trial whose lease expired."""
+    moved = 0
+    with db.session() as s:
+        stale = s.execute(
+            select(Trial.id, Trial.lease_token, Trial.retries, Study.max_retries, Trial.study_id)
+            .join(Study, Study.id == Trial.study_id)
+            .where(Trial.status == TrialStatus.running, Trial.lease_expires_at < db_epoch())
+        ).all()
+        touched: set[int] = set()
+        for row in stale:
+            guard = (
+                Trial.id == row.id,
+                Trial.status == TrialStatus.running,
+                Trial.lease_token == row.lease_token,
+            )
+            if row.retries < row.max_retries:
+                values: dict[str, Any] = {
+                    "status": TrialStatus.queued,
+                    "retries": Trial.retries + 1,
+                }
+            else:
+                values = {
+                    "status": TrialStatus.failed,
+                    "outcome": "lost",
+                    "error": (
+                        f"the worker stopped answering (lease expired) on "
+                        f"{row.retries + 1} attempts; max_retries is {row.max_retries}"
+                    ),
+                    "finished_at": func.now(),
+                }
+                touched.add(row.study_id)
+            values.update(lease_token=None, lease_expires_at=None, worker_id=None)
+            result = s.execute(update(Trial).where(*guard).values(**values))
+            moved += result.rowcount  # type: ignore[attr-defined]
+        for study_id in touched:
+            after_trial_finished(s, study_id=study_id)
+    return moved
+
+
+def is_terminal(status: TrialStatus) -> bool:
+    return status in TERMINAL_TRIAL

@@ -1,0 +1,362 @@
+"""Study and trial operations behind the API and the CLI: create, read, list, steer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.db import Database
+from service.errors import Conflict, InvalidSpec, NotFound
+from service.models import (
+    TERMINAL_STUDY,
+    TERMINAL_TRIAL,
+    Dataset,
+    Metric,
+    Round,
+    Study,
+    StudyStatus,
+    Trial,
+    TrialStatus,
+)
+from service.queue import METRIC_FIELDS
+from service.rounds import add_trials, after_trial_finished
+from service.settings import Settings
+from service.spec import (
+    BUILTIN_DATASETS,
+    SpecError,
+    StudySpec,
+    parse_spec,
+    plan_round,
+    total_rounds,
+)
+
+
+def validate_spec(data: Any, *, settings: Settings) -> StudySpec:
+    """Parse and validate a spec, or raise InvalidSpec naming every wrong field."""
+    try:
+        return parse_spec(data, settings=settings)
+    except SpecError as exc:
+        raise InvalidSpec(errors=exc.errors) from None
+
+
+def _fingerprint(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def create_study(
+    *,
+    db: Database,
+    data: Any,
+    settings: Settings,
+    idempotency_key: str | None = None,
+    parent_study_id: int | None = None,
+) -> int:
+    """Validate `data`, expand its first round into trials and queue them, all or nothing."""
+    spec = validate_spec(data, settings=settings)
+    box, plans = plan_round(spec, round_index=0)
+    stored = spec.model_dump(mode="json")
+    fingerprint = _fingerprint(stored)
+    with db.session() as s:
+        _check_dataset(s, spec)
+        if idempotency_key:
+            existing = s.execute(
+                select(Study.id, Study.spec_sha256).where(Study.idempotency_key == idempotency_key)
+            ).first()
+            if existing is not None:
+                if existing.spec_sha256 == fingerprint:
+                    return int(existing.id)
+                raise InvalidSpec(
+                    errors=[
+                        {
+                            "loc": "Idempotency-Key",
+                            "msg": "this key was already used with a different spec",
+                            "input": idempotency_key,
+                        }
+                    ]
+                )
+        if parent_study_id is not None and s.get(Study, parent_study_id) is None:
+            raise NotFound(f"study {parent_study_id} does not exist")
+        study = Study(
+            name=spec.name,
+            spec=stored,
+            status=StudyStatus.queued,
+            strategy=spec.strategy.type,
+            mode=spec.execution.mode,
+            max_parallel=spec.execution.max_parallel,
+            max_retries=spec.execution.max_retries,
+            metric=spec.objective.metric,
+            direction=spec.objective.direction,
+            total_rounds=total_rounds(spec),
+            current_round=0,
+            parent_study_id=parent_study_id,
+            idempotency_key=idempotency_key,
+            spec_sha256=fingerprint,
+        )
+        s.add(study)
+        try:
+            s.flush()
+        except IntegrityError:  # the same key raced in from another request
+            raise Conflict("a study with this Idempotency-Key is being created") from None
+        s.add(Round(study_id=study.id, index=0, box=box))
+        add_trials(s, study_id=study.id, round_index=0, plans=plans, first_number=0)
+        return study.id
+
+
+def _check_dataset(s: Session, spec: StudySpec) -> None:
+    name = spec.dataset.name
+    if name in BUILTIN_DATASETS:
+        return
+    if s.get(Dataset, name) is None:
+        raise InvalidSpec(
+            errors=[
+                {
+                    "loc": "dataset.name",
+                    "msg": (
+                        f"no built-in or uploaded data set named {name!r}; built-ins are "
+                        + ", ".join(sorted(BUILTIN_DATASETS))
+                    ),
+                    "input": name,
+                }
+            ]
+        )
+
+
+def _study(s: Session, study_id: int) -> Study:
+    study = s.get(Study, study_id)
+    if study is None:
+        raise NotFound(f"study {study_id} does not exist")
+    return study
+
+
+def trial_dict(t: Trial) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "study_id": t.study_id,
+        "number": t.number,
+        "round": t.round_index,
+        "status": t.status.value,
+        "params": t.params,
+        "value": t.value,
+        "attempt": t.attempt,
+        "retries": t.retries,
+        "epochs_done": t.epochs_done,
+        "outcome": t.outcome,
+        "error": t.error,
+        "worker_id": t.worker_id,
+        "created_at": t.created_at,
+        "started_at": t.started_at,
+        "finished_at": t.finished_at,
+    }
+
+
+def best_trial(s: Session, study: Study) -> Trial | None:
+    order = Trial.value.desc() if study.direction == "maximize" else Trial.value.asc()
+    return s.scalars(
+        select(Trial)
+        .where(
+            Trial.study_id == study.id,
+            Trial.status == TrialStatus.completed,
+            Trial.value.is_not(None),
+        )
+        .order_by(order, Trial.id)
+        .limit(1)
+    ).first()
+
+
+def study_dict(s: Session, study: Study, *, with_best: bool = True) -> dict[str, Any]:
+    counts = dict.fromkeys((st.value for st in TrialStatus), 0)
+    for status, n in s.execute(
+        select(Trial.status, func.count()).where(Trial.study_id == study.id).group_by(Trial.status)
+    ):
+        counts[TrialStatus(status).value] = n
+    best = best_trial(s, study) if with_best else None
+    return {
+        "id": study.id,
+        "name": study.name,
+        "status": study.status.value,
+        "strategy": study.strategy,
+        "mode": study.mode,
+        "objective": {
+            "metric": study.metric,
+            "direction": study.direction,
+            "at": study.spec.get("objective", {}).get("at", "last"),
+        },
+        "rounds": {"current": study.current_round, "total": study.total_rounds},
+        "counts": counts,
+        "total_trials": sum(counts.values()),
+        "best_trial": ({**trial_dict(best), "config": best.config} if best is not None else None),
+        "parent_study_id": study.parent_study_id,
+        "error": study.error,
+        "created_at": study.created_at,
+        "started_at": study.started_at,
+        "finished_at": study.finished_at,
+        "spec": study.spec,
+    }
+
+
+def get_study(*, db: Database, study_id: int) -> dict[str, Any]:
+    with db.session(write=False) as s:
+        return study_dict(s, _study(s, study_id))
+
+
+def list_studies(
+    *,
+    db: Database,
+    status: StudyStatus | None = None,
+    name: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    with db.session(write=False) as s:
+        q = select(Study)
+        if status is not None:
+            q = q.where(Study.status == status)
+        if name:
+            q = q.where(Study.name.contains(name, autoescape=True))
+        total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+        studies = s.scalars(q.order_by(Study.id.desc()).limit(limit).offset(offset)).all()
+        return [study_dict(s, st) for st in studies], total
+
+
+def list_trials(
+    *,
+    db: Database,
+    study_id: int,
+    status: TrialStatus | None = None,
+    round_index: int | None = None,
+    sort: str = "number",
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    with db.session(write=False) as s:
+        study = _study(s, study_id)
+        q = select(Trial).where(Trial.study_id == study_id)
+        if status is not None:
+            q = q.where(Trial.status == status)
+        if round_index is not None:
+            q = q.where(Trial.round_index == round_index)
+        total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+        if sort == "value":
+            best_first = Trial.value.desc() if study.direction == "maximize" else Trial.value.asc()
+            q = q.order_by(Trial.value.is_(None), best_first, Trial.number)
+        else:
+            q = q.order_by(Trial.number)
+        trials = s.scalars(q.limit(limit).offset(offset)).all()
+        return [trial_dict(t) for t in trials], total
+
+
+def get_trial(*, db: Database, trial_id: int) -> dict[str, Any]:
+    with db.session(write=False) as s:
+        trial = s.get(Trial, trial_id)
+        if trial is None:
+            raise NotFound(f"trial {trial_id} does not exist")
+        return {**trial_dict(trial), "config": trial.config}
+
+
+def trial_metrics(*, db: Database, trial_id: int) -> list[dict[str, Any]]:
+    """The learning curve of the trial's latest attempt, epoch by epoch."""
+    with db.session(write=False) as s:
+        trial = s.get(Trial, trial_id)
+        if trial is None:
+            raise NotFound(f"trial {trial_id} does not exist")
+        rows = s.scalars(
+            select(Metric)
+            .where(Metric.trial_id == trial_id, Metric.attempt == trial.attempt)
+            .order_by(Metric.epoch)
+        ).all()
+        return [{"epoch": m.epoch, **{k: getattr(m, k) for k in METRIC_FIELDS}} for m in rows]
+
+
+def stop_trial(*, db: Database, trial_id: int) -> dict[str, Any]:
+    """Stop a trial: at once if it waits, at the end of its current epoch if it runs."""
+    with db.session() as s:
+        trial = s.get(Trial, trial_id)
+        if trial is None:
+            raise NotFound(f"trial {trial_id} does not exist")
+        if trial.status in TERMINAL_TRIAL:
+            raise Conflict(f"trial {trial_id} has already ended ({trial.status.value})")
+        if trial.status == TrialStatus.running:
+            trial.stop_requested = True
+        else:
+            trial.status = TrialStatus.stopped
+            trial.outcome = "stopped"
+            trial.finished_at = func.now()
+            s.flush()
+            after_trial_finished(s, study_id=trial.study_id)
+        s.flush()
+        s.refresh(trial)
+        return {**trial_dict(trial), "config": trial.config}
+
+
+def cancel_study(*, db: Database, study_id: int) -> dict[str, Any]:
+    """Cancel: queued and paused trials are stopped now, running ones at their next epoch."""
+    with db.session() as s:
+        study = _study(s, study_id)
+        if study.status in TERMINAL_STUDY:
+            raise Conflict(f"study {study_id} has already ended ({study.status.value})")
+        s.execute(
+            update(Trial)
+            .where(
+                Trial.study_id == study_id,
+                Trial.status.in_([TrialStatus.queued, TrialStatus.paused]),
+            )
+            .values(
+                status=TrialStatus.stopped,
+                outcome="cancelled",
+                error="the study was cancelled",
+                finished_at=func.now(),
+            )
+        )
+        s.execute(
+            update(Trial)
+            .where(Trial.study_id == study_id, Trial.status == TrialStatus.running)
+            .values(stop_requested=True)
+        )
+        study.status = StudyStatus.cancelled
+        study.finished_at = func.now()
+        s.flush()
+        s.refresh(study)
+        return study_dict(s, study)
+
+
+def retry_failed(*, db: Database, study_id: int) -> dict[str, Any]:
+    """Queue failed and stopped trials again as new attempts; the study runs again."""
+    with db.session() as s:
+        study = _study(s, study_id)
+        moved = s.execute(
+            update(Trial)
+            .where(
+                Trial.study_id == study_id,
+                Trial.status.in_([TrialStatus.failed, TrialStatus.stopped]),
+            )
+            .values(
+                status=TrialStatus.queued,
+                retries=0,
+                error=None,
+                outcome=None,
+                value=None,
+                stop_requested=False,
+                finished_at=None,
+            )
+        )
+        if moved.rowcount:  # type: ignore[attr-defined]
+            study.status = StudyStatus.running if study.started_at else StudyStatus.queued
+            study.finished_at = None
+            study.error = None
+        s.flush()
+        s.refresh(study)
+        return {**study_dict(s, study), "requeued": moved.rowcount}  # type: ignore[attr-defined]
+
+
+def list_rounds(*, db: Database, study_id: int) -> list[dict[str, Any]]:
+    with db.session(write=False) as s:
+        _study(s, study_id)
+        rounds = s.scalars(
+            select(Round).where(Round.study_id == study_id).order_by(Round.index)
+        ).all()
+        return [{"index": r.index, "box": r.box, "created_at": r.created_at} for r in rounds]

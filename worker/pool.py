@@ -1,0 +1,128 @@
+"""The caviar pool: N worker processes, one BLAS thread each, replaced as they retire."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("caviar.worker")
+
+SHUTDOWN_GRACE_SECONDS = 10.0  # SIGTERM: children finish their epoch and hand back by then
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    api_url: str
+    token: str | None = None
+    processes: int = 1
+    max_trials_per_process: int | None = 200  # then a fresh process: memory cannot creep
+    claim_batch: int = 1
+    exit_when_idle: bool = False
+    name_prefix: str | None = None
+    log_level: int = logging.INFO
+
+
+def _child(options: PoolOptions, index: int) -> None:
+    # Spawned, not forked: a fresh interpreter with no threads or sockets of the parent.
+    from threadpoolctl import threadpool_limits
+
+    from worker.runner import Worker, install_sigterm
+
+    logging.basicConfig(
+        level=options.log_level,
+        format="%(asctime)s %(levelname)s %(name)s [worker %(process)d] %(message)s",
+    )
+    # N processes on N cores: each BLAS must use one thread or they fight for the cores.
+    threadpool_limits(limits=1)
+    shutdown = threading.Event()
+    install_sigterm(shutdown)
+    prefix = options.name_prefix or os.uname().nodename
+    worker = Worker(
+        options.api_url,
+        options.token,
+        name=f"{prefix}-{index}",
+        max_trials=options.max_trials_per_process,
+        claim_batch=options.claim_batch,
+        exit_when_idle=options.exit_when_idle,
+        shutdown=shutdown,
+    )
+    worker.run()
+
+
+class Pool:
+    """Starts and supervises worker processes until stopped (or idle, if so configured)."""
+
+    def __init__(self, options: PoolOptions) -> None:
+        self.options = options
+        self.ctx = mp.get_context("spawn")
+        self.procs: dict[int, Any] = {}
+        self.stopping = threading.Event()
+
+    def _start(self, index: int) -> None:
+        proc = self.ctx.Process(
+            target=_child, args=(self.options, index), name=f"caviar-worker-{index}", daemon=False
+        )
+        proc.start()
+        self.procs[index] = proc
+
+    def start(self) -> None:
+        for i in range(self.options.processes):
+            self._start(i)
+
+    def supervise(self) -> int:
+        """Replace retired processes until stopped; returns the exit code for the CLI."""
+        failures = 0
+        while not self.stopping.is_set():
+            for index, proc in list(self.procs.items()):
+                if proc.is_alive():
+                    continue
+                code = proc.exitcode
+                if self.options.exit_when_idle and code == 0:
+                    del self.procs[index]
+                    continue
+                if code != 0:
+                    failures += 1
+                    log.warning("worker process %s exited with %s; starting another", index, code)
+                    time.sleep(min(5.0, 0.5 * failures))
+                self._start(index)
+            if not self.procs:
+                return 0
+            self.stopping.wait(0.2)
+        return self.stop()
+
+    def stop(self) -> int:
+        """SIGTERM every child, wait for them to hand back their trials, then kill stragglers."""
+        self.stopping.set()
+        for proc in self.procs.values():
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+        for proc in self.procs.values():
+            proc.join(max(0.0, deadline - time.monotonic()))
+        code = 0
+        for proc in self.procs.values():
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+                code = 1
+        return code
+
+
+def run_pool(options: PoolOptions) -> int:
+    """`caviar worker`: run the pool in the foreground until SIGTERM or SIGINT."""
+    pool = Pool(options)
+
+    def _handler(signum: int, _frame: Any) -> None:
+        pool.stopping.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    pool.start()
+    pool.supervise()
+    return pool.stop()

@@ -1,0 +1,226 @@
+"""One worker process: lease trials over HTTP, train each with trainer/, report, repeat."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from trainer import TrainConfig, load_dataset, train
+from worker.client import ApiError, Client, LeaseLostError
+
+log = logging.getLogger("caviar.worker")
+
+IDLE_SLEEP_SECONDS = 0.5  # between empty claims; doubles up to IDLE_MAX_SECONDS
+IDLE_MAX_SECONDS = 2.0
+FLUSH_SECONDS = 1.0  # metrics are sent in batches at most this often (and at the end)
+DATASET_CACHE_SIZE = 8  # data sets kept in memory, keyed by their spec
+
+
+class TrialRun:
+    """The state of one leased trial while it trains: the heartbeat, the metrics buffer."""
+
+    def __init__(self, worker: Worker, claimed: dict[str, Any]) -> None:
+        self.worker = worker
+        self.trial_id: int = claimed["trial_id"]
+        self.token: str = claimed["lease_token"]
+        self.buffer: list[dict[str, Any]] = []
+        self.stop_asked = threading.Event()
+        self.lease_lost = threading.Event()
+        self.done = threading.Event()
+        self.last_flush = time.monotonic()
+
+    def heartbeat_loop(self) -> None:
+        # Waits on an event, so the thread ends the moment the trial does.
+        while not self.done.wait(self.worker.heartbeat_seconds):
+            try:
+                answer = self.worker.hb_client.post(
+                    f"/api/worker/trials/{self.trial_id}/heartbeat", {"lease_token": self.token}
+                )
+                if answer and answer.get("stop"):
+                    self.stop_asked.set()
+            except LeaseLostError:
+                self.lease_lost.set()
+                return
+            except ApiError as exc:
+                log.warning("heartbeat failed: %s", exc, extra={"trial_id": self.trial_id})
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        answer = self.worker.client.post(
+            f"/api/worker/trials/{self.trial_id}/metrics",
+            {"lease_token": self.token, "epochs": self.buffer},
+        )
+        self.buffer = []
+        self.last_flush = time.monotonic()
+        if answer and answer.get("stop"):
+            self.stop_asked.set()
+
+    def on_epoch(self, metrics: dict[str, Any]) -> bool:
+        """The trainer's callback: buffer, send now and then; True asks training to stop."""
+        self.buffer.append(metrics)
+        if time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+            try:
+                self.flush()
+            except LeaseLostError:
+                self.lease_lost.set()
+        return self.stop_asked.is_set() or self.lease_lost.is_set() or self.worker.shutdown.is_set()
+
+
+class Worker:
+    """Leases trials from the service and trains them, one at a time, until told to stop.
+
+    Parameters
+    ----------
+    api_url, token : where the service is and the worker-scoped token it wants.
+    name : shown in the dashboard's worker list.
+    max_trials : leave after this many trials (the pool starts a fresh process), or None.
+    claim_batch : trials leased per round trip; short trials amortize the request.
+    exit_when_idle : leave once a claim comes back empty (``caviar run`` uses this).
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        token: str | None = None,
+        *,
+        name: str | None = None,
+        max_trials: int | None = None,
+        claim_batch: int = 1,
+        exit_when_idle: bool = False,
+        shutdown: threading.Event | None = None,
+        train_fn: Callable[..., Any] = train,
+    ) -> None:
+        self.shutdown = shutdown or threading.Event()
+        self.client = Client(api_url, token, stop=self.shutdown)
+        self.hb_client = Client(api_url, token, stop=self.shutdown)
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.max_trials = max_trials
+        self.claim_batch = claim_batch
+        self.exit_when_idle = exit_when_idle
+        self.train_fn = train_fn
+        self.worker_id = ""
+        self.heartbeat_seconds = 5.0
+        self.trials_done = 0
+        self._datasets: dict[str, Any] = {}
+
+    def run(self) -> int:
+        """The main loop; returns the number of trials this process ran."""
+        try:
+            reg = self.client.post(
+                "/api/worker/register",
+                {"name": self.name, "host": socket.gethostname(), "pid": os.getpid()},
+            )
+        except ApiError:
+            if self.shutdown.is_set():
+                return 0
+            raise
+        self.worker_id = reg["worker_id"]
+        self.heartbeat_seconds = float(reg["heartbeat_seconds"])
+        log.info("worker %s registered", self.worker_id, extra={"action": "register"})
+        idle = IDLE_SLEEP_SECONDS
+        try:
+            while not self.shutdown.is_set():
+                if self.max_trials is not None and self.trials_done >= self.max_trials:
+                    break
+                want = self.claim_batch
+                if self.max_trials is not None:
+                    want = min(want, self.max_trials - self.trials_done)
+                try:
+                    answer = self.client.post(
+                        "/api/worker/claim", {"worker_id": self.worker_id, "max_trials": want}
+                    )
+                except ApiError:
+                    if self.shutdown.is_set():
+                        break
+                    raise
+                claimed = answer["trials"]
+                if not claimed:
+                    if self.exit_when_idle:
+                        break
+                    self.shutdown.wait(idle)
+                    idle = min(idle * 2, IDLE_MAX_SECONDS)
+                    continue
+                idle = IDLE_SLEEP_SECONDS
+                for i, trial in enumerate(claimed):
+                    if self.shutdown.is_set():  # hand back what we leased but did not start
+                        for rest in claimed[i:]:
+                            self._release(rest["trial_id"], rest["lease_token"])
+                        break
+                    self.run_trial(trial)
+                    self.trials_done += 1
+        finally:
+            self.client.close()
+            self.hb_client.close()
+        return self.trials_done
+
+    def _dataset(self, spec: dict[str, Any]) -> Any:
+        key = json.dumps(spec, sort_keys=True)
+        ds = self._datasets.get(key)
+        if ds is None:
+            ds = load_dataset(spec)
+            if len(self._datasets) >= DATASET_CACHE_SIZE:
+                self._datasets.pop(next(iter(self._datasets)))
+            self._datasets[key] = ds
+        return ds
+
+    def _release(self, trial_id: int, token: str) -> None:
+        try:
+            self.client.post(f"/api/worker/trials/{trial_id}/release", {"lease_token": token})
+        except (LeaseLostError, ApiError) as exc:
+            log.warning("could not hand back trial %s: %s", trial_id, exc)
+
+    def run_trial(self, claimed: dict[str, Any]) -> None:
+        run = TrialRun(self, claimed)
+        extra = {"trial_id": run.trial_id, "action": "train"}
+        log.info("trial %s: attempt %s starts", run.trial_id, claimed["attempt"], extra=extra)
+        beat = threading.Thread(target=run.heartbeat_loop, daemon=True, name="caviar-heartbeat")
+        beat.start()
+        outcome, error = "failed", None
+        try:
+            config = TrainConfig(**claimed["config"])
+            dataset = self._dataset(claimed["dataset"])
+            result = self.train_fn(config, dataset, on_epoch=run.on_epoch)
+            outcome = result.status
+        except Exception as exc:  # a trainer error fails this trial; the worker goes on
+            outcome, error = "failed", f"{type(exc).__name__}: {exc}"
+            log.warning("trial %s failed: %s", run.trial_id, error, extra=extra)
+        finally:
+            run.done.set()
+            beat.join(timeout=5)
+        if run.lease_lost.is_set():
+            log.warning("trial %s: lease lost; dropping it", run.trial_id, extra=extra)
+            return
+        if self.shutdown.is_set() and outcome == "stopped" and not run.stop_asked.is_set():
+            self._release(run.trial_id, run.token)
+            return
+        try:
+            self.client.post(
+                f"/api/worker/trials/{run.trial_id}/finish",
+                {
+                    "lease_token": run.token,
+                    "outcome": outcome,
+                    "error": error,
+                    "epochs": run.buffer,
+                },
+            )
+            log.info("trial %s: %s", run.trial_id, outcome, extra={**extra, "action": "finish"})
+        except LeaseLostError:
+            log.warning("trial %s: lease lost before finish", run.trial_id, extra=extra)
+
+
+def install_sigterm(shutdown: threading.Event) -> None:
+    """SIGTERM and SIGINT finish the current epoch, hand the trial back, and exit."""
+
+    def _handler(signum: int, _frame: Any) -> None:
+        shutdown.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
