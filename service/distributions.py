@@ -267,7 +267,7 @@ class FloatDistribution(ScalarDistribution):
 
     def _stepped(self, i: int) -> float:
         assert self.step is not None
-        x = round(self.low + i * self.step, _decimals(self.step) + _decimals(self.low))
+        x = round(self.low + i * self.step, max(_decimals(self.step), _decimals(self.low)))
         return float(min(x, self.high))
 
     def grid_units(self, points: int) -> list[tuple[float, ...]]:

@@ -366,8 +366,11 @@ class CoarseToFineStrategy(Strategy):
         lo, hi = float(seen.min()), float(seen.max())
         pad = max(self.margin * (hi - lo), (MIN_BOX_WIDTH - (hi - lo)) / 2, 0.0)
         lo, hi = max(lo - pad, 0.0), min(hi + pad, 1.0)
-        if hi - lo < MIN_BOX_WIDTH:  # at an edge: keep the width by growing inwards
-            lo, hi = (0.0, MIN_BOX_WIDTH) if lo == 0.0 else (1.0 - MIN_BOX_WIDTH, 1.0)
+        # Clipped at an edge: keep the minimum width by growing inwards.
+        if lo == 0.0:
+            hi = max(hi, MIN_BOX_WIDTH)
+        if hi == 1.0:
+            lo = min(lo, 1.0 - MIN_BOX_WIDTH)
         if d.cells:
             lo, hi = d.unit_cell(lo)[0], d.unit_cell(min(hi, 1.0 - _EDGE))[1]
         return (lo, hi)
