@@ -239,7 +239,7 @@ def _insert_metrics(s: Session, *, trial: Trial, epochs: Sequence[Mapping[str, A
     # A re-sent batch (the worker retried after a lost response) is ignored, not doubled.
     stmt = insert(Metric).on_conflict_do_nothing(index_elements=["trial_id", "attempt", "epoch"])
     s.execute(stmt, rows)
-    last = max(int(e["epoch"]) for e in epochs) + 1
+    last = max(int(e["epoch"]) for e in epochs)  # epochs count from 1, as the trainer's
     if last > trial.epochs_done:
         trial.epochs_done = last
     return len(rows)

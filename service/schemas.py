@@ -122,7 +122,7 @@ class Health(BaseModel):
 class EpochReport(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    epoch: int = Field(ge=0)
+    epoch: int = Field(ge=1, description="1 after the first pass over the training set")
     train_cost: float | None = None
     train_accuracy: float | None = None
     dev_cost: float | None = None

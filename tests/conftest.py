@@ -106,3 +106,74 @@ def settings_for():  # type: ignore[no-untyped-def]
         return Settings(**values)  # type: ignore[arg-type]
 
     return make
+
+
+def small_spec(**overrides: object) -> dict[str, object]:
+    """A spec that trains in a fraction of a second per trial."""
+    spec: dict[str, object] = {
+        "name": "tiny-moons",
+        "dataset": {"name": "moons", "n_samples": 200, "noise": 0.2, "seed": 1},
+        "model": {"hidden_layers": [8, 4], "optimizer": "adam", "epochs": 5, "batch_size": 32},
+        "space": {"learning_rate": {"type": "float", "low": 1e-4, "high": 1.0, "scale": "log"}},
+        "strategy": {"type": "random", "trials": 4},
+        "objective": {"metric": "dev_accuracy", "direction": "maximize", "at": "last"},
+        "execution": {"mode": "caviar", "max_parallel": 8, "seed": 7},
+    }
+    spec.update(overrides)
+    return spec
+
+
+@pytest.fixture
+def spec_factory():  # type: ignore[no-untyped-def]
+    return small_spec
+
+
+class LiveService:
+    """A real uvicorn server on a free loopback port, in a thread of the test process."""
+
+    def __init__(self, settings: Settings, extra_tokens: list[object] | None = None) -> None:
+        import socket
+        import threading
+        import time
+
+        import uvicorn
+
+        from service.app import create_app
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.settings = settings
+        self.app = create_app(settings, extra_tokens=extra_tokens or [])  # type: ignore[arg-type]
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test service did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_service(settings_for):  # type: ignore[no-untyped-def]
+    """Start services for database URLs; all are stopped at the end of the test."""
+    started: list[LiveService] = []
+
+    def start(url: str, **overrides: object) -> LiveService:
+        extra = overrides.pop("extra_tokens", None)
+        svc = LiveService(settings_for(url, **overrides), extra)  # type: ignore[arg-type]
+        started.append(svc)
+        return svc
+
+    yield start
+    for svc in started:
+        svc.stop()

@@ -38,6 +38,7 @@ def _child(options: PoolOptions, index: int) -> None:
         level=options.log_level,
         format="%(asctime)s %(levelname)s %(name)s [worker %(process)d] %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     # N processes on N cores: each BLAS must use one thread or they fight for the cores.
     threadpool_limits(limits=1)
     shutdown = threading.Event()
