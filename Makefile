@@ -44,7 +44,9 @@ test: lint typecheck pytest
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet -e '.[test]'
-	.venv-lock/bin/pip freeze --exclude-editable | grep -v '^caviar' > constraints.txt
+	{ echo '# Pinned versions of every package the tests need: `make install` installs within these.'; \
+	  echo '# Regenerate with `make lock` after changing dependencies in pyproject.toml.'; \
+	  .venv-lock/bin/pip freeze --exclude-editable | grep -v '^caviar'; } > constraints.txt
 	rm -rf .venv-lock
 
 clean:
