@@ -11,7 +11,6 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -74,37 +73,73 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@dataclass
 class Embedded:
-    """A service on a background thread plus a worker pool, for `run` and `serve`."""
+    """The service on a background thread plus a worker pool: `run` and `serve`.
 
-    url: str
-    server: Any
-    thread: threading.Thread | None
-    pool: Any
-    pool_thread: threading.Thread | None
+    Stopping stops the pool first, while the API still answers, so workers can finish
+    their epoch and hand their trials back instead of leaving leases to expire.
+    """
+
+    def __init__(self, settings: Settings, *, host: str, port: int, workers: int) -> None:
+        import uvicorn
+
+        from service.app import create_app
+
+        token, extra = _worker_token(settings)
+        application = create_app(
+            settings.model_copy(update={"migrate_on_start": False}), extra_tokens=extra
+        )
+        self.url = f"http://{host}:{port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False)
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True, name="caviar-api")
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                fail(f"the service could not start on {host}:{port} (is the port taken?)")
+            time.sleep(0.05)
+        self.pool: Any = None
+        if workers > 0:
+            from worker.pool import Pool, PoolOptions
+
+            loopback = f"http://127.0.0.1:{port}"
+            self.pool = Pool(
+                PoolOptions(
+                    api_url=loopback, token=token, processes=workers, log_level=logging.WARNING
+                )
+            )
+            self.pool.start()
+            threading.Thread(target=self.pool.supervise, daemon=True, name="caviar-pool").start()
+
+    def stop(self) -> None:
+        if self.pool is not None:
+            self.pool.stop()
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def _migrate_or_fail(settings: Settings) -> None:
+    from service import migrate
+
+    try:
+        migrate.upgrade(settings.database_url)
+    except Exception as exc:
+        fail(f"cannot open and migrate the database {settings.database_url}: {exc}")
 
 
 def _worker_token(settings: Settings) -> tuple[str | None, list[Any]]:
     """An ephemeral worker token for embedded workers when the service requires tokens."""
     from service.auth import Token, parse_tokens
 
-    if not parse_tokens(settings.tokens):
+    try:
+        configured = parse_tokens(settings.tokens)
+    except ValueError as exc:
+        fail(str(exc))
+    if not configured:
         return None, []
     secret = secrets.token_urlsafe(32)
     return secret, [Token("embedded-workers", frozenset({"worker"}), secret)]
-
-
-def _start_pool(url: str, token: str | None, workers: int) -> tuple[Any, threading.Thread | None]:
-    from worker.pool import Pool, PoolOptions
-
-    if workers <= 0:
-        return None, None
-    pool = Pool(PoolOptions(api_url=url, token=token, processes=workers, log_level=logging.WARNING))
-    pool.start()
-    thread = threading.Thread(target=pool.supervise, daemon=True, name="caviar-pool")
-    thread.start()
-    return pool, thread
 
 
 @app.command()
@@ -117,58 +152,29 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="print the best trial as one JSON object"),
 ) -> None:
     """Run a whole study on this machine, with no server, and print the best trial."""
-    import uvicorn
-
-    from service import migrate
-    from service.app import create_app
     from service.db import get_database
     from service.errors import InvalidSpec
-    from service.studies import create_study, get_study
+    from service.studies import cancel_study, create_study, get_study
 
     data = load_spec_file(spec)
     settings = _settings(db)
-    try:
-        migrate.upgrade(settings.database_url)
-    except Exception as exc:
-        fail(f"cannot open the database {settings.database_url}: {exc}")
+    _migrate_or_fail(settings)
     database = get_database(settings.database_url)
     try:
         study_id = create_study(db=database, data=data, settings=settings)
     except InvalidSpec as exc:
         fail(_spec_errors(spec, exc.extra.get("errors", [])))
-    token, extra = _worker_token(settings)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings.model_copy(update={"migrate_on_start": False}), extra_tokens=extra),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            access_log=False,
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True, name="caviar-api")
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            fail("the embedded service did not start")
-        time.sleep(0.05)
     n = workers or os.cpu_count() or 1
-    pool, _ = _start_pool(f"http://127.0.0.1:{port}", token, n)
+    embedded = Embedded(settings, host="127.0.0.1", port=_free_port(), workers=n)
     if not as_json:
         err.print(f"study {study_id} ({data.get('name')}): {n} worker processes", highlight=False)
     try:
         study = _wait_local(database, study_id, quiet=as_json)
     except KeyboardInterrupt:
-        from service.studies import cancel_study
-
         cancel_study(db=database, study_id=study_id)
         study = get_study(db=database, study_id=study_id)
     finally:
-        if pool is not None:
-            pool.stop()
-        server.should_exit = True
-        thread.join(timeout=10)
+        embedded.stop()
     _print_result(study, as_json=as_json)
     if study["status"] != "completed":
         raise typer.Exit(1)
@@ -245,35 +251,27 @@ def serve(
     ),
     workers: int = typer.Option(0, help="embedded worker processes"),
 ) -> None:
-    """Serve the API and the dashboard, with N embedded workers."""
-    import uvicorn
-
-    from service import migrate
-    from service.app import create_app
+    """Serve the API and the dashboard, with N embedded workers, until SIGINT or SIGTERM."""
+    import signal
 
     settings = _settings(db)
-    try:
-        migrate.upgrade(settings.database_url)
-    except Exception as exc:
-        fail(f"cannot migrate the database {settings.database_url}: {exc}")
-    token, extra = _worker_token(settings)
-    application = create_app(
-        settings.model_copy(update={"migrate_on_start": False}), extra_tokens=extra
-    )
+    _migrate_or_fail(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if workers:
-        # The pool waits for the server: its first claim retries with backoff until then.
-        pool, _ = _start_pool(f"http://127.0.0.1:{port}", token, workers)
-    else:
-        pool = None
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    embedded = Embedded(settings, host=host, port=port, workers=workers)
     err.print(
-        f"Caviar on http://{host}:{port}/ (database {settings.database_url}, {workers} workers)"
+        f"Caviar on {embedded.url}/ (database {settings.database_url}, {workers} workers)",
+        highlight=False,
     )
     try:
-        uvicorn.run(application, host=host, port=port, log_level="info", access_log=False)
+        while not stop.wait(0.5):
+            if not embedded.thread.is_alive():
+                fail("the service stopped unexpectedly; see the log above")
     finally:
-        if pool is not None:
-            pool.stop()
+        err.print("stopping: workers hand their trials back, then the service exits")
+        embedded.stop()
 
 
 @app.command()

@@ -27,7 +27,8 @@ CHROMIUM_ARGS = [
 
 
 def chromium_path() -> str | None:
-    for candidate in (os.environ.get("CAVIAR_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium"):
+    candidates = (os.environ.get("CAVIAR_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium")
+    for candidate in candidates:
         if candidate and Path(candidate).exists():
             return candidate
     return None
