@@ -271,7 +271,7 @@ def parse_spec(
     try:
         spec = StudySpec.model_validate(dict(data))
     except ValidationError as exc:
-        raise SpecError(_from_validation(exc, (), raw=data)) from None
+        raise SpecError(_from_validation(exc)) from None
     errors = _check_model(spec, settings)
     errors += _check_dataset(spec, settings)
     space_errors = _check_space(spec, settings, model_ok=not errors)
@@ -379,15 +379,20 @@ def _suggest(word: str, known: Sequence[str]) -> str:
 
 
 def _from_validation(
-    exc: ValidationError, prefix: tuple[Any, ...], *, raw: Any
+    exc: ValidationError, *, known: Sequence[str] = _SPEC_FIELDS
 ) -> list[dict[str, Any]]:
-    """Pydantic's errors as ours: dotted locs, messages that say the rule and the value."""
+    """Pydantic's errors as ours: dotted locs, messages that say the rule and the value.
+
+    `known` are the field names an unknown field is compared with for a suggestion.
+    """
     out = []
     for e in exc.errors(include_url=False):
-        loc = [*prefix, *e["loc"]]
+        loc = list(e["loc"])
         if len(loc) >= 3 and loc[0] == "space" and loc[2] in DISTRIBUTION_TYPES:
             del loc[2]  # the discriminator's tag is not a field the user wrote
-        msg, value = _message(e, loc)
+        msg, value = _message(
+            e, loc, known=list(TrainConfig.model_fields) if loc[:1] == ["model"] else known
+        )
         match = _FIELD_PREFIX.match(msg)
         if match and e["type"] in ("value_error", "assertion_error"):
             for part in match.group(1).split("."):
@@ -400,7 +405,7 @@ def _from_validation(
     return out
 
 
-def _message(e: Any, loc: list[Any]) -> tuple[str, Any]:
+def _message(e: Any, loc: list[Any], *, known: Sequence[str]) -> tuple[str, Any]:
     kind, ctx, value = e["type"], e.get("ctx", {}), e.get("input")
     if kind == "value_error":
         return str(ctx.get("error", e["msg"])), value
@@ -410,7 +415,6 @@ def _message(e: Any, loc: list[Any]) -> tuple[str, Any]:
     if kind == "missing":
         return "required", value
     if kind == "extra_forbidden":
-        known = list(TrainConfig.model_fields) if loc and loc[0] == "model" else _SPEC_FIELDS
         return "unknown field" + _suggest(str(loc[-1]), known), value
     if kind == "literal_error":
         return f"must be {ctx['expected']}", value
@@ -503,7 +507,8 @@ def _config_errors(config: Mapping[str, Any], settings: Settings) -> list[tuple[
     try:
         cfg = TrainConfig(**config)
     except ValidationError as exc:
-        return [(e["loc"], e["msg"], e["input"]) for e in _from_validation(exc, (), raw=config)]
+        errors = _from_validation(exc, known=list(TrainConfig.model_fields))
+        return [(e["loc"], e["msg"], e["input"]) for e in errors]
     return _cap_errors(cfg, settings)
 
 
@@ -676,13 +681,21 @@ def _check_first_round(spec: StudySpec, settings: Settings) -> None:
         for path, value in plan.params.items():
             config = _with(config, path, value)
         for f, msg, value in _config_errors(config, settings):
-            errors.append(
-                _error("space", f"trial {i} {json.dumps(plan.params)}: {f}: {msg}", value)
-            )
+            errors.append(_trial_error(spec, i, plan.params, f, msg, value))
         if len(errors) >= _MAX_TRIAL_ERRORS:
             break
     if errors:
         raise SpecError(errors)
+
+
+def _trial_error(
+    spec: StudySpec, i: int, params: Mapping[str, Any], field: str, msg: str, value: Any
+) -> dict[str, Any]:
+    """An error of one sampled trial, at the space path it is about when there is one."""
+    name = field.split(".")[0]
+    path = field if field in spec.space else name if name in spec.space else None
+    loc = f"space.{path}" if path else "space"
+    return _error(loc, f"trial {i} {json.dumps(params)}: {field}: {msg}", value)
 
 
 # --- planning --------------------------------------------------------------------------
@@ -728,16 +741,9 @@ def plan_round(
         try:
             TrainConfig(**plan.config)
         except ValidationError as exc:
-            errors = _from_validation(exc, (), raw=plan.config)
+            errors = _from_validation(exc, known=list(TrainConfig.model_fields))
             raise SpecError(
-                [
-                    _error(
-                        "space",
-                        f"trial {i} {json.dumps(plan.params)}: {e['loc']}: {e['msg']}",
-                        e["input"],
-                    )
-                    for e in errors
-                ]
+                [_trial_error(spec, i, plan.params, e["loc"], e["msg"], e["input"]) for e in errors]
             ) from None
     return box, plans
 
