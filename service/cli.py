@@ -264,6 +264,7 @@ def serve(
     err.print(
         f"Caviar on {embedded.url}/ (database {settings.database_url}, {workers} workers)",
         highlight=False,
+        soft_wrap=True,
     )
     try:
         while not stop.wait(0.5):
