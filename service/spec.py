@@ -85,11 +85,15 @@ class DatasetSpec(_Strict):
     """A built-in generator, a built-in real data set, or the id of an uploaded one."""
 
     name: str = Field(max_length=200)
-    n_samples: int = Field(1000, ge=2, description="generators only")
-    noise: float = Field(0.2, ge=0.0, description="generators only")
+    n_samples: int = Field(1000, ge=4, description="generators only")
+    noise: float = Field(0.2, ge=0.0, le=1000.0, description="generators only")
     dev_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     seed: int = Field(0, ge=0, lt=2**63)
     label_column: str | None = Field(None, min_length=1, description="uploaded data only")
+    # Beyond DESIGN.md's block: what trainer.load_dataset also takes.
+    n_classes: int | None = Field(None, ge=2, le=50, description="spirals and blobs only")
+    standardize: bool = True
+    task: Literal["binary", "multiclass", "regression"] | None = None
 
     @field_validator("name")
     @classmethod
@@ -111,6 +115,27 @@ class DatasetSpec(_Strict):
                 f"{self.name!r} (got {self.label_column!r})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _n_classes(self) -> DatasetSpec:
+        if self.n_classes is not None and self.name not in ("spirals", "blobs"):
+            raise ValueError(
+                f"n_classes: only for spirals and blobs (got {self.n_classes} for {self.name!r})"
+            )
+        return self
+
+    def loader_args(self) -> dict[str, Any]:
+        """The mapping `trainer.load_dataset` takes for a built-in data set.
+
+        Generator-only keys are left out for the real data sets, and unset options are
+        left to the trainer's defaults. For an uploaded data set the service adds the
+        file's ``path`` (the ``name`` is its id).
+        """
+        out = self.model_dump(exclude_none=True)
+        if not self.is_generated:
+            out.pop("n_samples")
+            out.pop("noise")
+        return out
 
     @property
     def is_builtin(self) -> bool:

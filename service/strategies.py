@@ -279,6 +279,9 @@ class SobolStrategy(RandomStrategy):
 class CoarseToFineStrategy(Strategy):
     """Round 0 samples the whole box; each later round samples the box around the best.
 
+    (Given a history at round 0 - the trials of a study being zoomed into - round 0
+    already samples the box around that history's best.)
+
     The box of round r >= 1 is built from every finished trial so far: the best
     `keep_top` fraction (failed trials, value None, rank last), and per coordinate the
     span of their unit coordinates widened by `margin` times that span on each side
@@ -314,7 +317,9 @@ class CoarseToFineStrategy(Strategy):
         self, *, round_index: int, history: History = ()
     ) -> tuple[Box | None, list[dict[str, Any]]]:
         self._check_round(round_index)
-        box = Box.full(self.space.dims) if round_index == 0 else self.box(history=history)
+        # Round 0 with a history is a zoom into another study: its first box comes from
+        # that study's trials. Without one, box() is the whole space.
+        box = self.box(history=history)
         sampler = self.sampler_class(seed=(self.seed, round_index))
         u = box.map(sampler.sample(n=self.trials_per_round, dims=self.space.dims))
         return box, self._decode(u)

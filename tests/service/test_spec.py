@@ -758,3 +758,36 @@ def test_preview_shows_where_the_first_samples_land() -> None:
     grid = preview(parse(with_(strategy={"type": "grid", "grid_points": 3})), n=5)
     assert grid["params"]["init"]["levels"] == ["he", "xavier"]
     assert grid["total_trials"] == 3 * 3 * 3 * 3 * 2
+
+
+@pytest.mark.parametrize("name", ["moons", "spirals", "digits", "breast_cancer"])
+def test_loader_args_load_every_built_in_data_set(name: str) -> None:
+    from trainer import load_dataset
+
+    spec = parse(with_(dataset={"name": name, "n_samples": 200, "seed": 1}))
+    args = spec.dataset.loader_args()
+    assert ("n_samples" in args) == (name in ("moons", "spirals"))
+    ds = load_dataset(args)
+    if name in ("moons", "spirals"):
+        assert len(ds.X_train) + len(ds.X_dev) == 200
+    assert len(ds.X_dev) > 0
+
+
+def test_n_classes_only_for_spirals_and_blobs() -> None:
+    assert parse(with_(dataset={"name": "spirals", "n_classes": 3})).dataset.n_classes == 3
+    with pytest.raises(SpecError) as info:
+        parse(with_(dataset={"name": "moons", "n_classes": 3}))
+    assert info.value.errors[0]["loc"] == "dataset.n_classes"
+
+
+def test_a_zoom_starts_coarse_to_fine_in_the_box_of_another_studys_best() -> None:
+    parent = parse(DESIGN_EXAMPLE)
+    _, plans = plan_round(parent, round_index=0)
+    history = [(p.params, -abs(p.params["learning_rate"] - 1e-3)) for p in plans]
+    child = parse(with_(strategy={"type": "coarse_to_fine", "rounds": 2, "trials_per_round": 10}))
+    box, zoomed = plan_round(child, round_index=0, history=history)
+    assert box is not None and box["volume"] < 0.5
+    lr = box["axes"]["learning_rate"]
+    assert lr["low"] <= max(history, key=lambda h: h[1])[0]["learning_rate"] <= lr["high"]
+    assert all(lr["low"] <= p.params["learning_rate"] <= lr["high"] for p in zoomed)
+    assert plan_round(child, round_index=0)[0]["volume"] == 1.0  # type: ignore[index]
