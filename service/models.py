@@ -195,3 +195,22 @@ class Worker(Base):
     trials_done: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (Index("ix_workers_last_heartbeat", "last_heartbeat"),)
+
+
+class Event(Base):
+    """What happened to a study, in order: the source of the server-sent event streams.
+
+    Events live in the database, not in one replica's memory, so a client sees the same
+    stream whichever replica it reaches, and a reconnect resumes after its last id.
+    """
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(32))
+    trial_id: Mapped[int | None] = mapped_column(Integer)
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_events_study_id", "study_id", "id"),)
