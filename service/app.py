@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import migrate
+from service.api import events as events_routes
 from service.api import studies as studies_routes
 from service.api import worker as worker_routes
 from service.auth import Authenticator, Token, parse_tokens
@@ -167,6 +168,7 @@ def create_app(settings: Settings | None = None, *, extra_tokens: list[Token] = 
     app.state.auth = auth
     install_error_handlers(app)
     app.include_router(studies_routes.router)
+    app.include_router(events_routes.router)
     app.include_router(worker_routes.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"])

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from service.db import Database, db_epoch
 from service.errors import LeaseLost, NotFound
+from service.events import emit
 from service.models import (
     TERMINAL_TRIAL,
     Metric,
@@ -155,6 +156,15 @@ def _claim_from_study(
         ).one_or_none()
         if row is None:  # lost a race; the winner has it
             continue
+        emit(
+            s,
+            study_id=study_id,
+            type="trial.started",
+            trial_id=trial_id,
+            number=row.number,
+            attempt=row.attempt,
+            worker_id=worker_id,
+        )
         out.append(
             Claimed(
                 trial_id=trial_id,
@@ -256,7 +266,19 @@ def report_metrics(
     """Store a batch of epochs of the current attempt; returns whether to stop."""
     with db.session() as s:
         trial = _leased(s, trial_id, lease_token)
-        _insert_metrics(s, trial=trial, epochs=epochs)
+        if _insert_metrics(s, trial=trial, epochs=epochs):
+            latest = max(epochs, key=lambda e: int(e["epoch"]))
+            emit(
+                s,
+                study_id=trial.study_id,
+                type="trial.metrics",
+                trial_id=trial_id,
+                attempt=trial.attempt,
+                **{
+                    "epoch": int(latest["epoch"]),
+                    **{k: _clean(latest.get(k)) for k in METRIC_FIELDS},
+                },
+            )
         s.execute(
             update(Trial)
             .where(Trial.id == trial_id)
@@ -327,6 +349,18 @@ def finish_trial(
                 .where(Worker.id == trial.worker_id)
                 .values(trials_done=Worker.trials_done + 1, last_heartbeat=db_epoch())
             )
+        emit(
+            s,
+            study_id=study.id,
+            type="trial.finished",
+            trial_id=trial_id,
+            number=trial.number,
+            status=status.value,
+            outcome=outcome,
+            value=value,
+            epochs_done=trial.epochs_done,
+            error=error,
+        )
         after_trial_finished(s, study_id=study.id)
         return status
 
@@ -334,7 +368,8 @@ def finish_trial(
 def release_trial(*, db: Database, trial_id: int, lease_token: str) -> None:
     """Hand a trial back to the queue without counting a retry (a worker shutting down)."""
     with db.session() as s:
-        _leased(s, trial_id, lease_token)
+        trial = _leased(s, trial_id, lease_token)
+        emit(s, study_id=trial.study_id, type="trial.released", trial_id=trial_id)
         s.execute(
             update(Trial)
             .where(Trial.id == trial_id, Trial.lease_token == lease_token)
@@ -381,7 +416,29 @@ def reap_expired(*, db: Database) -> int:
                 touched.add(row.study_id)
             values.update(lease_token=None, lease_expires_at=None, worker_id=None)
             result = s.execute(update(Trial).where(*guard).values(**values))
-            moved += result.rowcount  # type: ignore[attr-defined]
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                continue  # another reaper moved it first
+            moved += 1
+            if values["status"] == TrialStatus.queued:
+                emit(
+                    s,
+                    study_id=row.study_id,
+                    type="trial.requeued",
+                    trial_id=row.id,
+                    reason="lease expired",
+                    retries=row.retries + 1,
+                )
+            else:
+                emit(
+                    s,
+                    study_id=row.study_id,
+                    type="trial.finished",
+                    trial_id=row.id,
+                    status="failed",
+                    outcome="lost",
+                    value=None,
+                    error=values["error"],
+                )
         for study_id in touched:
             after_trial_finished(s, study_id=study_id)
     return moved

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from service.events import emit
 from service.models import (
     TERMINAL_STUDY,
     TERMINAL_TRIAL,
@@ -83,6 +84,7 @@ def open_round(s: Session, *, study: Study, round_index: int) -> None:
     s.add(Round(study_id=study.id, index=round_index, box=box))
     first = (s.scalar(select(func.max(Trial.number)).where(Trial.study_id == study.id)) or 0) + 1
     add_trials(s, study_id=study.id, round_index=round_index, plans=plans, first_number=first)
+    emit(s, study_id=study.id, type="round.created", index=round_index, box=box, trials=len(plans))
 
 
 def finish_study(s: Session, *, study: Study) -> None:
@@ -93,8 +95,10 @@ def finish_study(s: Session, *, study: Study) -> None:
     )
     status = StudyStatus.completed if produced else StudyStatus.failed
     error = None if produced else "no trial produced a value: every trial failed or diverged"
-    s.execute(
+    ended = s.execute(
         update(Study)
         .where(Study.id == study.id, Study.status.in_([StudyStatus.queued, StudyStatus.running]))
         .values(status=status, error=error, finished_at=func.now())
     )
+    if ended.rowcount == 1:  # type: ignore[attr-defined]
+        emit(s, study_id=study.id, type="study.finished", status=status.value, error=error)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from service.db import Database
 from service.errors import Conflict, InvalidSpec, NotFound
+from service.events import emit
 from service.models import (
     TERMINAL_STUDY,
     TERMINAL_TRIAL,
@@ -104,6 +105,8 @@ def create_study(
             raise Conflict("a study with this Idempotency-Key is being created") from None
         s.add(Round(study_id=study.id, index=0, box=box))
         add_trials(s, study_id=study.id, round_index=0, plans=plans, first_number=0)
+        emit(s, study_id=study.id, type="study.created", name=spec.name, trials=len(plans))
+        emit(s, study_id=study.id, type="round.created", index=0, box=box, trials=len(plans))
         return study.id
 
 
@@ -282,7 +285,18 @@ def stop_trial(*, db: Database, trial_id: int) -> dict[str, Any]:
             raise Conflict(f"trial {trial_id} has already ended ({trial.status.value})")
         if trial.status == TrialStatus.running:
             trial.stop_requested = True
+            emit(s, study_id=trial.study_id, type="trial.stop_requested", trial_id=trial.id)
         else:
+            emit(
+                s,
+                study_id=trial.study_id,
+                type="trial.finished",
+                trial_id=trial.id,
+                number=trial.number,
+                status="stopped",
+                outcome="stopped",
+                value=None,
+            )
             trial.status = TrialStatus.stopped
             trial.outcome = "stopped"
             trial.finished_at = func.now()
@@ -319,6 +333,8 @@ def cancel_study(*, db: Database, study_id: int) -> dict[str, Any]:
         )
         study.status = StudyStatus.cancelled
         study.finished_at = func.now()
+        emit(s, study_id=study_id, type="study.cancelled")
+        emit(s, study_id=study_id, type="study.finished", status="cancelled", error=None)
         s.flush()
         s.refresh(study)
         return study_dict(s, study)
@@ -345,6 +361,7 @@ def retry_failed(*, db: Database, study_id: int) -> dict[str, Any]:
             )
         )
         if moved.rowcount:  # type: ignore[attr-defined]
+            emit(s, study_id=study_id, type="study.requeued", trials=moved.rowcount)  # type: ignore[attr-defined]
             study.status = StudyStatus.running if study.started_at else StudyStatus.queued
             study.finished_at = None
             study.error = None
