@@ -17,7 +17,6 @@ callers that keep results (``Model.predict``) copy them.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +40,9 @@ class Workspace:
 
     def __init__(self, dtype: np.dtype[Any]) -> None:
         self.dtype = dtype
-        self._by_rows: OrderedDict[int, dict[str, Array]] = OrderedDict()
+        # One flat dict keyed by (m, name): a hit, the per-mini-batch case, is one lookup.
+        self._arrays: dict[tuple[int, str], Array] = {}
+        self._rows: list[int] = []  # row counts held, oldest first
 
     def get(
         self,
@@ -55,21 +56,25 @@ class Workspace:
 
         ``init``, if given, fills a newly allocated array (for constants such as row offsets).
         """
-        arrays = self._by_rows.get(m)
-        if arrays is None:
-            arrays = {}
-            self._by_rows[m] = arrays
-            while len(self._by_rows) > WORKSPACE_ROW_COUNTS:
-                self._by_rows.popitem(last=False)
-        else:
-            self._by_rows.move_to_end(m)
-        array = arrays.get(name)
-        if array is None:
-            array = np.empty(shape, dtype=self.dtype if dtype is None else dtype)
-            if init is not None:
-                init(array)
-            arrays[name] = array
+        array = self._arrays.get((m, name))
+        if array is not None:
+            return array
+        if m not in self._rows:
+            self._rows.append(m)
+            if len(self._rows) > WORKSPACE_ROW_COUNTS:
+                # Forget the oldest row count (a one-off predict, usually), not the batches.
+                old = self._rows.pop(0)
+                for key in [key for key in self._arrays if key[0] == old]:
+                    del self._arrays[key]
+        array = np.empty(shape, dtype=self.dtype if dtype is None else dtype)
+        if init is not None:
+            init(array)
+        self._arrays[(m, name)] = array
         return array
+
+    def arrays(self) -> list[Array]:
+        """Every array held (for tests and memory accounting)."""
+        return list(self._arrays.values())
 
 
 class Layer:
@@ -137,7 +142,7 @@ class Dense(Layer):
             raise RuntimeError("Dense.backward needs a forward pass with training=True first")
         np.matmul(dY.T, X, out=self.dW)
         if self.db is not None:
-            np.sum(dY, axis=0, out=self.db)
+            np.add.reduce(dY, axis=0, out=self.db)
         m = dY.shape[0]
         dX = self.ws.get(m, "dX", (m, self.W.shape[1]))
         if self.needs_dx:
@@ -213,10 +218,14 @@ class BatchNorm(Layer):
             out += shift
             return out
         xhat = self.ws.get(m, "xhat", (m, n))
-        np.mean(X, axis=0, out=self._mu)
+        # Reductions call the ufunc directly: np.mean/np.sum wrappers cost more than the
+        # arithmetic on a course-size layer.
+        np.add.reduce(X, axis=0, out=self._mu)
+        self._mu *= 1.0 / m
         np.subtract(X, self._mu, out=xhat)
         np.multiply(xhat, xhat, out=out)  # `out` doubles as scratch for the squares
-        np.mean(out, axis=0, out=self._var)
+        np.add.reduce(out, axis=0, out=self._var)
+        self._var *= 1.0 / m
         np.add(self._var, self.eps, out=self._inv_std)
         np.sqrt(self._inv_std, out=self._inv_std)
         np.reciprocal(self._inv_std, out=self._inv_std)
@@ -242,9 +251,9 @@ class BatchNorm(Layer):
             raise RuntimeError("BatchNorm.backward needs a forward pass with training=True first")
         xhat = self.ws.get(m, "xhat", (m, n))
         tmp = self.ws.get(m, "out", (m, n))
-        np.sum(dY, axis=0, out=self.dbeta)
+        np.add.reduce(dY, axis=0, out=self.dbeta)
         np.multiply(dY, xhat, out=tmp)
-        np.sum(tmp, axis=0, out=self.dgamma)
+        np.add.reduce(tmp, axis=0, out=self.dgamma)
         dY *= m
         dY -= self.dbeta
         np.multiply(xhat, self.dgamma, out=tmp)

@@ -111,7 +111,7 @@ class Head:
             if dZ is not None:
                 np.multiply(tmp, 2.0 / (m * k), out=dZ)
             tmp *= tmp
-            return float(tmp.sum()) / (m * k), None, dZ
+            return float(np.add.reduce(tmp, axis=None)) / (m * k), None, dZ
         # Binary cross-entropy from logits: max(z, 0) - z y + log(1 + exp(-|z|)).
         tmp2 = ws.get(m, "tmp2", (m, k))
         np.abs(Z, out=tmp)
@@ -122,7 +122,7 @@ class Head:
         tmp += tmp2
         np.multiply(Z, Y, out=tmp2)
         tmp -= tmp2
-        cost = float(tmp.sum()) / m
+        cost = float(np.add.reduce(tmp, axis=None)) / m
         if dZ is not None:
             sigmoid(Z, out=dZ)
             dZ -= Y
@@ -153,14 +153,14 @@ class Head:
         )
         flat = ws.get(m, "flat", (m,), np.intp)
         np.add(row_starts, y, out=flat, casting="unsafe")
-        np.max(Z, axis=1, keepdims=True, out=row_max)
+        np.maximum.reduce(Z, axis=1, keepdims=True, out=row_max)
         np.subtract(Z, row_max, out=P)
         np.exp(P, out=P)
-        np.sum(P, axis=1, keepdims=True, out=row_sum)
+        np.add.reduce(P, axis=1, keepdims=True, out=row_sum)
         np.log(row_sum, out=log_sum)
         np.take(Z.reshape(-1), flat, out=picked, mode="clip")
         picked -= row_max[:, 0]
-        cost = (float(log_sum.sum()) - float(picked.sum())) / m
+        cost = (float(np.add.reduce(log_sum, axis=None)) - float(np.add.reduce(picked))) / m
         np.argmax(Z, axis=1, out=labels)
         np.equal(labels, y, out=hits)
         correct = int(np.count_nonzero(hits))

@@ -31,11 +31,6 @@ from trainer.layers import Array
 # Layout of a model's vector: (name, offset, shape) per parameter.
 Layout = list[tuple[str, int, tuple[int, ...]]]
 
-# Element-wise passes run over blocks of this many values, so that the dozen passes of
-# Adam reuse data from the CPU cache instead of streaming the whole model from memory
-# a dozen times (32 Ki float32 values = 128 KiB per array).
-BLOCK = 32768
-
 
 class Optimizer:
     """Base of the update rules.
@@ -72,28 +67,18 @@ class Optimizer:
             }
             for name, offset, shape in layout
         }
-        self._tmp: Array = np.empty(min(n, BLOCK), vector.dtype)
-        self._tmp2: Array = np.empty(min(n, BLOCK), vector.dtype)
+        # The one scratch vector: every rule computes its update into it, so a step
+        # allocates nothing. (Processing the vector in cache-sized blocks was measured
+        # and lost: per-call overhead outweighed the cache reuse at every block size.)
+        self._tmp: Array = np.empty(n, vector.dtype)
 
     def step(self, lr: float) -> None:
         """Apply one update with learning rate ``lr`` (a Python float, so float32 stays)."""
         self.t += 1
-        lr = float(lr)
-        n = self.vector.shape[0]
-        for start in range(0, n, BLOCK):
-            stop = min(start + BLOCK, n)
-            k = stop - start
-            self._update(
-                self.vector[start:stop],
-                self.grad[start:stop],
-                {slot: buf[start:stop] for slot, buf in self.buffers.items()},
-                lr,
-                self._tmp[:k],
-                self._tmp2[:k],
-            )
+        self._update(self.vector, self.grad, float(lr), self._tmp)
 
     def _update(
-        self, theta: Array, g: Array, state: dict[str, Array], lr: float, tmp: Array, tmp2: Array
+        self, theta: Array, g: Array, lr: float, tmp: Array
     ) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -111,9 +96,7 @@ class Optimizer:
 class GradientDescent(Optimizer):
     """Plain (mini-batch) gradient descent: ``theta -= lr * g``."""
 
-    def _update(
-        self, theta: Array, g: Array, state: dict[str, Array], lr: float, tmp: Array, tmp2: Array
-    ) -> None:
+    def _update(self, theta: Array, g: Array, lr: float, tmp: Array) -> None:
         np.multiply(g, lr, out=tmp)
         theta -= tmp
 
@@ -123,10 +106,8 @@ class Momentum(Optimizer):
 
     slots = ("v",)
 
-    def _update(
-        self, theta: Array, g: Array, state: dict[str, Array], lr: float, tmp: Array, tmp2: Array
-    ) -> None:
-        v = state["v"]
+    def _update(self, theta: Array, g: Array, lr: float, tmp: Array) -> None:
+        v = self.buffers["v"]
         v *= self.beta1
         np.multiply(g, 1.0 - self.beta1, out=tmp)
         v += tmp
@@ -139,10 +120,8 @@ class RMSprop(Optimizer):
 
     slots = ("s",)
 
-    def _update(
-        self, theta: Array, g: Array, state: dict[str, Array], lr: float, tmp: Array, tmp2: Array
-    ) -> None:
-        s = state["s"]
+    def _update(self, theta: Array, g: Array, lr: float, tmp: Array) -> None:
+        s = self.buffers["s"]
         s *= self.beta2
         np.multiply(g, g, out=tmp)
         tmp *= 1.0 - self.beta2
@@ -159,17 +138,8 @@ class Adam(Optimizer):
 
     slots = ("v", "s")
 
-    def step(self, lr: float) -> None:
-        # The corrections depend on t only: computed once per step, then applied blockwise.
-        t = self.t + 1
-        self._c1 = 1.0 - self.beta1**t
-        self._c2 = 1.0 - self.beta2**t
-        super().step(lr)
-
-    def _update(
-        self, theta: Array, g: Array, state: dict[str, Array], lr: float, tmp: Array, tmp2: Array
-    ) -> None:
-        v, s = state["v"], state["s"]
+    def _update(self, theta: Array, g: Array, lr: float, tmp: Array) -> None:
+        v, s = self.buffers["v"], self.buffers["s"]
         v *= self.beta1
         np.multiply(g, 1.0 - self.beta1, out=tmp)
         v += tmp
@@ -177,12 +147,15 @@ class Adam(Optimizer):
         np.multiply(g, g, out=tmp)
         tmp *= 1.0 - self.beta2
         s += tmp
-        # v_hat / (sqrt(s_hat) + eps) with v_hat = v / c1 and sqrt(s_hat) = sqrt(s) / sqrt(c2).
+        # lr * v_hat / (sqrt(s_hat) + eps), with v_hat = v / c1 and s_hat = s / c2, is
+        # lr * sqrt(c2) / c1 * v / (sqrt(s) + eps * sqrt(c2)): the same value with one pass
+        # fewer, the corrections folded into two scalars (t is already this step's count).
+        root_c2 = math.sqrt(1.0 - self.beta2**self.t)
+        c1 = 1.0 - self.beta1**self.t
         np.sqrt(s, out=tmp)
-        tmp *= 1.0 / math.sqrt(self._c2)
-        tmp += self.eps
+        tmp += self.eps * root_c2
         np.divide(v, tmp, out=tmp)
-        tmp *= lr / self._c1
+        tmp *= lr * root_c2 / c1
         theta -= tmp
 
 

@@ -55,6 +55,7 @@ def test_workspace_reuses_arrays_per_row_count_and_forgets_old_ones() -> None:
     for m in (10, 11, 12, 13):
         ws.get(m, "Z", (m, 3))
     assert ws.get(64, "Z", (64, 3)) is not a  # evicted after four other row counts
+    assert len(ws.arrays()) == 4
 
 
 bounded = st.floats(-1e3, 1e3, allow_nan=False, width=32)

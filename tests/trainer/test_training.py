@@ -107,10 +107,7 @@ def test_no_other_float_dtype_creeps_in(moons: Dataset, dtype: str) -> None:
     model = result.model
     assert model.vector.dtype == dtype and model.grad_vector.dtype == dtype
     assert all(p.dtype == dtype for p in result.params.values())
-    arrays = [
-        a for layer in model.layers for rows in layer.ws._by_rows.values() for a in rows.values()
-    ]
-    arrays += [a for rows in model.head.ws._by_rows.values() for a in rows.values()]
+    arrays = [a for layer in model.layers for a in layer.ws.arrays()] + model.head.ws.arrays()
     floats = [a for a in arrays if a.dtype.kind == "f"]
     assert floats and all(a.dtype == dtype for a in floats)
     assert model.predict_proba(moons.X_dev).dtype == dtype
