@@ -27,7 +27,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,7 @@ def load_dataset(spec: Mapping[str, Any]) -> Dataset:
             feature_names = [str(f) for f in data["feature_names"]]
             classes = [str(c) for c in data["target_names"]]
         ds = dataset_from_arrays(X, y, name=str(name), feature_names=feature_names, **_common(spec))
-        return _replace_classes(ds, classes)
+        return replace(ds, classes=classes)  # names, not the sorted label values
     known = ", ".join((*GENERATORS, *SHIPPED))
     raise ValueError(f"unknown dataset name {name!r}: expected one of {known}, or a path")
 
@@ -435,12 +435,6 @@ def _common(spec: dict[str, Any]) -> dict[str, Any]:
         "seed": _int(spec, "seed", 0, low=0, high=2**63 - 1),
         "standardize": standardize,
     }
-
-
-def _replace_classes(ds: Dataset, classes: list[Any]) -> Dataset:
-    from dataclasses import replace
-
-    return replace(ds, classes=classes)
 
 
 # -- users' files -----------------------------------------------------------------------------
