@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import String, and_, cast, exists, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -96,6 +96,9 @@ def claim_trials(
             .limit(16)
         )
         if is_pg:
+            # The study rows stay locked to the end of the transaction: a replica that
+            # finds one locked serves another study, and max_parallel is counted under
+            # the lock, so two replicas cannot both fill the last free slot.
             candidates = candidates.with_for_update(skip_locked=True, of=Study)
         for study_id in s.scalars(candidates).all():
             if len(claimed) >= max_trials:
@@ -107,14 +110,13 @@ def claim_trials(
                     worker_id=worker_id,
                     want=max_trials - len(claimed),
                     lease_seconds=lease_seconds,
-                    is_pg=is_pg,
                 )
             )
     return claimed
 
 
 def _claim_from_study(
-    s: Session, *, study_id: int, worker_id: str, want: int, lease_seconds: float, is_pg: bool
+    s: Session, *, study_id: int, worker_id: str, want: int, lease_seconds: float
 ) -> list[Claimed]:
     study = s.get(Study, study_id)
     assert study is not None
@@ -127,51 +129,54 @@ def _claim_from_study(
     free = cap - (running or 0)
     if free <= 0:
         return []
-    pick = (
+    # One statement takes the trials: a CTE picks queued rows (on PostgreSQL locking them
+    # FOR UPDATE SKIP LOCKED, so replicas pass over each other's picks instead of
+    # waiting) and the UPDATE ... RETURNING leases them. SQLite, whose write transactions
+    # are serial under BEGIN IMMEDIATE, runs the same statement without the lock clause.
+    picked = (
         select(Trial.id)
         .where(Trial.study_id == study_id, Trial.status == TrialStatus.queued)
         .order_by(Trial.id)
         .limit(min(free, want))
+        .with_for_update(skip_locked=True)
+        .cte("picked")
     )
-    if is_pg:
-        pick = pick.with_for_update(skip_locked=True)
-    out: list[Claimed] = []
+    batch = secrets.token_hex(16)
+    rows = s.execute(
+        update(Trial)
+        .where(Trial.id.in_(select(picked.c.id)), Trial.status == TrialStatus.queued)
+        .values(
+            status=TrialStatus.running,
+            attempt=Trial.attempt + 1,
+            # unguessable (the batch part) and distinct per trial (the id part)
+            lease_token=literal(f"{batch}-") + cast(Trial.id, String),
+            lease_expires_at=db_epoch() + lease_seconds,
+            worker_id=worker_id,
+            stop_requested=False,
+            started_at=func.coalesce(Trial.started_at, func.now()),
+        )
+        .returning(Trial.id, Trial.number, Trial.attempt, Trial.config, Trial.lease_token)
+    ).all()
     # Unset fields stay unset, so the trainer applies its own defaults.
     dataset = {k: v for k, v in study.spec.get("dataset", {}).items() if v is not None}
-    for trial_id in s.scalars(pick).all():
-        token = secrets.token_hex(16)
-        row = s.execute(
-            update(Trial)
-            .where(Trial.id == trial_id, Trial.status == TrialStatus.queued)
-            .values(
-                status=TrialStatus.running,
-                attempt=Trial.attempt + 1,
-                lease_token=token,
-                lease_expires_at=db_epoch() + lease_seconds,
-                worker_id=worker_id,
-                stop_requested=False,
-                started_at=func.coalesce(Trial.started_at, func.now()),
-            )
-            .returning(Trial.number, Trial.attempt, Trial.config)
-        ).one_or_none()
-        if row is None:  # lost a race; the winner has it
-            continue
+    out: list[Claimed] = []
+    for row in sorted(rows, key=lambda r: r.id):
         emit(
             s,
             study_id=study_id,
             type="trial.started",
-            trial_id=trial_id,
+            trial_id=row.id,
             number=row.number,
             attempt=row.attempt,
             worker_id=worker_id,
         )
         out.append(
             Claimed(
-                trial_id=trial_id,
+                trial_id=row.id,
                 study_id=study_id,
                 number=row.number,
                 attempt=row.attempt,
-                lease_token=token,
+                lease_token=row.lease_token,
                 config=row.config,
                 dataset=dataset,
             )
