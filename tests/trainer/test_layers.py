@@ -88,3 +88,16 @@ def test_forward_and_backward_stay_finite_on_bounded_inputs(
     assert np.isfinite(cost) and cost >= 0
     assert all(np.all(np.isfinite(g)) for g in grads.values())
     assert np.all(np.isfinite(model.predict_proba(X)))
+
+
+def test_batch_norm_puts_epsilon_inside_the_square_root() -> None:
+    # DESIGN.md rules over the course's sqrt(var) + eps; a large eps tells the two apart.
+    cfg = TrainConfig(hidden_layers=[3], batch_norm=True, bn_epsilon=0.5, dtype="float64")
+    model = Model(cfg, n_features=2)
+    bn = model.layers[1]
+    model.params["gamma1"][...] = [1.0, 2.0, 0.5]
+    model.params["beta1"][...] = [0.0, 1.0, -1.0]
+    Z = np.array([[1.0, 2.0, 3.0], [3.0, -2.0, 0.0], [2.0, 0.0, 6.0]])
+    out = bn.forward(Z, training=True)
+    expected = (Z - Z.mean(axis=0)) / np.sqrt(Z.var(axis=0) + 0.5)
+    np.testing.assert_allclose(out, expected * [1.0, 2.0, 0.5] + [0.0, 1.0, -1.0])
