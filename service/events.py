@@ -25,9 +25,7 @@ EVENT_TYPES = (
 )
 
 
-def emit(
-    s: Session, *, study_id: int, type: str, trial_id: int | None = None, **data: Any
-) -> None:
+def emit(s: Session, *, study_id: int, type: str, trial_id: int | None = None, **data: Any) -> None:
     """Record an event; it commits or rolls back with the change it reports."""
     assert type in EVENT_TYPES, type
     s.add(
