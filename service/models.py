@@ -62,6 +62,7 @@ class TrialStatus(enum.StrEnum):
 TERMINAL_TRIAL = frozenset(
     {TrialStatus.completed, TrialStatus.failed, TrialStatus.pruned, TrialStatus.stopped}
 )
+OPEN_TRIAL = frozenset({TrialStatus.queued, TrialStatus.running, TrialStatus.paused})
 TERMINAL_STUDY = frozenset({StudyStatus.completed, StudyStatus.cancelled, StudyStatus.failed})
 
 

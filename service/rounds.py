@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 
 from service.events import emit
 from service.models import (
+    OPEN_TRIAL,
     TERMINAL_STUDY,
-    TERMINAL_TRIAL,
     Round,
     Study,
     StudyStatus,
@@ -54,7 +54,9 @@ def after_trial_finished(s: Session, *, study_id: int) -> None:
     still_open = s.scalar(
         select(func.count())
         .select_from(Trial)
-        .where(Trial.study_id == study_id, Trial.status.not_in(TERMINAL_TRIAL))
+        # IN over the open statuses, not NOT IN the terminal ones: the (study_id, status)
+        # index then reads only open trials, however many have finished.
+        .where(Trial.study_id == study_id, Trial.status.in_(OPEN_TRIAL))
     )
     if still_open:
         return
