@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import migrate
+from service.api import dashboard as dashboard_routes
 from service.api import events as events_routes
 from service.api import studies as studies_routes
 from service.api import worker as worker_routes
@@ -170,6 +171,7 @@ def create_app(settings: Settings | None = None, *, extra_tokens: list[Token] = 
     app.include_router(studies_routes.router)
     app.include_router(events_routes.router)
     app.include_router(worker_routes.router)
+    app.include_router(dashboard_routes.router)  # before the /static mount: it serves plotly.js
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> dict[str, str]:

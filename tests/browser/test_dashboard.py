@@ -1,8 +1,14 @@
-"""The dashboard in a real browser: Playwright driving Debian's headless Chromium."""
+"""The dashboard in a real browser: Playwright driving Debian's headless Chromium.
+
+Each test starts a service (and a worker pool where trials must run), then uses the pages
+as a person would. Every test fails on a console error or on any request that leaves the
+service, so the pages provably work offline. Screenshots land in test-output/browser/.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.browser.seed import seed_big_study
 from tests.conftest import ROOT, missing_service
 from worker.pool import Pool, PoolOptions
+
+pytestmark = pytest.mark.browser
 
 OUTPUT = ROOT / "test-output" / "browser"
 CHROMIUM_ARGS = [
@@ -24,6 +33,25 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+BIG_STUDY_BUDGET_MS = 2000  # the issue's bound for the 50,000-trial study page
+
+# Trials long enough to watch (about 10 ms per epoch: seconds per trial), on a data set
+# small enough to build instantly.
+LONG_SPEC = """\
+name: browser-long
+dataset: {name: moons, n_samples: 2000, noise: 0.2, seed: 1}
+model:
+  hidden_layers: [32, 16]
+  optimizer: adam
+  epochs: 3000
+  batch_size: 16
+space:
+  learning_rate: {type: float, low: 1.0e-3, high: 1.0e-2, scale: log}
+  beta1: {type: float, low: 0.8, high: 0.99, scale: one_minus_log}
+strategy: {type: random, trials: 6}
+objective: {metric: dev_accuracy, direction: maximize}
+execution: {mode: caviar, max_parallel: 2, seed: 3}
+"""
 
 
 def chromium_path() -> str | None:
@@ -49,8 +77,11 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
+    OUTPUT.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 1366, "height": 800})
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
     page = context.new_page()
+    page.set_default_timeout(20_000)
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
@@ -68,39 +99,241 @@ def page(browser: Any) -> Iterator[Any]:
     assert external == [], f"the page loaded from outside the service: {external}"
 
 
-def test_studies_study_and_workers_pages_show_a_finished_search(  # type: ignore[no-untyped-def]
-    page, sqlite_url, live_service, spec_factory
-) -> None:
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    svc = live_service(sqlite_url)
-    study = httpx.post(f"{svc.url}/api/studies", json=spec_factory(name="browser-moons")).json()
-    pool = Pool(PoolOptions(api_url=svc.url, processes=1, exit_when_idle=True))
-    pool.start()
-    try:
-        page.goto(svc.url + "/")
-        page.get_by_role("link", name="browser-moons").wait_for()
-        # The list refreshes by itself: the study turns completed without a reload.
-        page.locator("tr", has_text="browser-moons").locator(".status.completed").wait_for(
-            timeout=60_000
-        )
-        page.screenshot(path=str(OUTPUT / "studies.png"), full_page=True)
+@pytest.fixture
+def pool_for() -> Iterator[Any]:
+    pools: list[Pool] = []
 
-        page.get_by_role("link", name="browser-moons").click()
-        page.get_by_text("Best trial").wait_for()
-        assert page.locator("tbody tr").count() == 4
-        page.screenshot(path=str(OUTPUT / "study.png"), full_page=True)
+    def start(url: str, processes: int = 2) -> Pool:
+        pool = Pool(PoolOptions(api_url=url, processes=processes))
+        pool.start()
+        pools.append(pool)
+        return pool
 
-        page.locator("tbody tr").first.get_by_role("link").click()
-        page.get_by_role("heading", name="Config").wait_for()
-        assert "learning_rate" in page.locator("pre").inner_text()
-        page.screenshot(path=str(OUTPUT / "trial.png"), full_page=True)
-
-        page.get_by_role("link", name="Workers").click()
-        page.get_by_role("heading", name="Workers").wait_for()
-        page.screenshot(path=str(OUTPUT / "workers.png"), full_page=True)
-    finally:
+    yield start
+    for pool in pools:
         pool.stop()
-    assert httpx.get(f"{svc.url}/api/studies/{study['id']}").json()["status"] == "completed"
+
+
+def shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(OUTPUT / f"{name}.png"), full_page=True)
+
+
+def wait_ready(page: Any, name: str) -> float:
+    """Wait for the page's ready mark; return when it came, in ms after navigation start."""
+    page.wait_for_function(f"document.documentElement.dataset.ready === {name!r}")
+    return float(page.evaluate(f"performance.getEntriesByName('caviar:ready:{name}')[0].startTime"))
+
+
+def count(page: Any, status: str) -> int:
+    return int(page.locator(f".counts .count.{status} .n").inner_text().replace(",", ""))
+
+
+def test_create_a_study_from_the_form_watch_it_live_stop_a_trial_and_cancel_it(  # type: ignore[no-untyped-def]
+    page, sqlite_url, live_service, pool_for
+) -> None:
+    svc = live_service(sqlite_url)
+    pool_for(svc.url, processes=2)  # spawning takes a moment: start it while the form is used
+    page.goto(svc.url + "/")
+    wait_ready(page, "studies")
+    page.evaluate("window.__sameDocument = true")  # gone if anything reloads the page
+
+    page.get_by_role("button", name="New study").click()
+    editor = page.get_by_label("Search spec (YAML)")
+    assert "name: moons-adam" in editor.input_value()  # seeded with an example
+    page.locator(".spec-status.ok").wait_for()  # ...that the service finds valid
+    editor.fill(LONG_SPEC)
+    page.get_by_text("Valid: 6 trials in the first round.").wait_for()
+    page.get_by_role("button", name="Create study").click()
+
+    page.wait_for_url(re.compile(r"#/studies/\d+$"))
+    study_id = int(page.url.rsplit("/", 1)[1])
+    page.get_by_role("heading", name="browser-long").wait_for()
+    wait_ready(page, "study")
+    # Trials start and show up without a reload, pushed by the study's event stream.
+    page.wait_for_function(
+        "Number(document.querySelector('.count.running .n').textContent) >= 1", timeout=30_000
+    )
+    assert page.evaluate("document.documentElement.dataset.live") == "events"
+    page.locator("table.trials tr.running").first.wait_for()
+    shot(page, "study-running")
+
+    page.locator("table.trials tr.running a").first.click()
+    page.wait_for_url(re.compile(r"#/trials/\d+$"))
+    trial_id = int(page.url.rsplit("/", 1)[1])
+    wait_ready(page, "trial")
+    # The learning curves grow while we watch.
+    page.wait_for_function("Number(document.querySelector('#plot-cost').dataset.points) > 0")
+    first = int(page.locator("#plot-cost").get_attribute("data-points"))
+    page.wait_for_function(
+        f"Number(document.querySelector('#plot-cost').dataset.points) > {first}", timeout=15_000
+    )
+    grown = int(page.locator("#plot-cost").get_attribute("data-points"))
+    assert grown > first
+    shot(page, "trial-running")
+
+    page.get_by_role("button", name="Stop trial").click()
+    page.locator("h1 .status.stopped").wait_for(timeout=15_000)
+    assert httpx.get(f"{svc.url}/api/trials/{trial_id}").json()["status"] == "stopped"
+    assert page.get_by_role("button", name="Stop trial").is_hidden()
+    shot(page, "trial-stopped")
+
+    page.locator(".crumbs a.study-link").click()
+    wait_ready(page, "study")
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Cancel study").click()
+    page.locator("h1 .status.cancelled").wait_for()
+    assert page.get_by_role("button", name="Cancel study").is_hidden()
+    # Running trials end after their current epoch; the page follows without a reload.
+    page.wait_for_function(
+        "Number(document.querySelector('.count.running .n').textContent) === 0", timeout=20_000
+    )
+    shot(page, "study-cancelled")
+    assert page.evaluate("window.__sameDocument") is True
+    study = httpx.get(f"{svc.url}/api/studies/{study_id}").json()
+    assert study["status"] == "cancelled"
+    assert study["counts"]["queued"] == study["counts"]["running"] == 0
+    assert study["counts"]["stopped"] >= 1
+
+
+def test_a_finished_study_shows_its_plots_best_config_and_zooms_in(  # type: ignore[no-untyped-def]
+    page, sqlite_url, live_service, spec_factory, pool_for
+) -> None:
+    svc = live_service(sqlite_url)
+    spec = spec_factory(
+        name="browser-moons",
+        space={
+            "learning_rate": {"type": "float", "low": 1e-4, "high": 1.0, "scale": "log"},
+            "beta1": {"type": "float", "low": 0.8, "high": 0.999, "scale": "one_minus_log"},
+            "init": {"type": "categorical", "choices": ["he", "xavier"]},
+        },
+        strategy={"type": "coarse_to_fine", "rounds": 2, "trials_per_round": 5},
+    )
+    study = httpx.post(f"{svc.url}/api/studies", json=spec).json()
+    pool_for(svc.url, processes=2)
+    page.goto(svc.url + "/")
+    row = page.locator("table.studies tr", has_text="browser-moons")
+    row.wait_for()
+    # The list refreshes by itself: the study completes without a reload.
+    row.locator(".status.completed").wait_for(timeout=60_000)
+    shot(page, "studies")
+
+    page.get_by_role("link", name="browser-moons").click()
+    wait_ready(page, "study")
+    assert page.locator("#plot-history .scatterlayer .point").count() == 10
+    best = httpx.get(f"{svc.url}/api/studies/{study['id']}").json()["best_trial"]
+    assert page.locator(".best .big").inner_text() == f"{best['value']:.4g}"
+    page.get_by_role("button", name="Copy config as YAML").click()
+    page.get_by_text("Copied.").wait_for()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert f"optimizer: {best['config']['optimizer']}" in copied
+    assert "hidden_layers: [8, 4]" in copied
+
+    # Plots below the first screen draw when scrolled to; each round's box is on them.
+    page.locator(".trials-panel").scroll_into_view_if_needed()
+    page.locator(".params-grid[data-drawn='3']").wait_for()
+    lr_axis = page.locator("#plot-param-0 .xtitle").text_content()
+    beta_axis = page.locator("#plot-param-1 .xtitle").text_content()
+    assert lr_axis == "learning_rate (log scale)"
+    assert beta_axis == "1 \u2212 beta1 (log scale)"  # 1 minus beta1, on a log axis
+    assert page.locator("#plot-param-0 .shapelayer path").count() >= 2  # rounds 0 and 1
+    page.locator("#plot-curves-acc .scatterlayer .trace").first.wait_for()
+    assert page.locator("table.trials tbody tr").count() == 10
+    page.locator("th[data-sort='params.learning_rate']").click()
+    page.locator("th[aria-sort='ascending'][data-sort='params.learning_rate']").wait_for()
+    rates = [
+        float(t) for t in page.locator("table.trials tbody tr td:nth-child(4)").all_inner_texts()
+    ]
+    assert rates == sorted(rates)
+    page.evaluate("window.scrollTo(0, 0)")
+    shot(page, "study")
+
+    page.get_by_role("button", name="Zoom into the best").click()
+    dialog = page.locator("dialog.zoom-dialog")
+    dialog.locator(".spec-status.ok").wait_for()
+    zoom_yaml = dialog.get_by_label("Search spec (YAML)").input_value()
+    assert "type: coarse_to_fine" in zoom_yaml
+    assert "name: browser-moons-zoom" in zoom_yaml
+    shot(page, "zoom")
+    dialog.get_by_role("button", name="Create zoomed study").click()
+    page.get_by_role("heading", name="browser-moons-zoom").wait_for()
+    zoomed_id = int(page.url.rsplit("/", 1)[1])
+    zoomed = httpx.get(f"{svc.url}/api/studies/{zoomed_id}").json()
+    assert zoomed["strategy"] == "coarse_to_fine"
+    lr = zoomed["spec"]["space"]["learning_rate"]
+    original = spec["space"]["learning_rate"]  # type: ignore[index]
+    assert original["low"] <= lr["low"] < lr["high"] <= original["high"]
+    assert (lr["low"], lr["high"]) != (original["low"], original["high"])
+    assert lr["low"] <= best["params"]["learning_rate"] <= lr["high"]
+
+    page.get_by_role("link", name="Workers").click()
+    wait_ready(page, "workers")
+    page.locator("table.workers tbody tr").first.wait_for()
+    assert page.locator("table.workers tbody tr").count() == 2
+    shot(page, "workers")
+
+
+def test_an_invalid_spec_shows_the_error_beside_its_field_before_submitting(  # type: ignore[no-untyped-def]
+    page, sqlite_url, live_service
+) -> None:
+    svc = live_service(sqlite_url)
+    page.caviar_allowed_errors.append("status of 422")  # the check's answer: the spec is invalid
+    page.goto(svc.url + "/#/?new=1")
+    editor = page.get_by_label("Search spec (YAML)")
+    page.locator(".spec-status.ok").wait_for()
+    text = LONG_SPEC.replace("trials: 6", "trials: 0").replace("low: 0.8", "low: 1.5")
+    editor.fill(text)
+    lines = text.splitlines()
+    trials_line = next(i for i, line in enumerate(lines, 1) if "trials: 0" in line)
+    beta_line = next(i for i, line in enumerate(lines, 1) if line.strip().startswith("beta1:"))
+
+    note = page.locator(".field-error[data-loc~='strategy.trials']")
+    note.wait_for()
+    assert note.get_attribute("data-line") == str(trials_line)
+    assert ">= 1" in note.inner_text() or "greater than" in note.inner_text()
+    beta_note = page.locator(".field-error[data-loc^='space.beta1']")
+    assert beta_note.get_attribute("data-line") == str(beta_line)
+    # Beside the field: right of the editor, level with the field's line.
+    box, area = note.bounding_box(), editor.bounding_box()
+    line_top = area["y"] + 10 + (trials_line - 1) * 20  # padding and line height of the editor
+    assert box["x"] >= area["x"] + area["width"] - 1
+    assert abs(box["y"] - line_top) <= 2
+    assert page.locator(".gutter .bad").count() == 2
+    shot(page, "new-study-invalid")
+    # Nothing was submitted.
+    assert httpx.get(f"{svc.url}/api/studies").json()["total"] == 0
+
+    # Fixing the field clears its error.
+    editor.fill(text.replace("trials: 0", "trials: 2").replace("low: 1.5", "low: 0.8"))
+    page.locator(".spec-status.ok").wait_for()
+    assert page.locator(".field-error").count() == 0
+
+
+def test_the_page_of_a_50000_trial_study_renders_in_under_two_seconds(  # type: ignore[no-untyped-def]
+    page, sqlite_url, live_service
+) -> None:
+    study_id = seed_big_study(sqlite_url, trials=50_000)
+    svc = live_service(sqlite_url)
+    page.goto(f"{svc.url}/#/studies/{study_id}")
+    ready_ms = wait_ready(page, "study")
+    print(f"\n50,000-trial study page ready {ready_ms:.0f} ms after navigation start")
+    # What the page fetched from the API: aggregates and samples, never every row.
+    api_bytes = page.evaluate(
+        """performance.getEntriesByType('resource')
+             .filter((e) => e.name.includes('/api/'))
+             .reduce((a, e) => a + e.encodedBodySize, 0)"""
+    )
+    assert api_bytes < 1_500_000, api_bytes
+    points = page.evaluate("document.getElementById('plot-history').data[0].x.length")
+    assert 1000 <= points <= 2000
+    assert page.locator(".pager").inner_text().startswith("1\u201325 of 50,000 trials")
+    assert count(page, "completed") == 50_000
+    shot(page, "study-50k-first-screen")
+    assert ready_ms < BIG_STUDY_BUDGET_MS, f"ready after {ready_ms:.0f} ms"
+
+    page.locator(".trials-panel").scroll_into_view_if_needed()
+    page.locator(".params-grid[data-drawn='5']").wait_for()
+    page.locator("#plot-curves-acc .scatterlayer .trace").first.wait_for()
+    shot(page, "study-50k")
 
 
 def test_an_unknown_study_shows_the_error(page, sqlite_url, live_service) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,362 @@
+"""Routes the dashboard needs beyond the public API: aggregates computed in SQL, downsampled.
+
+A study of 50,000 trials must open in a browser in well under two seconds, so nothing
+here returns a row per trial or per epoch: counts come from GROUP BY, the best-so-far
+line from a window function (only the trials that improved it), the scatter and
+parallel-coordinates sample from a stride over trial numbers capped at `MAX_POINTS`
+(with the best trials always in it), and learning curves from a stride over epochs.
+It also serves plotly.js from the plotly Python package, so the dashboard works offline.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.orm import Session
+
+from service.api.deps import DbDep, ReadScope
+from service.errors import NotFound
+from service.models import Event, Metric, Round, Study, Trial, TrialStatus
+from service.queue import METRIC_FIELDS
+from service.schemas import RoundRead, StudyRead, TrialRead
+from service.studies import study_dict, trial_dict
+
+# One router for both: app.py includes it with one line, before the /static mount.
+router = APIRouter(tags=["dashboard"])
+
+MAX_POINTS = 2000  # scatter and parallel-coordinates points per study, best trials included
+TOP_ALWAYS = 100  # the best trials are always in the sample, whatever the stride skips
+CURVE_POINTS = 300  # epochs per learning curve at most
+STUDY = "/api/dashboard/studies/{study_id}"
+
+
+# --- plotly.js from the plotly package -------------------------------------------------
+
+
+@cache
+def plotly_js() -> Path:
+    """The plotly.min.js the plotly wheel ships (4 MB: served from there, never copied)."""
+    return Path(str(files("plotly") / "package_data" / "plotly.min.js"))
+
+
+@router.get("/static/vendor/plotly.min.js", include_in_schema=False)
+def get_plotly_js() -> FileResponse:
+    # The file changes only with the installed plotly; let the browser keep it a day.
+    return FileResponse(
+        plotly_js(),
+        media_type="text/javascript",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
+
+
+# --- schemas ---------------------------------------------------------------------------
+
+
+class SamplePoint(BaseModel):
+    id: int
+    number: int
+    round: int
+    params: dict[str, Any]
+    value: float | None
+
+
+class StudyOverview(BaseModel):
+    study: StudyRead
+    planned_trials: int = Field(description="trials the whole study will have run")
+    finished_trials: int = Field(description="trials in a terminal status")
+    valued_trials: int = Field(description="completed trials with an objective value")
+    records: list[tuple[int, float]] = Field(
+        description="(number, value) of each completed trial that improved the best so far"
+    )
+    sample: list[SamplePoint] = Field(
+        description=f"at most {MAX_POINTS} completed trials: a stride over numbers plus the best"
+    )
+    sample_stride: int = Field(description="every k-th trial number is in the sample")
+    best_ids: list[int] = Field(description="ids of the best trials, best first")
+    rounds: list[RoundRead]
+    last_event_id: int = Field(
+        description="the study's latest event when this was read: follow the stream after it"
+    )
+
+
+class Curve(BaseModel):
+    trial: TrialRead
+    stride: int = Field(description="every k-th epoch is kept, and the last")
+    epochs: list[int]
+    metrics: dict[str, list[float | None]]
+
+
+class DashboardTrialsPage(BaseModel):
+    items: list[TrialRead]
+    total: int
+    limit: int
+    offset: int
+    sort: str
+
+
+# --- queries ---------------------------------------------------------------------------
+
+
+def _study(s: Session, study_id: int) -> Study:
+    study = s.get(Study, study_id)
+    if study is None:
+        raise NotFound(f"study {study_id} does not exist")
+    return study
+
+
+def _valued(study_id: int) -> list[ColumnElement[bool]]:
+    return [
+        Trial.study_id == study_id,
+        Trial.status == TrialStatus.completed,
+        Trial.value.is_not(None),
+    ]
+
+
+def _best_first(study: Study) -> list[Any]:
+    value = Trial.value.desc() if study.direction == "maximize" else Trial.value.asc()
+    return [value, Trial.number]
+
+
+def _planned(study: Study, queued_so_far: int) -> int:
+    # Read from the stored spec rather than re-validated: a spec stored under other caps
+    # stays readable. A grid queues all its trials at once, so what exists is the plan.
+    strategy = study.spec.get("strategy") or {}
+    if strategy.get("type") == "coarse_to_fine":
+        planned = int(strategy.get("rounds", 1)) * int(strategy.get("trials_per_round", 0))
+    elif strategy.get("type") in ("random", "sobol"):
+        planned = int(strategy.get("trials", 0))
+    else:
+        planned = 0
+    return max(planned, queued_so_far)
+
+
+def records(s: Session, study: Study) -> list[tuple[int, float]]:
+    """The best-so-far line: the trials, in number order, that improved on all before them."""
+    agg = func.max if study.direction == "maximize" else func.min
+    running = agg(Trial.value).over(order_by=Trial.number, rows=(None, 0))
+    sub = (
+        select(Trial.number, Trial.value, running.label("best"))
+        .where(*_valued(study.id))
+        .subquery()
+    )
+    rows = s.execute(
+        select(sub.c.number, sub.c.value).where(sub.c.value == sub.c.best).order_by(sub.c.number)
+    ).all()
+    out: list[tuple[int, float]] = []
+    for number, value in rows:
+        if not out or value != out[-1][1]:  # ties with the record do not improve it
+            out.append((number, value))
+    return out
+
+
+def overview(s: Session, study_id: int, *, max_points: int = MAX_POINTS) -> dict[str, Any]:
+    study = _study(s, study_id)
+    # Read first: an event that lands while the rest is read is replayed, never missed.
+    last_event = s.scalar(select(func.max(Event.id)).where(Event.study_id == study_id)) or 0
+    summary = study_dict(s, study)
+    counts = summary["counts"]
+    finished = sum(counts[k] for k in ("completed", "failed", "pruned", "stopped") if k in counts)
+    valued = s.scalar(select(func.count()).select_from(Trial).where(*_valued(study_id))) or 0
+    top_n = min(TOP_ALWAYS, max_points // 2)
+    best = s.execute(
+        select(Trial.id, Trial.number, Trial.round_index, Trial.params, Trial.value)
+        .where(*_valued(study_id))
+        .order_by(*_best_first(study))
+        .limit(top_n)
+    ).all()
+    span = (s.scalar(select(func.max(Trial.number)).where(Trial.study_id == study_id)) or 0) + 1
+    # A stride over trial numbers: trials are drawn independently, so every k-th one is
+    # an unbiased sample, and coarse-to-fine rounds keep their share of it.
+    stride = max(1, math.ceil(span / max(1, max_points - top_n)))
+    strided = s.execute(
+        select(Trial.id, Trial.number, Trial.round_index, Trial.params, Trial.value)
+        .where(*_valued(study_id), Trial.number % stride == 0)
+        .order_by(Trial.number)
+    ).all()
+    seen: set[int] = set()
+    sample = []
+    for row in [*best, *strided]:
+        if row.id in seen:
+            continue
+        seen.add(row.id)
+        sample.append(
+            {
+                "id": row.id,
+                "number": row.number,
+                "round": row.round_index,
+                "params": row.params,
+                "value": row.value,
+            }
+        )
+    sample.sort(key=lambda p: p["number"])
+    rounds = s.scalars(select(Round).where(Round.study_id == study_id).order_by(Round.index))
+    return {
+        "study": summary,
+        "planned_trials": _planned(study, summary["total_trials"]),
+        "finished_trials": finished,
+        "valued_trials": valued,
+        "records": records(s, study),
+        "sample": sample,
+        "sample_stride": stride,
+        "best_ids": [row.id for row in best],
+        "rounds": [{"index": r.index, "box": r.box, "created_at": r.created_at} for r in rounds],
+        "last_event_id": last_event,
+    }
+
+
+def curve(s: Session, trial: Trial, *, points: int) -> dict[str, Any]:
+    """The trial's latest attempt, every `stride`-th epoch and the last one."""
+    last, n = s.execute(
+        select(func.max(Metric.epoch), func.count()).where(
+            Metric.trial_id == trial.id, Metric.attempt == trial.attempt
+        )
+    ).one()
+    stride = max(1, math.ceil((n or 0) / points))
+    rows = s.execute(
+        select(Metric.epoch, *(getattr(Metric, k) for k in METRIC_FIELDS))
+        .where(
+            Metric.trial_id == trial.id,
+            Metric.attempt == trial.attempt,
+            or_(Metric.epoch % stride == 0, Metric.epoch == last),
+        )
+        .order_by(Metric.epoch)
+    ).all()
+    return {
+        "trial": trial_dict(trial),
+        "stride": stride,
+        "epochs": [r[0] for r in rows],
+        "metrics": {k: [r[i + 1] for r in rows] for i, k in enumerate(METRIC_FIELDS)},
+    }
+
+
+SORTABLE = ("number", "value", "status", "round", "epochs_done", "started_at", "finished_at")
+SORT_PATTERN = rf"^-?({'|'.join(SORTABLE)}|params\..+)$"
+
+
+def _bad_sort(sort: str, msg: str) -> RequestValidationError:
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", "sort"), "msg": msg, "input": sort}]
+    )
+
+
+def _sort_key(study: Study, sort: str) -> list[Any]:
+    desc = sort.startswith("-")
+    name = sort.lstrip("-")
+    if name.startswith("params."):
+        path = name.removeprefix("params.")
+        dist = (study.spec.get("space") or {}).get(path)
+        if dist is None:
+            raise _bad_sort(sort, f"the study has no hyperparameter {path!r}")
+        element = Trial.params[path]
+        column: Any = (
+            element.as_float() if dist.get("type") in ("float", "int") else element.as_string()
+        )
+    elif name == "value":
+        # "value" alone means best first, whichever the direction; "-value" worst first.
+        maximize = study.direction == "maximize"
+        column = Trial.value
+        desc = maximize != desc
+    elif name == "round":
+        column = Trial.round_index
+    else:
+        column = getattr(Trial, name)
+    order = column.desc() if desc else column.asc()
+    return [column.is_(None), order, Trial.number]
+
+
+@router.get(
+    "/api/dashboard/studies/{study_id}", response_model=StudyOverview, dependencies=[ReadScope]
+)
+def get_overview(
+    study_id: int,
+    db: DbDep,
+    points: Annotated[int, Query(ge=10, le=MAX_POINTS)] = MAX_POINTS,
+) -> dict[str, Any]:
+    """Everything the study page draws, aggregated in SQL: counts, records and a sample."""
+    with db.session(write=False) as s:
+        return overview(s, study_id, max_points=points)
+
+
+@router.get(
+    "/api/dashboard/studies/{study_id}/curves", response_model=list[Curve], dependencies=[ReadScope]
+)
+def get_curves(
+    study_id: int,
+    db: DbDep,
+    top: Annotated[int, Query(ge=1, le=20)] = 5,
+    points: Annotated[int, Query(ge=10, le=2000)] = CURVE_POINTS,
+) -> list[dict[str, Any]]:
+    """Learning curves of the best `top` trials, each downsampled to `points` epochs."""
+    with db.session(write=False) as s:
+        study = _study(s, study_id)
+        trials = s.scalars(
+            select(Trial).where(*_valued(study_id)).order_by(*_best_first(study)).limit(top)
+        ).all()
+        return [curve(s, t, points=points) for t in trials]
+
+
+@router.get(
+    "/api/dashboard/studies/{study_id}/trials",
+    response_model=DashboardTrialsPage,
+    dependencies=[ReadScope],
+)
+def get_trials_table(
+    study_id: int,
+    db: DbDep,
+    status: TrialStatus | None = None,
+    round: Annotated[int | None, Query(ge=0)] = None,
+    sort: Annotated[
+        str,
+        Query(
+            max_length=200,
+            pattern=SORT_PATTERN,
+            description=f"{', '.join(SORTABLE)} or params.<path>; a leading - reverses",
+        ),
+    ] = "number",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """One page of the trials table, sorted by any column, hyperparameters included."""
+    with db.session(write=False) as s:
+        study = _study(s, study_id)
+        q = select(Trial).where(Trial.study_id == study_id)
+        if status is not None:
+            q = q.where(Trial.status == status)
+        if round is not None:
+            q = q.where(Trial.round_index == round)
+        total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+        rows = s.scalars(q.order_by(*_sort_key(study, sort)).limit(limit).offset(offset)).all()
+        return {
+            "items": [trial_dict(t) for t in rows],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "sort": sort,
+        }
+
+
+class Cursor(BaseModel):
+    study_id: int
+    last_event_id: int = Field(description="follow the study's event stream after this id")
+
+
+@router.get(
+    "/api/dashboard/trials/{trial_id}/cursor", response_model=Cursor, dependencies=[ReadScope]
+)
+def get_trial_cursor(trial_id: int, db: DbDep) -> dict[str, Any]:
+    """Where the event stream of a trial's study is now: a page reads this before loading."""
+    with db.session(write=False) as s:
+        study_id = s.scalar(select(Trial.study_id).where(Trial.id == trial_id))
+        if study_id is None:
+            raise NotFound(f"trial {trial_id} does not exist")
+        last = s.scalar(select(func.max(Event.id)).where(Event.study_id == study_id)) or 0
+        return {"study_id": study_id, "last_event_id": last}

@@ -1,0 +1,46 @@
+// Caviar's dashboard: a hash router over four pages, each updating itself live.
+
+import { loadPlotly } from "./plots.js";
+import { esc } from "./util.js";
+
+const view = document.getElementById("view");
+const PAGES = [
+  [/^\/studies\/(\d+)$/, "study", (m) => ({ id: m[1] })],
+  [/^\/trials\/(\d+)$/, "trial", (m) => ({ id: m[1] })],
+  [/^\/workers$/, "workers", () => ({})],
+  [/^\/?$/, "studies", () => ({})],
+];
+let current = null;
+
+async function route() {
+  current?.destroy();
+  current = null;
+  delete document.documentElement.dataset.ready;
+  const [path, search = ""] = location.hash.replace(/^#/, "").split("?");
+  const query = new URLSearchParams(search);
+  const match = PAGES.map(([re, name, params]) => [path.match(re), name, params]).find(([m]) => m);
+  for (const a of document.querySelectorAll("header nav a")) {
+    a.classList.toggle("active", a.dataset.page === (match?.[1] === "workers" ? "workers" : "studies"));
+  }
+  if (!match) {
+    view.innerHTML = `<p class="error">No page at ${esc(location.hash)}. <a href="#/">All studies</a></p>`;
+    return;
+  }
+  const [m, name, params] = match;
+  // plotly.js is ~1 s of script: start it before the page's own module has even loaded.
+  if (name === "study" || name === "trial") loadPlotly();
+  const module = await import(`./pages/${name}.js`);
+  const page = module.mount(view, params(m), query);
+  current = page;
+  try {
+    await page.ready;
+  } catch (e) {
+    if (current === page) {
+      page.destroy();
+      view.innerHTML = `<div class="page-head"><h1>Something went wrong</h1></div><p class="error">${esc(e.message)}</p><p><a href="#/">Back to the studies</a></p>`;
+    }
+  }
+}
+
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,146 @@
+// The trial page: live learning curves (cost, accuracy, learning rate), its config,
+// attempts, worker and errors; stop it while it waits or runs.
+
+import { api } from "../api.js";
+import { follow } from "../live.js";
+import { draw, loadPlotly, trialFigure } from "../plots.js";
+import { TERMINAL_TRIAL, badge, copyText, duration, esc, fmt, markReady, throttle, when } from "../util.js";
+import { toYaml } from "../yaml.js";
+
+const EVENT_REFRESH_MS = 700; // metrics arrive about once a second per running trial
+
+export function mount(view, { id }) {
+  let trial = null;
+  let study = null;
+  let live = null;
+  let destroyed = false;
+  const plotly = loadPlotly();
+
+  view.innerHTML = `
+    <div class="page-head">
+      <div>
+        <div class="crumbs"><a href="#/">Studies</a> › <a class="study-link" href="#/">study</a> ›</div>
+        <h1><span class="title">Trial</span> <span class="head-status"></span></h1>
+        <p class="sub muted meta"></p>
+      </div>
+      <div class="actions"><button type="button" class="danger" data-act="stop" hidden>Stop trial</button></div>
+    </div>
+    <section class="panel cards"></section>
+    <div class="trial-error"></div>
+    <div class="grid two">
+      <section class="panel"><div class="panel-head"><h2>Cost</h2><span class="muted small">train and dev, log scale</span></div><div class="plot" id="plot-cost"></div></section>
+      <section class="panel"><div class="panel-head"><h2>Accuracy</h2><span class="muted small">train and dev</span></div><div class="plot" id="plot-accuracy"></div></section>
+    </div>
+    <div class="grid two">
+      <section class="panel"><div class="panel-head"><h2>Learning rate</h2><span class="muted small lr-note"></span></div><div class="plot short" id="plot-lr"></div></section>
+      <section class="panel"><div class="panel-head"><h2>Hyperparameters</h2><span class="muted small">sampled for this trial</span></div><table class="kv params"></table></section>
+    </div>
+    <section class="panel"><div class="panel-head"><h2>Config</h2><button type="button" data-act="copy">Copy as YAML</button><span class="copy-status muted small"></span></div><pre class="config-yaml"></pre></section>`;
+  const $ = (sel) => view.querySelector(sel);
+
+  function render(rows) {
+    const t = trial;
+    document.title = `Trial ${t.number} · ${study?.name || "study"} · Caviar`;
+    $(".study-link").textContent = study ? study.name : `study ${t.study_id}`;
+    $(".study-link").href = `#/studies/${t.study_id}`;
+    $(".title").textContent = `Trial #${t.number}`;
+    $(".head-status").innerHTML = badge(t.status);
+    $(".meta").innerHTML = [`id ${t.id}`, study && study.rounds.total > 1 ? `round ${t.round}` : "", t.outcome ? `outcome ${esc(t.outcome)}` : ""].filter(Boolean).join(" · ");
+    const epochs = t.config?.epochs;
+    const last = rows[rows.length - 1] || {};
+    const card = (k, v, extra = "") => `<div class="card"><span class="k">${k}</span><span class="v ${extra}">${v}</span></div>`;
+    $(".cards").innerHTML = [
+      card("epochs", `${t.epochs_done}${epochs ? `<small> / ${epochs}</small>` : ""}`),
+      card(study ? esc(study.objective.metric) : "value", fmt(t.value), "strong"),
+      card("dev accuracy", fmt(last.dev_accuracy)),
+      card("dev cost", fmt(last.dev_cost)),
+      card("attempt", `${t.attempt}${t.retries ? `<small> · ${t.retries} retr${t.retries === 1 ? "y" : "ies"}</small>` : ""}`),
+      card("worker", t.worker_id ? `<a href="#/workers" title="${esc(t.worker_id)}">${esc(t.worker_id.slice(0, 12))}</a>` : "–"),
+      card("started", when(t.started_at)),
+      card(t.finished_at ? "took" : "running for", t.started_at ? duration(t.started_at, t.finished_at) : "–"),
+    ].join("");
+    $(".trial-error").innerHTML = t.error ? `<section class="panel error-panel"><h2>Error</h2><pre>${esc(t.error)}</pre></section>` : "";
+    $(".params").innerHTML = Object.entries(t.params).map(([k, v]) => `<tr><th>${esc(k)}</th><td class="num">${esc(fmt(v, 6))}</td></tr>`).join("") || `<tr><td class="muted">No hyperparameter was searched.</td></tr>`;
+    $(".config-yaml").textContent = toYaml(t.config);
+    $('[data-act="stop"]').hidden = TERMINAL_TRIAL.includes(t.status);
+    const decay = t.config?.lr_decay;
+    $(".lr-note").textContent = decay && decay !== "none" ? `${decay} decay` : "constant";
+    view.dataset.epochs = rows.length;
+  }
+
+  async function curves(rows) {
+    await plotly;
+    if (destroyed) return;
+    await Promise.all([
+      draw($("#plot-cost"), ...Object.values(trialFigure(rows, "cost"))),
+      draw($("#plot-accuracy"), ...Object.values(trialFigure(rows, "accuracy"))),
+      draw($("#plot-lr"), ...Object.values(trialFigure(rows, "learning_rate"))),
+    ]);
+    $("#plot-cost").dataset.points = rows.length; // what the browser test watches grow
+  }
+
+  async function load() {
+    const [t, rows] = await Promise.all([api(`/api/trials/${id}`), api(`/api/trials/${id}/metrics`)]);
+    trial = t;
+    if (!study || study.id !== t.study_id) study = await api(`/api/studies/${t.study_id}`);
+    if (destroyed) return;
+    render(rows);
+    await curves(rows);
+  }
+
+  async function refresh() {
+    try {
+      await load();
+      if (TERMINAL_TRIAL.includes(trial.status) && live?.mode === "events") {
+        live.close(); // nothing more will happen to this trial
+        live = null;
+      }
+    } catch {
+      /* keep the last picture; the next event or tick tries again */
+    }
+  }
+  const onEvent = throttle(refresh, EVENT_REFRESH_MS);
+
+  $('[data-act="stop"]').addEventListener("click", async (e) => {
+    e.target.disabled = true;
+    try {
+      trial = await api(`/api/trials/${id}/stop`, { method: "POST" });
+      $(".head-status").innerHTML = badge(trial.status === "running" ? "stopping" : trial.status);
+    } catch (err) {
+      alert(err.message);
+    }
+    e.target.disabled = false;
+    refresh();
+  });
+  $('[data-act="copy"]').addEventListener("click", async () => {
+    const ok = await copyText(toYaml(trial.config));
+    $(".copy-status").textContent = ok ? "Copied." : "Copy failed: select the text.";
+  });
+
+  const ready = (async () => {
+    // The study's newest event before anything else is read: what happens while the
+    // page loads is replayed by the stream, never missed.
+    const cursor = await api(`/api/dashboard/trials/${id}/cursor`).catch(() => ({ last_event_id: 0 }));
+    await load();
+    markReady("trial");
+    if (TERMINAL_TRIAL.includes(trial.status)) return;
+    const h = await follow(trial.study_id, {
+      after: cursor.last_event_id,
+      onEvent: (type, data) => {
+        if (data.trial_id === Number(id) || type.startsWith("study.")) onEvent();
+      },
+      refresh,
+    });
+    if (destroyed) h.close();
+    else live = h;
+  })();
+
+  return {
+    ready,
+    destroy() {
+      destroyed = true;
+      onEvent.cancel();
+      live?.close();
+    },
+  };
+}

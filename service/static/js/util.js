@@ -1,0 +1,133 @@
+// Small helpers every page uses: escaping, number and time formats, status badges.
+
+export const TERMINAL_STUDY = ["completed", "cancelled", "failed"];
+export const TERMINAL_TRIAL = ["completed", "failed", "pruned", "stopped"];
+export const TRIAL_STATUSES = ["queued", "running", "paused", "completed", "failed", "pruned", "stopped"];
+export const STUDY_STATUSES = ["queued", "running", "completed", "cancelled", "failed"];
+
+const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+export const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ESCAPES[c]);
+
+/** A number as people read it: integers whole, others to 4 significant digits. */
+export function fmt(v, digits = 4) {
+  if (v === null || v === undefined) return "–";
+  if (typeof v === "number") {
+    if (!Number.isFinite(v)) return String(v);
+    if (Number.isInteger(v)) return String(v);
+    const a = Math.abs(v);
+    if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(digits - 1).replace("e", "e");
+    return String(Number(v.toPrecision(digits)));
+  }
+  if (Array.isArray(v)) return `[${v.map((x) => fmt(x, digits)).join(", ")}]`;
+  return String(v);
+}
+
+export const badge = (s) => `<span class="status ${esc(s)}">${esc(s)}</span>`;
+
+/** "3 min ago", with the exact UTC time in a tooltip. */
+export function when(iso) {
+  if (!iso) return `<span class="muted">–</span>`;
+  const t = new Date(iso.endsWith("Z") || /[+-]\d\d:\d\d$/.test(iso) ? iso : `${iso}Z`);
+  const s = (Date.now() - t.getTime()) / 1000;
+  const ago =
+    s < 45 ? "just now" : s < 3600 ? `${Math.round(s / 60)} min ago` : s < 86400 ? `${Math.round(s / 3600)} h ago` : t.toISOString().slice(0, 10);
+  return `<time datetime="${esc(t.toISOString())}" title="${esc(t.toISOString().replace("T", " ").slice(0, 19))} UTC">${ago}</time>`;
+}
+
+/** Seconds between two ISO times (or until now), as "1 m 20 s". */
+export function duration(start, end) {
+  if (!start) return "–";
+  const a = new Date(start.endsWith("Z") || /[+-]\d\d:\d\d$/.test(start) ? start : `${start}Z`);
+  const b = end ? new Date(end.endsWith("Z") || /[+-]\d\d:\d\d$/.test(end) ? end : `${end}Z`) : new Date();
+  const s = Math.max(0, (b - a) / 1000);
+  if (s < 60) return `${s.toFixed(1)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} m ${Math.round(s % 60)} s`;
+  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} m`;
+}
+
+/** Trials a study will have run in all: its plan, or what exists when that is more. */
+export function planned(study) {
+  const st = study.spec?.strategy || {};
+  let n = 0;
+  if (st.type === "coarse_to_fine") n = (st.rounds || 1) * (st.trials_per_round || 0);
+  else if (st.type === "random" || st.type === "sobol") n = st.trials || 0;
+  return Math.max(n, study.total_trials || 0);
+}
+
+export function finished(counts) {
+  return ["completed", "failed", "pruned", "stopped"].reduce((a, k) => a + (counts[k] || 0), 0);
+}
+
+/** A progress bar with the share of finished trials, and the running ones striped after it. */
+export function progressBar(study, { wide = false } = {}) {
+  const total = planned(study);
+  const done = finished(study.counts);
+  const running = study.counts.running || 0;
+  const pct = total ? (100 * done) / total : 0;
+  const rpct = total ? (100 * running) / total : 0;
+  return `<span class="progress${wide ? " wide" : ""}" role="progressbar" aria-valuemin="0" aria-valuemax="${total}" aria-valuenow="${done}">
+    <span class="done" style="width:${pct.toFixed(2)}%"></span><span class="running" style="width:${rpct.toFixed(2)}%"></span></span>
+    <span class="progress-label">${done.toLocaleString("en")} / ${total.toLocaleString("en")}</span>`;
+}
+
+/** Call fn at most once per `ms`, always with a last call after the burst. */
+export function throttle(fn, ms) {
+  let last = 0;
+  let timer = null;
+  const wrapped = () => {
+    const wait = last + ms - Date.now();
+    if (wait <= 0) {
+      last = Date.now();
+      fn();
+    } else if (!timer) {
+      timer = setTimeout(() => {
+        timer = null;
+        last = Date.now();
+        fn();
+      }, wait);
+    }
+  };
+  wrapped.cancel = () => clearTimeout(timer);
+  return wrapped;
+}
+
+/** Put text on the clipboard; falls back to a selected hidden textarea. */
+export async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    const ta = document.createElement("textarea");
+    ta.value = text;
+    ta.style.position = "fixed";
+    ta.style.opacity = "0";
+    document.body.append(ta);
+    ta.select();
+    const ok = document.execCommand("copy");
+    ta.remove();
+    return ok;
+  }
+}
+
+/** Signal that a page has drawn everything it shows: the browser tests time this mark. */
+export function markReady(name) {
+  if (document.documentElement.dataset.ready === name) return;
+  performance.mark(`caviar:ready:${name}`);
+  document.documentElement.dataset.ready = name;
+}
+
+/** Resolves once `el` comes within `margin` of the viewport: plots below the fold wait for it. */
+export function whenVisible(el, margin = "200px") {
+  return new Promise((resolve) => {
+    const io = new IntersectionObserver(
+      (entries) => {
+        if (entries.some((e) => e.isIntersecting)) {
+          io.disconnect();
+          resolve();
+        }
+      },
+      { rootMargin: margin },
+    );
+    io.observe(el);
+  });
+}
