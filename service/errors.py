@@ -11,9 +11,13 @@ class CaviarError(Exception):
     status: int = 500
     slug: str = "internal"
 
-    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         self.detail = detail or (self.__doc__ or "").strip()
         self.extra = extra
+        # Response headers the problem carries (Retry-After on 429, say).
+        self.headers = headers or {}
         super().__init__(self.detail)
 
     @property
@@ -50,6 +54,27 @@ class InvalidSpec(CaviarError):
     def __init__(self, detail: str | None = None, *, errors: list[dict[str, Any]]) -> None:
         super().__init__(detail or "; ".join(f"{e['loc']}: {e['msg']}" for e in errors))
         self.extra = {"errors": errors}
+
+
+class InvalidDataset(CaviarError):
+    """The uploaded data set cannot be used."""
+
+    status = 422
+    slug = "invalid-dataset"
+
+
+class PayloadTooLarge(CaviarError):
+    """The request body is larger than this service accepts."""
+
+    status = 413
+    slug = "payload-too-large"
+
+
+class RateLimited(CaviarError):
+    """Too many submissions; retry after the time the Retry-After header gives."""
+
+    status = 429
+    slug = "rate-limited"
 
 
 class Unauthorized(CaviarError):

@@ -9,6 +9,89 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.models import StudyStatus, TrialStatus
 
+_AT = "2026-11-25T10:00:00Z"
+_TRIAL_EXAMPLE: dict[str, Any] = {
+    "id": 12,
+    "study_id": 3,
+    "number": 1,
+    "round": 0,
+    "status": "completed",
+    "params": {"learning_rate": 0.0031, "beta1": 0.93},
+    "value": 0.915,
+    "attempt": 1,
+    "retries": 0,
+    "epochs_done": 200,
+    "outcome": "completed",
+    "error": None,
+    "worker_id": "w-5f2c9a01b3d4",
+    "created_at": _AT,
+    "started_at": _AT,
+    "finished_at": _AT,
+}
+_STUDY_EXAMPLE: dict[str, Any] = {
+    "id": 3,
+    "name": "moons-adam",
+    "status": "running",
+    "strategy": "random",
+    "mode": "caviar",
+    "objective": {"metric": "dev_accuracy", "direction": "maximize", "at": "last"},
+    "rounds": {"current": 0, "total": 1},
+    "counts": {
+        "queued": 40,
+        "running": 8,
+        "paused": 0,
+        "completed": 11,
+        "failed": 1,
+        "pruned": 0,
+        "stopped": 0,
+    },
+    "total_trials": 60,
+    "best_trial": {**_TRIAL_EXAMPLE, "config": {"hidden_layers": [20, 7, 5], "epochs": 200}},
+    "parent_study_id": None,
+    "error": None,
+    "created_at": _AT,
+    "started_at": _AT,
+    "finished_at": None,
+    "spec": {"name": "moons-adam", "dataset": {"name": "moons"}},
+}
+
+
+class FieldError(BaseModel):
+    loc: str = Field(description="dotted path of the wrong field, e.g. space.learning_rate.low")
+    msg: str
+    input: Any = None
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: every 4xx and 5xx answer has this shape."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "/problems/invalid-spec",
+                    "title": "The search spec is invalid",
+                    "status": 422,
+                    "detail": "space.learning_rate.low: must be > 0 for scale log (got 0)",
+                    "errors": [
+                        {
+                            "loc": "space.learning_rate.low",
+                            "msg": "must be > 0 for scale log (got 0)",
+                            "input": 0,
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = Field(None, description="one entry per wrong field")
+
 
 class Objective(BaseModel):
     metric: str
@@ -22,6 +105,8 @@ class RoundsProgress(BaseModel):
 
 
 class TrialRead(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_TRIAL_EXAMPLE]})
+
     id: int
     study_id: int
     number: int = Field(description="0-based position of the trial in its study")
@@ -41,10 +126,18 @@ class TrialRead(BaseModel):
 
 
 class TrialDetail(TrialRead):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{**_TRIAL_EXAMPLE, "config": {"hidden_layers": [20, 7, 5], "epochs": 200}}]
+        }
+    )
+
     config: dict[str, Any] = Field(description="the full TrainConfig the trial trains with")
 
 
 class StudyRead(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_STUDY_EXAMPLE]})
+
     id: int
     name: str
     status: StudyStatus
@@ -63,18 +156,54 @@ class StudyRead(BaseModel):
     spec: dict[str, Any]
 
 
+class StudyRetried(StudyRead):
+    requeued: int = Field(description="how many failed or stopped trials went back to the queue")
+
+
 class StudiesPage(BaseModel):
     items: list[StudyRead]
-    total: int
+    total: int = Field(description="studies matching the filters, over all pages")
     limit: int
     offset: int
 
 
 class TrialsPage(BaseModel):
     items: list[TrialRead]
-    total: int
+    total: int = Field(description="trials matching the filters, over all pages")
     limit: int
     offset: int
+
+
+class TrialsExport(BaseModel):
+    """One flat row per trial: fixed columns, then `param.<path>`, then `final.<metric>`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "study_id": 3,
+                    "name": "moons-adam",
+                    "objective": {"metric": "dev_accuracy", "direction": "maximize", "at": "last"},
+                    "columns": ["trial_id", "number", "status", "value", "param.learning_rate"],
+                    "rows": [
+                        {
+                            "trial_id": 12,
+                            "number": 1,
+                            "status": "completed",
+                            "value": 0.915,
+                            "param.learning_rate": 0.0031,
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    study_id: int
+    name: str
+    objective: Objective
+    columns: list[str] = Field(description="every row's keys, in the CSV export's order")
+    rows: list[dict[str, Any]]
 
 
 class MetricRead(BaseModel):
@@ -98,6 +227,59 @@ class SpecValidation(BaseModel):
     trials: int = Field(description="trials of the first round")
     rounds: int
     spec: dict[str, Any] = Field(description="the spec with every default filled in")
+
+
+class ParamPreview(BaseModel):
+    distribution: dict[str, Any]
+    values: list[Any] = Field(description="the value each of the first n trials gets")
+    positions: list[float | None] = Field(description="0 = low, 1 = high, on the param's scale")
+    levels: list[Any] | None = Field(None, description="grid only: the levels of this param")
+
+
+class SpecPreview(BaseModel):
+    strategy: str
+    rounds: int
+    trials_in_first_round: int
+    total_trials: int
+    n: int
+    params: dict[str, ParamPreview] = Field(description="by space path")
+
+
+class DatasetRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "ds-3f1a9c0d2b7e4f65",
+                    "sha256": "3f1a9c0d2b7e4f65" + "0" * 48,
+                    "name": "churn.csv",
+                    "format": "csv",
+                    "size_bytes": 48213,
+                    "n_rows": 1000,
+                    "n_columns": 12,
+                    "label_column": "churned",
+                    "created_at": _AT,
+                }
+            ]
+        }
+    )
+
+    id: str = Field(description="what a study spec names in dataset.name")
+    sha256: str
+    name: str
+    format: Literal["csv", "npz"]
+    size_bytes: int
+    n_rows: int = Field(description="examples, train and dev together")
+    n_columns: int = Field(description="feature columns (the label excluded)")
+    label_column: str | None
+    created_at: datetime | None
+
+
+class DatasetsPage(BaseModel):
+    items: list[DatasetRead]
+    total: int
+    limit: int
+    offset: int
 
 
 class WorkerRead(BaseModel):

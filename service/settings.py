@@ -37,6 +37,20 @@ class Settings(BaseSettings):
     max_epochs: int = Field(10_000, ge=1)
     max_samples: int = Field(200_000, ge=1)
     max_body_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    # A spec is a few kilobytes; parsing megabytes of YAML would tie up a thread for seconds.
+    max_spec_bytes: int = Field(1024 * 1024, ge=1024)
+    # Uploaded data sets: the file's size, and what its arrays may take once decompressed
+    # (an NPZ is a zip: a small upload must not inflate into gigabytes).
+    max_dataset_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_dataset_array_bytes: int = Field(400 * 1024 * 1024, ge=1024)
+
+    # Submissions (new studies, data set uploads) per token, as a token bucket: `burst`
+    # at once, then `per_minute` on average. Without tokens the client's address is the key.
+    submit_rate_per_minute: float = Field(60.0, gt=0)
+    submit_burst: int = Field(20, ge=1)
+
+    # Browser origins allowed by CORS, comma-separated; empty keeps CORS off (same origin).
+    cors_origins: str = ""
 
 
 @lru_cache

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
+import math
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.db import Database
+from service.db import Database, db_epoch
 from service.errors import Conflict, InvalidSpec, NotFound
 from service.events import emit
 from service.models import (
@@ -23,6 +26,7 @@ from service.models import (
     StudyStatus,
     Trial,
     TrialStatus,
+    Worker,
 )
 from service.queue import METRIC_FIELDS
 from service.rounds import add_trials, after_trial_finished
@@ -61,9 +65,11 @@ def create_study(
     spec = validate_spec(data, settings=settings)
     box, plans = plan_round(spec, round_index=0)
     stored = spec.model_dump(mode="json")
-    fingerprint = _fingerprint(stored)
     with db.session() as s:
-        _check_dataset(s, spec)
+        label_column = _check_dataset(s, spec)
+        if label_column is not None:  # the worker's copy of the block says how to read the file
+            stored["dataset"]["label_column"] = label_column
+        fingerprint = _fingerprint(stored)
         if idempotency_key:
             existing = s.execute(
                 select(Study.id, Study.spec_sha256).where(Study.idempotency_key == idempotency_key)
@@ -110,11 +116,24 @@ def create_study(
         return study.id
 
 
-def _check_dataset(s: Session, spec: StudySpec) -> None:
+def check_dataset(*, db: Database, spec: StudySpec) -> None:
+    """InvalidSpec unless the spec's data set is built in or uploaded (and readable)."""
+    with db.session(write=False) as s:
+        _check_dataset(s, spec, lock=False)
+
+
+def _check_dataset(s: Session, spec: StudySpec, *, lock: bool = True) -> str | None:
+    """Check that an uploaded data set exists; its label column (None for built-ins).
+
+    On PostgreSQL the data set's row is share-locked until the study is stored, so a
+    concurrent delete (which takes the row's update lock) cannot remove it in between.
+    """
     name = spec.dataset.name
     if name in BUILTIN_DATASETS:
-        return
-    if s.get(Dataset, name) is None:
+        return None
+    q = select(Dataset.id, Dataset.label_column, Dataset.format).where(Dataset.id == name)
+    row = s.execute(q.with_for_update(read=True) if lock else q).first()
+    if row is None:
         raise InvalidSpec(
             errors=[
                 {
@@ -127,6 +146,25 @@ def _check_dataset(s: Session, spec: StudySpec) -> None:
                 }
             ]
         )
+    wanted = spec.dataset.label_column
+    if wanted is not None and wanted != row.label_column:
+        _check_other_label(s, spec, row)
+        return wanted
+    return row.label_column or ("y" if row.format == "npz" else None)
+
+
+def _check_other_label(s: Session, spec: StudySpec, row: Any) -> None:
+    """A label column other than the upload's: load the file with it, as a worker will."""
+    from service.datasets import load_stored
+
+    try:
+        load_stored(s, dataset_id=row.id, label_column=spec.dataset.label_column)
+    except ValueError as exc:
+        raise InvalidSpec(
+            errors=[
+                {"loc": "dataset.label_column", "msg": str(exc), "input": spec.dataset.label_column}
+            ]
+        ) from None
 
 
 def _study(s: Session, study_id: int) -> Study:
@@ -377,3 +415,156 @@ def list_rounds(*, db: Database, study_id: int) -> list[dict[str, Any]]:
             select(Round).where(Round.study_id == study_id).order_by(Round.index)
         ).all()
         return [{"index": r.index, "box": r.box, "created_at": r.created_at} for r in rounds]
+
+
+EXPORT_COLUMNS = (
+    "trial_id",
+    "number",
+    "round",
+    "status",
+    "value",
+    "outcome",
+    "attempt",
+    "retries",
+    "epochs_done",
+    "worker_id",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "error",
+)
+
+
+def export_trials(*, db: Database, study_id: int) -> dict[str, Any]:
+    """Every trial as one flat row: fixed columns, `param.<path>`, then `final.<metric>`.
+
+    `final.*` are the metrics of the last epoch of the trial's latest attempt, so a
+    stopped or failed trial shows where it got to.
+    """
+    with db.session(write=False) as s:
+        study = _study(s, study_id)
+        trials = s.scalars(
+            select(Trial).where(Trial.study_id == study_id).order_by(Trial.number)
+        ).all()
+        latest = and_(Metric.trial_id == Trial.id, Metric.attempt == Trial.attempt)
+        last_epoch = (
+            select(Metric.trial_id, func.max(Metric.epoch).label("epoch"))
+            .join(Trial, latest)
+            .where(Trial.study_id == study_id)
+            .group_by(Metric.trial_id)
+            .subquery()
+        )
+        finals = {
+            m.trial_id: m
+            for m in s.scalars(
+                select(Metric)
+                .join(Trial, latest)
+                .join(
+                    last_epoch,
+                    and_(
+                        Metric.trial_id == last_epoch.c.trial_id,
+                        Metric.epoch == last_epoch.c.epoch,
+                    ),
+                )
+            )
+        }
+        paths = list(study.spec.get("space", {}))
+        for t in trials:
+            paths += [p for p in t.params if p not in paths]
+        rows = []
+        for t in trials:
+            row: dict[str, Any] = {
+                "trial_id": t.id,
+                "number": t.number,
+                "round": t.round_index,
+                "status": t.status.value,
+                "value": t.value,
+                "outcome": t.outcome,
+                "attempt": t.attempt,
+                "retries": t.retries,
+                "epochs_done": t.epochs_done,
+                "worker_id": t.worker_id,
+                "created_at": _iso(t.created_at),
+                "started_at": _iso(t.started_at),
+                "finished_at": _iso(t.finished_at),
+                "error": t.error,
+            }
+            row.update({f"param.{p}": t.params.get(p) for p in paths})
+            final = finals.get(t.id)
+            row.update({f"final.{k}": getattr(final, k, None) for k in METRIC_FIELDS})
+            rows.append(row)
+        columns = [
+            *EXPORT_COLUMNS,
+            *(f"param.{p}" for p in paths),
+            *(f"final.{k}" for k in METRIC_FIELDS),
+        ]
+        return {
+            "study_id": study.id,
+            "name": study.name,
+            "objective": {
+                "metric": study.metric,
+                "direction": study.direction,
+                "at": study.spec.get("objective", {}).get("at", "last"),
+            },
+            "columns": columns,
+            "rows": rows,
+        }
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def export_csv(export: dict[str, Any]) -> str:
+    """The export as CSV: lists as JSON, NaN and None as empty cells.
+
+    A text cell that starts like a spreadsheet formula (= + - @) gets a leading quote,
+    so opening an export cannot run a formula a spec or an error message carried.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(export["columns"])
+    for row in export["rows"]:
+        writer.writerow([_cell(row.get(c)) for c in export["columns"]])
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    if isinstance(value, list | dict):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def list_workers(*, db: Database, lease_seconds: float) -> list[dict[str, Any]]:
+    """Workers seen in the last hour, most recent heartbeat first, with what each runs."""
+    with db.session(write=False) as s:
+        now = s.scalar(select(db_epoch())) or 0.0
+        workers = s.scalars(
+            select(Worker)
+            .where(Worker.last_heartbeat > now - 3600)
+            .order_by(Worker.last_heartbeat.desc())
+            .limit(500)
+        ).all()
+        running: dict[str, list[int]] = {}
+        for trial_id, worker_id in s.execute(
+            select(Trial.id, Trial.worker_id).where(Trial.status == TrialStatus.running)
+        ):
+            if worker_id is not None:
+                running.setdefault(worker_id, []).append(trial_id)
+        return [
+            {
+                "id": w.id,
+                "name": w.name,
+                "host": w.host,
+                "pid": w.pid,
+                "alive": now - w.last_heartbeat < lease_seconds,
+                "seconds_since_heartbeat": round(now - w.last_heartbeat, 3),
+                "trials_done": w.trials_done,
+                "running": running.get(w.id, []),
+            }
+            for w in workers
+        ]

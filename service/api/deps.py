@@ -7,6 +7,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from service.db import Database
+from service.errors import RateLimited
+from service.metrics import SUBMISSIONS_REFUSED
 from service.settings import Settings
 
 
@@ -28,7 +30,7 @@ def require(scope: str) -> Any:
     """A dependency that admits requests holding `scope` (see service.auth)."""
 
     def check(request: Request) -> None:
-        request.app.state.auth.check(request, scope)
+        request.state.token = request.app.state.auth.check(request, scope)
 
     return Depends(check)
 
@@ -36,3 +38,20 @@ def require(scope: str) -> Any:
 ReadScope = require("read")
 WriteScope = require("write")
 WorkerScope = require("worker")
+
+
+def _submission(request: Request) -> None:
+    """Spend one submission of the caller's rate (after WriteScope has named the caller)."""
+    token = getattr(request.state, "token", None)
+    if token is not None:
+        key = f"token:{token.name}"
+    else:  # no tokens configured: loopback callers, told apart by address
+        key = f"addr:{request.client.host if request.client else '-'}"
+    try:
+        request.app.state.submissions.take(key)
+    except RateLimited:
+        SUBMISSIONS_REFUSED.inc()
+        raise
+
+
+SubmitRate = Depends(_submission)

@@ -3,35 +3,42 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from fastapi import APIRouter, Header, Query, Request, status
-from sqlalchemy import select
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import DbDep, ReadScope, SettingsDep, WriteScope
-from service.db import db_epoch
+from service.api.deps import DbDep, ReadScope, SettingsDep, SubmitRate, WriteScope
+from service.api.docs import problem_responses
 from service.errors import InvalidSpec
-from service.models import StudyStatus, Trial, TrialStatus, Worker
+from service.models import StudyStatus, TrialStatus
 from service.schemas import (
     MetricRead,
     RoundRead,
+    SpecPreview,
     SpecValidation,
     StudiesPage,
     StudyRead,
+    StudyRetried,
     TrialDetail,
+    TrialsExport,
     TrialsPage,
     WorkerRead,
 )
 from service.spec import plan_round, total_rounds
 from service.studies import (
     cancel_study,
+    check_dataset,
     create_study,
+    export_csv,
+    export_trials,
     get_study,
     get_trial,
     list_rounds,
     list_studies,
     list_trials,
+    list_workers,
     retry_failed,
     stop_trial,
     trial_metrics,
@@ -40,15 +47,68 @@ from service.studies import (
 
 router = APIRouter(prefix="/api")
 
+# A spec is at most a few levels deep (space.hidden_layers.units.low) and holds at most
+# a few thousand values; anything far beyond is an attack on the parser or the validator
+# (deep nesting, or YAML aliases that expand exponentially), refused before either runs.
+MAX_SPEC_DEPTH = 32
+MAX_SPEC_VALUES = 100_000
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
+
+_EXAMPLE_SPEC: dict[str, Any] = {
+    "name": "moons-adam",
+    "dataset": {"name": "moons", "n_samples": 1000, "noise": 0.2},
+    "model": {"hidden_layers": [20, 7, 5], "optimizer": "adam", "epochs": 100},
+    "space": {
+        "learning_rate": {"type": "float", "low": 1.0e-4, "high": 1.0, "scale": "log"},
+        "beta1": {"type": "float", "low": 0.8, "high": 0.999, "scale": "one_minus_log"},
+        "hidden_layers.0": {"type": "int", "low": 5, "high": 50},
+    },
+    "strategy": {"type": "random", "trials": 24},
+    "objective": {"metric": "dev_accuracy", "direction": "maximize", "at": "best"},
+    "execution": {"mode": "caviar", "max_parallel": 8, "seed": 42},
+}
+
 SPEC_BODY = {
     "requestBody": {
         "required": True,
+        "description": "A search spec (DESIGN.md, 'Search spec'), as JSON or YAML",
         "content": {
-            "application/json": {"schema": {"type": "object"}},
-            "application/yaml": {"schema": {"type": "string"}},
+            "application/json": {
+                "schema": {"type": "object"},
+                "examples": {"random-search": {"value": _EXAMPLE_SPEC}},
+            },
+            "application/yaml": {
+                "schema": {"type": "string"},
+                "examples": {"random-search": {"value": yaml.safe_dump(_EXAMPLE_SPEC)}},
+            },
         },
     }
 }
+
+
+def _shape_problem(value: Any, *, max_depth: int, max_values: int) -> str | None:
+    """Why `value` is too deep or too big to validate, or None.
+
+    Iterative, so no recursion to exhaust; it stops at `max_values`, so YAML aliases that
+    expand a few lines into billions of nodes cost no more than `max_values` steps.
+    """
+    stack = [(value, 1)]
+    seen = 0
+    while stack:
+        item, depth = stack.pop()
+        seen += 1
+        if seen > max_values:
+            return f"holds more than {max_values} values"
+        if isinstance(item, dict | list):
+            if depth > max_depth:
+                return f"nested deeper than {max_depth} levels"
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def _body_error(msg: str, value: Any = None) -> InvalidSpec:
+    return InvalidSpec(errors=[{"loc": "body", "msg": msg, "input": value}])
 
 
 async def read_spec_body(request: Request) -> Any:
@@ -56,17 +116,17 @@ async def read_spec_body(request: Request) -> Any:
     raw = await request.body()
     content_type = request.headers.get("content-type", "application/json")
     try:
-        data = yaml.safe_load(raw.decode("utf-8")) if "yaml" in content_type else json.loads(raw)
+        text = raw.decode("utf-8")
+        data = yaml.load(text, Loader=_YAML_LOADER) if "yaml" in content_type else json.loads(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise InvalidSpec(
-            errors=[{"loc": "body", "msg": f"not valid {content_type}: {exc}", "input": None}]
-        ) from None
+        raise _body_error(f"not valid {content_type}: {exc}") from None
+    except RecursionError:
+        raise _body_error(f"nested deeper than {MAX_SPEC_DEPTH} levels") from None
     if not isinstance(data, dict):
-        raise InvalidSpec(
-            errors=[
-                {"loc": "body", "msg": "a spec must be a mapping", "input": type(data).__name__}
-            ]
-        )
+        raise _body_error("a spec must be a mapping", type(data).__name__)
+    problem = _shape_problem(data, max_depth=MAX_SPEC_DEPTH, max_values=MAX_SPEC_VALUES)
+    if problem:
+        raise _body_error(problem)
     return data
 
 
@@ -74,14 +134,22 @@ async def read_spec_body(request: Request) -> Any:
     "/studies",
     status_code=status.HTTP_201_CREATED,
     response_model=StudyRead,
-    dependencies=[WriteScope],
+    dependencies=[WriteScope, SubmitRate],
     openapi_extra=SPEC_BODY,
+    responses=problem_responses(409, 429),
 )
 async def post_study(
     request: Request,
     db: DbDep,
     settings: SettingsDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            description="the same key with the same spec returns the same study; "
+            "with another spec, 422",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Validate a search spec, expand it into trials and queue them."""
     data = await read_spec_body(request)
@@ -108,14 +176,19 @@ def get_one_study(study_id: int, db: DbDep) -> dict[str, Any]:
     return get_study(db=db, study_id=study_id)
 
 
-@router.post("/studies/{study_id}/cancel", response_model=StudyRead, dependencies=[WriteScope])
+@router.post(
+    "/studies/{study_id}/cancel",
+    response_model=StudyRead,
+    dependencies=[WriteScope],
+    responses=problem_responses(409),
+)
 def post_cancel(study_id: int, db: DbDep) -> dict[str, Any]:
     """Cancel a study: waiting trials stop now, running ones after their current epoch."""
     return cancel_study(db=db, study_id=study_id)
 
 
 @router.post(
-    "/studies/{study_id}/retry-failed", response_model=StudyRead, dependencies=[WriteScope]
+    "/studies/{study_id}/retry-failed", response_model=StudyRetried, dependencies=[WriteScope]
 )
 def post_retry_failed(study_id: int, db: DbDep) -> dict[str, Any]:
     """Queue the study's failed and stopped trials again, as new attempts."""
@@ -128,7 +201,10 @@ def get_trials(
     db: DbDep,
     status: TrialStatus | None = None,
     round: Annotated[int | None, Query(ge=0)] = None,
-    sort: Annotated[str, Query(pattern="^(number|value)$")] = "number",
+    sort: Annotated[
+        Literal["number", "value"],
+        Query(description="number: in creation order; value: best objective first"),
+    ] = "number",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
@@ -145,6 +221,35 @@ def get_trials(
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
+@router.get(
+    "/studies/{study_id}/trials.csv",
+    dependencies=[ReadScope],
+    response_class=Response,
+    responses={
+        200: {
+            "description": "one row per trial: fixed columns, param.<path>, final.<metric>",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
+def get_trials_csv(study_id: int, db: DbDep) -> Response:
+    """Every trial as CSV: each param and each final metric has a column."""
+    text = export_csv(export_trials(db=db, study_id=study_id))
+    return Response(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="study-{study_id}-trials.csv"'},
+    )
+
+
+@router.get(
+    "/studies/{study_id}/trials.json", response_model=TrialsExport, dependencies=[ReadScope]
+)
+def get_trials_json(study_id: int, db: DbDep) -> dict[str, Any]:
+    """Every trial as a flat JSON row, with the same columns as trials.csv."""
+    return export_trials(db=db, study_id=study_id)
+
+
 @router.get("/studies/{study_id}/rounds", response_model=list[RoundRead], dependencies=[ReadScope])
 def get_rounds(study_id: int, db: DbDep) -> list[dict[str, Any]]:
     """The study's rounds and the box each sampled (coarse-to-fine zooms in round by round)."""
@@ -157,9 +262,10 @@ def get_rounds(study_id: int, db: DbDep) -> list[dict[str, Any]]:
     dependencies=[ReadScope],
     openapi_extra=SPEC_BODY,
 )
-async def post_validate(request: Request, settings: SettingsDep) -> dict[str, Any]:
+async def post_validate(request: Request, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
     """Check a spec without queueing anything; 422 names every wrong field."""
     spec = validate_spec(await read_spec_body(request), settings=settings)
+    await run_in_threadpool(check_dataset, db=db, spec=spec)
     _, plans = plan_round(spec, round_index=0)
     return {
         "valid": True,
@@ -169,7 +275,12 @@ async def post_validate(request: Request, settings: SettingsDep) -> dict[str, An
     }
 
 
-@router.post("/specs/preview", dependencies=[ReadScope], openapi_extra=SPEC_BODY)
+@router.post(
+    "/specs/preview",
+    response_model=SpecPreview,
+    dependencies=[ReadScope],
+    openapi_extra=SPEC_BODY,
+)
 async def post_preview(
     request: Request, settings: SettingsDep, n: Annotated[int, Query(ge=1, le=1000)] = 20
 ) -> dict[str, Any]:
@@ -192,7 +303,12 @@ def get_metrics(trial_id: int, db: DbDep) -> list[dict[str, Any]]:
     return trial_metrics(db=db, trial_id=trial_id)
 
 
-@router.post("/trials/{trial_id}/stop", response_model=TrialDetail, dependencies=[WriteScope])
+@router.post(
+    "/trials/{trial_id}/stop",
+    response_model=TrialDetail,
+    dependencies=[WriteScope],
+    responses=problem_responses(409),
+)
 def post_stop(trial_id: int, db: DbDep) -> dict[str, Any]:
     """Stop a trial: now if it waits, after its current epoch if it runs."""
     return stop_trial(db=db, trial_id=trial_id)
@@ -201,30 +317,4 @@ def post_stop(trial_id: int, db: DbDep) -> dict[str, Any]:
 @router.get("/workers", response_model=list[WorkerRead], dependencies=[ReadScope])
 def get_workers(db: DbDep, settings: SettingsDep) -> list[dict[str, Any]]:
     """Workers seen in the last hour: alive or not, what each runs, its last heartbeat."""
-    with db.session(write=False) as s:
-        now = s.scalar(select(db_epoch())) or 0.0
-        workers = s.scalars(
-            select(Worker)
-            .where(Worker.last_heartbeat > now - 3600)
-            .order_by(Worker.last_heartbeat.desc())
-            .limit(500)
-        ).all()
-        running: dict[str, list[int]] = {}
-        for trial_id, worker_id in s.execute(
-            select(Trial.id, Trial.worker_id).where(Trial.status == TrialStatus.running)
-        ):
-            if worker_id is not None:
-                running.setdefault(worker_id, []).append(trial_id)
-        return [
-            {
-                "id": w.id,
-                "name": w.name,
-                "host": w.host,
-                "pid": w.pid,
-                "alive": now - w.last_heartbeat < settings.lease_seconds,
-                "seconds_since_heartbeat": round(now - w.last_heartbeat, 3),
-                "trials_done": w.trials_done,
-                "running": running.get(w.id, []),
-            }
-            for w in workers
-        ]
+    return list_workers(db=db, lease_seconds=settings.lease_seconds)

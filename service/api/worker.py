@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header, Response
 
 from service.api.deps import DbDep, SettingsDep, WorkerScope
+from service.datasets import dataset_content
 from service.queue import (
     claim_trials,
     finish_trial,
@@ -100,3 +101,42 @@ def post_finish(trial_id: int, body: FinishReport, db: DbDep) -> dict[str, Any]:
 def post_release(trial_id: int, body: LeaseRequest, db: DbDep) -> None:
     """Hand the trial back to the queue without counting a retry (worker shutting down)."""
     release_trial(db=db, trial_id=trial_id, lease_token=body.lease_token)
+
+
+@router.get(
+    "/datasets/{dataset_id}",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the file's bytes, exactly as uploaded",
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+            "headers": {
+                "ETag": {"description": '"<sha256>"', "schema": {"type": "string"}},
+                "X-Caviar-Sha256": {
+                    "description": "sha256 of the body",
+                    "schema": {"type": "string"},
+                },
+                "X-Caviar-Format": {"description": "csv or npz", "schema": {"type": "string"}},
+            },
+        },
+        304: {"description": "If-None-Match named this content's ETag: the cached copy is good"},
+    },
+)
+def get_dataset_content(
+    dataset_id: str,
+    db: DbDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """An uploaded data set's bytes, for a worker to cache by sha256."""
+    content, meta = dataset_content(db=db, dataset_id=dataset_id)
+    etag = f'"{meta["sha256"]}"'
+    headers = {
+        "etag": etag,
+        "x-caviar-sha256": meta["sha256"],
+        "x-caviar-format": meta["format"],
+        "cache-control": "private, max-age=31536000, immutable",
+        "content-disposition": f'attachment; filename="{dataset_id}.{meta["format"]}"',
+    }
+    if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
+        return Response(status_code=304, headers=headers)
+    return Response(content, media_type="application/octet-stream", headers=headers)
