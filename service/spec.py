@@ -297,10 +297,9 @@ def parse_spec(
         spec = StudySpec.model_validate(dict(data))
     except ValidationError as exc:
         raise SpecError(_from_validation(exc)) from None
-    errors = _check_model(spec, settings)
-    errors += _check_dataset(spec, settings)
-    space_errors = _check_space(spec, settings, model_ok=not errors)
-    errors += space_errors
+    model_errors = _check_model(spec, settings)
+    space_errors = _check_space(spec, settings)
+    errors = model_errors + _check_dataset(spec, settings) + space_errors
     if not space_errors:  # sizes need a sane space; a huge one must not be built
         errors += _check_sizes(spec, settings)
     if errors:
@@ -554,22 +553,26 @@ def _check_dataset(spec: StudySpec, settings: Settings) -> list[dict[str, Any]]:
     return []
 
 
-def _with(base: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """`base` (a full config dict) with `path` ("lr" or "hidden_layers.0") set to `value`."""
+def _merge(base: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` (a full config dict) with each path ("lr", "hidden_layers.0") set from `params`."""
     out = dict(base)
-    name, _, index = path.partition(".")
-    if index:
-        items = list(out[name])
-        items[int(index)] = value
-        out[name] = items
-    else:
-        out[name] = value
+    for path, value in params.items():
+        name, _, index = path.partition(".")
+        if index:
+            items = list(out[name])
+            items[int(index)] = value
+            out[name] = items
+        else:
+            out[name] = value
     return out
 
 
-def _check_space(spec: StudySpec, settings: Settings, *, model_ok: bool) -> list[dict[str, Any]]:
+def _check_space(spec: StudySpec, settings: Settings) -> list[dict[str, Any]]:
     errors: list[dict[str, Any]] = []
-    base = spec.base_config().model_dump() if model_ok else None
+    try:
+        base: dict[str, Any] | None = spec.base_config().model_dump()
+    except ValidationError:  # reported under model.*; ranges cannot be checked against it
+        base = None
     for path, dist in spec.space.items():
         loc = f"space.{path}"
         match = _PATH.match(path)
@@ -615,8 +618,8 @@ def _check_space(spec: StudySpec, settings: Settings, *, model_ok: bool) -> list
                 )
             )
             continue
-        if base is not None:
-            errors += _check_ends(loc, path, dist, base, settings)
+        if base is not None or isinstance(dist, LayersDistribution):
+            errors += _check_ends(loc, path, dist, base or {}, settings)
     return errors
 
 
@@ -650,8 +653,12 @@ def _check_ends(
         ends = [("low", dist.low), ("high", dist.high)]
     out = []
     field = path
+    # A cap the base model already breaks is reported once, under model.*.
+    known = {(f, m) for f, m, _ in _config_errors(base, settings)}
     for where, value in ends:
-        for f, msg, _ in _config_errors(_with(base, path, value), settings):
+        for f, msg, _ in _config_errors(_merge(base, {path: value}), settings):
+            if (f, msg) in known:
+                continue
             # The message is about this value unless it names another field.
             text = msg if f == field else f"{f}: {msg}"
             out.append(_error(f"{loc}.{where}", text, value))
@@ -699,13 +706,9 @@ def _check_sizes(spec: StudySpec, settings: Settings) -> list[dict[str, Any]]:
 
 def _check_first_round(spec: StudySpec, settings: Settings) -> None:
     _, plans = _plan(spec, round_index=0, history=())
-    base = spec.base_config().model_dump()
     errors = []
     for i, plan in enumerate(plans):
-        config = dict(base)
-        for path, value in plan.params.items():
-            config = _with(config, path, value)
-        for f, msg, value in _config_errors(config, settings):
+        for f, msg, value in _config_errors(plan.config, settings):
             errors.append(_trial_error(spec, i, plan.params, f, msg, value))
         if len(errors) >= _MAX_TRIAL_ERRORS:
             break
@@ -784,10 +787,7 @@ def _plan(
     base = spec.base_config().model_dump(mode="json")
     plans = []
     for p in params:
-        config = dict(base)
-        for path, value in p.items():
-            config = _with(config, path, value)
-        plans.append(TrialPlan(params=p, config=config))
+        plans.append(TrialPlan(params=p, config=_merge(base, p)))
     return (box.describe(strategy.space) if box is not None else None), plans
 
 

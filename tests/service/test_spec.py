@@ -791,3 +791,25 @@ def test_a_zoom_starts_coarse_to_fine_in_the_box_of_another_studys_best() -> Non
     assert lr["low"] <= max(history, key=lambda h: h[1])[0]["learning_rate"] <= lr["high"]
     assert all(lr["low"] <= p.params["learning_rate"] <= lr["high"] for p in zoomed)
     assert plan_round(child, round_index=0)[0]["volume"] == 1.0  # type: ignore[index]
+
+
+def test_every_problem_past_the_schema_is_reported_at_once() -> None:
+    spec = with_(
+        dataset__n_samples=10**6,
+        model__epochs=5000,
+        space__keep_prob={"type": "float", "low": 0.5, "high": 1.5},
+        space__hidden_layers={
+            "type": "layers",
+            "depth": {"low": 1, "high": 9},
+            "units": {"low": 1, "high": 9},
+        },
+        **{"space__hidden_layers.0": DROP},
+    )
+    with pytest.raises(SpecError) as info:
+        parse(spec)
+    assert {e["loc"] for e in info.value.errors} == {
+        "dataset.n_samples",
+        "model.epochs",
+        "space.keep_prob.high",
+        "space.hidden_layers.depth.high",
+    }
