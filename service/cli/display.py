@@ -1,0 +1,187 @@
+"""How the command line shows studies: one-line progress, tables, live views for terminals."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from service.cli.common import TERMINAL
+
+DONE = ("completed", "failed", "pruned", "stopped")
+
+
+def done_count(study: dict[str, Any]) -> int:
+    return sum(study["counts"].get(k, 0) for k in DONE)
+
+
+def expected_trials(study: dict[str, Any]) -> int:
+    """All the trials the study will run: coarse-to-fine creates later rounds as it goes."""
+    strategy = study.get("spec", {}).get("strategy", {})
+    rounds = study["rounds"]["total"]
+    if rounds > 1 and strategy.get("trials_per_round"):
+        return max(study["total_trials"], rounds * int(strategy["trials_per_round"]))
+    return int(study["total_trials"])
+
+
+def fmt_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return json.dumps(value)
+    return str(value)
+
+
+def best_text(study: dict[str, Any]) -> str:
+    best = study.get("best_trial")
+    return f"best {best['value']:.4f} (trial {best['number']})" if best else "best -"
+
+
+def progress_line(study: dict[str, Any]) -> str:
+    c = study["counts"]
+    rounds = study["rounds"]
+    round_text = f" round {rounds['current'] + 1}/{rounds['total']}" if rounds["total"] > 1 else ""
+    return (
+        f"[{study['status']}]{round_text} {done_count(study)}/{expected_trials(study)} done, "
+        f"{c['running']} running, {c['queued']} queued, {c['failed']} failed; "
+        f"{best_text(study)}"
+    )
+
+
+def study_table(study: dict[str, Any]) -> Table:
+    """The live view of one study: progress by status, the round, the best trial so far."""
+    c = study["counts"]
+    rounds = study["rounds"]
+    title = f"study {study['id']} ({study['name']}): {study['status']}"
+    table = Table(title=title, title_justify="left")
+    for col in ("done", "running", "queued", "failed", "round", "best"):
+        table.add_column(col, justify="right" if col != "best" else "left")
+    best = study.get("best_trial")
+    obj = study["objective"]
+    best_cell = (
+        f"{obj['metric']} {best['value']:.4f} (trial {best['number']}) "
+        + ", ".join(f"{k}={fmt_value(v)}" for k, v in best["params"].items())
+        if best
+        else "-"
+    )
+    table.add_row(
+        f"{done_count(study)}/{expected_trials(study)}",
+        str(c["running"]),
+        str(c["queued"]),
+        str(c["failed"]),
+        f"{rounds['current'] + 1}/{rounds['total']}",
+        best_cell,
+    )
+    return table
+
+
+def best_table(study: dict[str, Any]) -> Table:
+    best = study["best_trial"]
+    obj = study["objective"]
+    table = Table(title=f"best trial of study {study['id']} ({study['name']})")
+    table.add_column("hyperparameter")
+    table.add_column("value", justify="right")
+    for key, value in best["params"].items():
+        table.add_row(key, fmt_value(value))
+    table.add_row(f"[bold]{obj['metric']} ({obj['at']})", f"[bold]{best['value']:.4f}")
+    return table
+
+
+def print_result(study: dict[str, Any], *, as_json: bool, console: Console) -> None:
+    best = study.get("best_trial")
+    if as_json:
+        payload = {
+            "study_id": study["id"],
+            "name": study["name"],
+            "status": study["status"],
+            "objective": study["objective"],
+            "counts": study["counts"],
+            "best_trial": best,
+        }
+        sys.stdout.write(json.dumps(payload, default=str) + "\n")
+        return
+    if best is None:
+        console.print(f"study {study['id']} {study['status']}: no trial produced a value")
+        if study.get("error"):
+            console.print(study["error"], markup=False)
+        return
+    console.print(best_table(study))
+
+
+def studies_table(items: list[dict[str, Any]]) -> Table:
+    table = Table()
+    for col in ("id", "name", "status", "strategy", "done", "best"):
+        table.add_column(col, justify="right" if col in ("id", "done", "best") else "left")
+    for s in items:
+        best = s["best_trial"]
+        table.add_row(
+            str(s["id"]),
+            s["name"],
+            s["status"],
+            s["strategy"],
+            f"{done_count(s)}/{expected_trials(s)}",
+            f"{best['value']:.4f}" if best else "-",
+        )
+    return table
+
+
+def trials_table(study_id: int, page: dict[str, Any]) -> Table:
+    items = page["items"]
+    paths = list(dict.fromkeys(p for t in items for p in t["params"]))
+    table = Table(
+        title=f"study {study_id}: trials {page['offset'] + 1}-{page['offset'] + len(items)} "
+        f"of {page['total']}",
+        title_justify="left",
+    )
+    for col in ("#", "id", "round", "status", "value", "epochs", *paths):
+        table.add_column(col, justify="left" if col == "status" else "right")
+    for t in items:
+        table.add_row(
+            str(t["number"]),
+            str(t["id"]),
+            str(t["round"]),
+            t["status"],
+            fmt_value(t["value"]),
+            str(t["epochs_done"]),
+            *(fmt_value(t["params"].get(p)) for p in paths),
+        )
+    return table
+
+
+class StudyBars:
+    """One rich progress bar per study, for `submit --wait`."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[state]}"),
+            console=console,
+        )
+        self.tasks: dict[int, TaskID] = {}
+
+    def add(self, study: dict[str, Any]) -> None:
+        self.tasks[study["id"]] = self.progress.add_task(
+            f"study {study['id']} {study['name']}",
+            total=expected_trials(study),
+            state=study["status"],
+        )
+
+    def update(self, study: dict[str, Any]) -> None:
+        ended = study["status"] in TERMINAL
+        self.progress.update(
+            self.tasks[study["id"]],
+            total=expected_trials(study),
+            completed=done_count(study),
+            state=f"{study['status']} {best_text(study)}",
+            visible=True,
+        )
+        if ended:
+            self.progress.stop_task(self.tasks[study["id"]])

@@ -1,0 +1,265 @@
+"""Commands that run here: run (a whole study, no server), serve, worker, validate, db upgrade."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from service.cli.common import (
+    TERMINAL,
+    app,
+    db_app,
+    err,
+    expand_spec_paths,
+    fail,
+    load_spec_file,
+    out,
+    settings_with,
+    spec_errors,
+)
+from service.cli.display import print_result, progress_line, study_table
+from service.settings import Settings
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Embedded:
+    """The service on a background thread plus a worker pool: `run` and `serve`.
+
+    Stopping stops the pool first, while the API still answers, so workers can finish
+    their epoch and hand their trials back instead of leaving leases to expire.
+    """
+
+    def __init__(self, settings: Settings, *, host: str, port: int, workers: int) -> None:
+        import uvicorn
+
+        from service.app import create_app
+
+        token, extra = _worker_token(settings)
+        application = create_app(
+            settings.model_copy(update={"migrate_on_start": False}), extra_tokens=extra
+        )
+        self.url = f"http://{host}:{port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False)
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True, name="caviar-api")
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                fail(f"the service could not start on {host}:{port} (is the port taken?)")
+            time.sleep(0.05)
+        self.pool: Any = None
+        if workers > 0:
+            from worker.pool import Pool, PoolOptions
+
+            loopback = f"http://127.0.0.1:{port}"
+            self.pool = Pool(
+                PoolOptions(
+                    api_url=loopback, token=token, processes=workers, log_level=logging.WARNING
+                )
+            )
+            self.pool.start()
+            threading.Thread(target=self.pool.supervise, daemon=True, name="caviar-pool").start()
+
+    def stop(self) -> None:
+        if self.pool is not None:
+            self.pool.stop()
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def _migrate_or_fail(settings: Settings) -> None:
+    from service import migrate
+
+    try:
+        migrate.upgrade(settings.database_url)
+    except Exception as exc:
+        fail(f"cannot open and migrate the database {settings.database_url}: {exc}")
+
+
+def _worker_token(settings: Settings) -> tuple[str | None, list[Any]]:
+    """An ephemeral worker token for embedded workers when the service requires tokens."""
+    from service.auth import Token, parse_tokens
+
+    try:
+        configured = parse_tokens(settings.tokens)
+    except ValueError as exc:
+        fail(str(exc))
+    if not configured:
+        return None, []
+    secret = secrets.token_urlsafe(32)
+    return secret, [Token("embedded-workers", frozenset({"worker"}), secret)]
+
+
+@app.command()
+def run(
+    spec: Path = typer.Argument(..., help="the search spec, YAML or JSON"),
+    db: str | None = typer.Option(
+        None, help="database URL (default: CAVIAR_DATABASE_URL or ./caviar.db)"
+    ),
+    workers: int = typer.Option(0, help="worker processes (default: one per core)"),
+    as_json: bool = typer.Option(False, "--json", help="print the best trial as one JSON object"),
+) -> None:
+    """Run a whole study on this machine, with no server, and print the best trial."""
+    from service.db import get_database
+    from service.errors import InvalidSpec
+    from service.studies import cancel_study, create_study, get_study
+
+    data = load_spec_file(spec)
+    settings = settings_with(db)
+    _migrate_or_fail(settings)
+    database = get_database(settings.database_url)
+    try:
+        study_id = create_study(db=database, data=data, settings=settings)
+    except InvalidSpec as exc:
+        fail(spec_errors(spec, exc.extra.get("errors", [])))
+    n = workers or os.cpu_count() or 1
+    embedded = Embedded(settings, host="127.0.0.1", port=_free_port(), workers=n)
+    if not as_json:
+        err.print(f"study {study_id} ({data.get('name')}): {n} worker processes", highlight=False)
+    try:
+        study = watch_local(database, study_id, console=None if as_json else err)
+    except KeyboardInterrupt:
+        cancel_study(db=database, study_id=study_id)
+        study = get_study(db=database, study_id=study_id)
+    finally:
+        embedded.stop()
+    print_result(study, as_json=as_json, console=out)
+    if study["status"] != "completed":
+        raise typer.Exit(1)
+
+
+def watch_local(
+    database: Any, study_id: int, *, console: Console | None, interval: float = 0.5
+) -> dict[str, Any]:
+    """Follow a study until it ends: a live table on a terminal, a line per change otherwise.
+
+    `console=None` is silent (`--json` keeps stdout and stderr clean for a program).
+    """
+    from service.studies import get_study
+
+    def fetch() -> dict[str, Any]:
+        return get_study(db=database, study_id=study_id)
+
+    study = fetch()
+    if console is not None and console.is_terminal:
+        with Live(study_table(study), console=console, auto_refresh=False) as live:
+            while study["status"] not in TERMINAL:
+                time.sleep(interval)
+                study = fetch()
+                live.update(study_table(study), refresh=True)
+        return study
+    last = ""
+    while True:
+        line = progress_line(study)
+        if console is not None and line != last:
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+            last = line
+        if study["status"] in TERMINAL:
+            return study
+        time.sleep(interval)
+        study = fetch()
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to bind; loopback unless told otherwise"),
+    port: int = typer.Option(8000, help="port to listen on"),
+    db: str | None = typer.Option(
+        None, help="database URL (default: CAVIAR_DATABASE_URL or ./caviar.db)"
+    ),
+    workers: int = typer.Option(0, help="embedded worker processes"),
+) -> None:
+    """Serve the API and the dashboard, with N embedded workers, until SIGINT or SIGTERM."""
+    import signal
+
+    settings = settings_with(db)
+    _migrate_or_fail(settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    embedded = Embedded(settings, host=host, port=port, workers=workers)
+    err.print(
+        f"Caviar on {embedded.url}/ (database {settings.database_url}, {workers} workers)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    try:
+        while not stop.wait(0.5):
+            if not embedded.thread.is_alive():
+                fail("the service stopped unexpectedly; see the log above")
+    finally:
+        err.print("stopping: workers hand their trials back, then the service exits")
+        embedded.stop()
+
+
+@app.command()
+def worker(
+    api: str | None = typer.Option(None, help="the service's URL (default: CAVIAR_API_URL)"),
+    token: str | None = typer.Option(None, help="a worker token (default: CAVIAR_TOKEN)"),
+    processes: int = typer.Option(1, help="worker processes, one BLAS thread each"),
+    max_trials: int = typer.Option(200, help="trials per process before a fresh one replaces it"),
+    claim_batch: int = typer.Option(1, help="trials leased per request (for short trials)"),
+) -> None:
+    """Lease trials from a service and train them, until SIGTERM."""
+    from worker.pool import PoolOptions, run_pool
+
+    settings = settings_with()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    options = PoolOptions(
+        api_url=api or settings.api_url,
+        token=token or settings.token or None,
+        processes=processes,
+        max_trials_per_process=max_trials,
+        claim_batch=claim_batch,
+    )
+    raise typer.Exit(run_pool(options))
+
+
+@app.command()
+def validate(specs: list[str] = typer.Argument(..., help="spec files, globs or folders")) -> None:
+    """Check specs without submitting them; names every wrong field (file: field: message)."""
+    from service.errors import InvalidSpec
+    from service.studies import validate_spec
+
+    settings = settings_with()
+    problems = []
+    for path in expand_spec_paths(specs):
+        try:
+            spec = validate_spec(load_spec_file(path), settings=settings)
+        except InvalidSpec as exc:
+            problems.append(spec_errors(path, exc.extra.get("errors", [])))
+            continue
+        out.print(f"{path}: ok ({spec.name}, strategy {spec.strategy.type})", highlight=False)
+    if problems:
+        fail("\n".join(problems))
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: str | None = typer.Option(None, help="database URL")) -> None:
+    """Apply every migration the database lacks."""
+    from service import migrate
+
+    settings = settings_with(db)
+    try:
+        migrate.upgrade(settings.database_url)
+    except Exception as exc:
+        fail(f"cannot migrate {settings.database_url}: {exc}")
+    revision = migrate.current_revision(settings.database_url)
+    out.print(f"database {settings.database_url} is at revision {revision}")
