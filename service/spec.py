@@ -45,7 +45,16 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from service.distributions import (
     DISTRIBUTION_TYPES,
@@ -124,18 +133,23 @@ class DatasetSpec(_Strict):
             )
         return self
 
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Dumped, the block is what trainer.load_dataset takes: no unset options, and no
+        # generator-only keys for a real data set (parsing it again restores the defaults).
+        out: dict[str, Any] = {k: v for k, v in handler(self).items() if v is not None}
+        if not self.is_generated:
+            out.pop("n_samples", None)
+            out.pop("noise", None)
+        return out
+
     def loader_args(self) -> dict[str, Any]:
         """The mapping `trainer.load_dataset` takes for a built-in data set.
 
-        Generator-only keys are left out for the real data sets, and unset options are
-        left to the trainer's defaults. For an uploaded data set the service adds the
-        file's ``path`` (the ``name`` is its id).
+        The same as the dumped block. For an uploaded data set the service adds the file's
+        ``path`` (the ``name`` is its id).
         """
-        out = self.model_dump(exclude_none=True)
-        if not self.is_generated:
-            out.pop("n_samples")
-            out.pop("noise")
-        return out
+        return self.model_dump()
 
     @property
     def is_builtin(self) -> bool:

@@ -766,6 +766,11 @@ def test_loader_args_load_every_built_in_data_set(name: str) -> None:
 
     spec = parse(with_(dataset={"name": name, "n_samples": 200, "seed": 1}))
     args = spec.dataset.loader_args()
+    # The stored spec's block is the same, and parsing it again gives the same spec
+    # (n_samples and noise, ignored for a real data set, are not stored for one).
+    stored = spec.model_dump(mode="json")
+    assert stored["dataset"] == args
+    assert parse(json.dumps(stored)).model_dump(mode="json") == stored
     assert ("n_samples" in args) == (name in ("moons", "spirals"))
     ds = load_dataset(args)
     if name in ("moons", "spirals"):
