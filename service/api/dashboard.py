@@ -61,12 +61,14 @@ def get_plotly_js() -> FileResponse:
 # --- schemas ---------------------------------------------------------------------------
 
 
-class SamplePoint(BaseModel):
-    id: int
-    number: int
-    round: int
-    params: dict[str, Any]
-    value: float | None
+class Sample(BaseModel):
+    """Sampled trials column by column: half the bytes of one object per trial."""
+
+    ids: list[int]
+    numbers: list[int]
+    rounds: list[int]
+    values: list[float | None]
+    params: dict[str, list[Any]] = Field(description="per space path, the trials' values")
 
 
 class StudyOverview(BaseModel):
@@ -77,7 +79,7 @@ class StudyOverview(BaseModel):
     records: list[tuple[int, float]] = Field(
         description="(number, value) of each completed trial that improved the best so far"
     )
-    sample: list[SamplePoint] = Field(
+    sample: Sample = Field(
         description=f"at most {MAX_POINTS} completed trials: a stride over numbers plus the best"
     )
     sample_stride: int = Field(description="every k-th trial number is in the sample")
@@ -165,7 +167,9 @@ def overview(s: Session, study_id: int, *, max_points: int = MAX_POINTS) -> dict
     summary = study_dict(s, study)
     counts = summary["counts"]
     finished = sum(counts[k] for k in ("completed", "failed", "pruned", "stopped") if k in counts)
-    valued = s.scalar(select(func.count()).select_from(Trial).where(*_valued(study_id))) or 0
+    # Completed trials are the ones with a value (a diverged one is failed), and this
+    # count comes from the status index: counting `value IS NOT NULL` reads every row.
+    valued = counts.get("completed", 0)
     top_n = min(TOP_ALWAYS, max_points // 2)
     best = s.execute(
         select(Trial.id, Trial.number, Trial.round_index, Trial.params, Trial.value)
@@ -177,27 +181,22 @@ def overview(s: Session, study_id: int, *, max_points: int = MAX_POINTS) -> dict
     # A stride over trial numbers: trials are drawn independently, so every k-th one is
     # an unbiased sample, and coarse-to-fine rounds keep their share of it.
     stride = max(1, math.ceil(span / max(1, max_points - top_n)))
+    # By number through the (study_id, number) index: a filter on `number % stride`
+    # would read all 50,000 rows to keep 2,000.
     strided = s.execute(
         select(Trial.id, Trial.number, Trial.round_index, Trial.params, Trial.value)
-        .where(*_valued(study_id), Trial.number % stride == 0)
+        .where(*_valued(study_id), Trial.number.in_(range(0, span, stride)))
         .order_by(Trial.number)
     ).all()
-    seen: set[int] = set()
-    sample = []
-    for row in [*best, *strided]:
-        if row.id in seen:
-            continue
-        seen.add(row.id)
-        sample.append(
-            {
-                "id": row.id,
-                "number": row.number,
-                "round": row.round_index,
-                "params": row.params,
-                "value": row.value,
-            }
-        )
-    sample.sort(key=lambda p: p["number"])
+    chosen = sorted({row.id: row for row in [*best, *strided]}.values(), key=lambda r: r.number)
+    paths = list((study.spec.get("space") or {}).keys())
+    sample = {
+        "ids": [r.id for r in chosen],
+        "numbers": [r.number for r in chosen],
+        "rounds": [r.round_index for r in chosen],
+        "values": [r.value for r in chosen],
+        "params": {path: [r.params.get(path) for r in chosen] for path in paths},
+    }
     rounds = s.scalars(select(Round).where(Round.study_id == study_id).order_by(Round.index))
     return {
         "study": summary,

@@ -1,6 +1,5 @@
 // Caviar's dashboard: a hash router over four pages, each updating itself live.
 
-import { loadPlotly } from "./plots.js";
 import { esc } from "./util.js";
 
 const view = document.getElementById("view");
@@ -15,6 +14,7 @@ let current = null;
 async function route() {
   current?.destroy();
   current = null;
+  window.scrollTo(0, 0); // a new page starts at its top, wherever the link was
   delete document.documentElement.dataset.ready;
   const [path, search = ""] = location.hash.replace(/^#/, "").split("?");
   const query = new URLSearchParams(search);
@@ -27,8 +27,6 @@ async function route() {
     return;
   }
   const [m, name, params] = match;
-  // plotly.js is ~1 s of script: start it before the page's own module has even loaded.
-  if (name === "study" || name === "trial") loadPlotly();
   const module = await import(`./pages/${name}.js`);
   const page = module.mount(view, params(m), query);
   current = page;

@@ -7,12 +7,13 @@ let loading = null;
 
 /** plotly.js, loaded on the first page that draws (the studies list never pays for it). */
 export function loadPlotly() {
+  // Called by a page after its data requests have left: the script then runs (~1 s on
+  // the main thread) while the service answers them.
   loading ??= new Promise((resolve, reject) => {
     const s = document.createElement("script");
     s.src = "/static/vendor/plotly.min.js";
-    s.async = true;
-    s.onload = () => resolve(window.Plotly);
-    s.onerror = () => reject(new Error("plotly.js could not be loaded from the service"));
+    s.addEventListener("load", () => resolve(window.Plotly));
+    s.addEventListener("error", () => reject(new Error("plotly.js could not be loaded from the service")));
     document.head.append(s);
   });
   return loading;

@@ -12,6 +12,18 @@ import { zoomSpec } from "../zoom.js";
 const PAGE = 25;
 const EVENT_REFRESH_MS = 1000; // at most one refetch per second however fast events come
 
+/** The server sends the sample column by column (half the bytes); the plots take rows. */
+function rows(s) {
+  const paths = Object.keys(s.params);
+  return s.ids.map((id, i) => ({
+    id,
+    number: s.numbers[i],
+    round: s.rounds[i],
+    value: s.values[i],
+    params: Object.fromEntries(paths.map((p) => [p, s.params[p][i]])),
+  }));
+}
+
 export function mount(view, { id }) {
   // "value" sorts best first whatever the direction; the page opens that way.
   const table = { sort: "value", status: "", round: "", offset: 0 };
@@ -19,7 +31,7 @@ export function mount(view, { id }) {
   let live = null;
   let destroyed = false;
   let brushing = false; // the WebGL parcoords, on request: it is slow without a GPU
-  const plotly = loadPlotly(); // starts now, in parallel with the data
+  let plotly = null; // loadPlotly(), once the first data requests have left
 
   view.innerHTML = `
     <div class="page-head">
@@ -64,8 +76,12 @@ export function mount(view, { id }) {
   const $ = (sel) => view.querySelector(sel);
   // Plots below the first screen are drawn when scrolled near: the first screen of a
   // large study is then ready sooner, and no work is spent on what is never looked at.
-  const gridShown = whenVisible($(".params-grid"));
-  const curvesShown = whenVisible($("#plot-curves-acc"));
+  // They also wait for the first screen's plots: drawing interleaves, so a plot started
+  // early delays the ones in view.
+  let firstScreenDrawn;
+  const firstScreen = new Promise((resolve) => (firstScreenDrawn = resolve));
+  const gridShown = Promise.all([whenVisible($(".params-grid"), "0px"), firstScreen]);
+  const curvesShown = Promise.all([whenVisible($("#plot-curves-acc"), "0px"), firstScreen]);
 
   function header() {
     const s = ov.study;
@@ -286,7 +302,7 @@ export function mount(view, { id }) {
     const { spec, kept } = zoomSpec(ov.study, bestTrials);
     const dlg = $(".zoom-dialog");
     dlg.querySelector(".zoom-note").textContent = `The space below spans the best ${kept} trial${kept === 1 ? "" : "s"} of this study, on each hyperparameter's scale, with a margin. Review it, then create the study.`;
-    specEditor(dlg.querySelector(".editor-slot"), {
+    const ed = specEditor(dlg.querySelector(".editor-slot"), {
       initial: `# Zoomed in from study ${ov.study.id} (${ov.study.name}).\n${toYaml(spec)}`,
       submitLabel: "Create zoomed study",
       onCreated: (study) => {
@@ -296,11 +312,14 @@ export function mount(view, { id }) {
       onCancel: () => dlg.close(),
     });
     dlg.showModal();
+    ed.textarea.setSelectionRange(0, 0); // open at the top: the narrowed space comes first
+    ed.textarea.scrollTop = 0;
   });
 
   // --- loading and live updates ------------------------------------------------------------
   async function load(pending) {
     ov = await (pending || api(`/api/dashboard/studies/${id}`));
+    ov.sample = rows(ov.sample);
     if (destroyed) return;
     header();
     progress();
@@ -332,11 +351,13 @@ export function mount(view, { id }) {
     const first = api(`/api/dashboard/studies/${id}`);
     const firstCurves = api(`/api/dashboard/studies/${id}/curves?top=5`);
     const firstTrials = trialsQuery();
+    plotly = loadPlotly();
     for (const p of [firstCurves, firstTrials]) p.catch(() => {}); // awaited below
     await load(first);
     curves(firstCurves).catch(() => {}); // drawn once scrolled near
     await Promise.all([trials(firstTrials), plots()]);
     markReady("study");
+    firstScreenDrawn();
     startLive();
     hasRoute("GET", "/api/studies/{study_id}/trials.csv").then((yes) => {
       const a = $('[data-act="csv"]');

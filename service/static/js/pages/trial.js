@@ -14,7 +14,7 @@ export function mount(view, { id }) {
   let study = null;
   let live = null;
   let destroyed = false;
-  const plotly = loadPlotly();
+  let plotly = null; // loadPlotly(), once the first data requests have left
 
   view.innerHTML = `
     <div class="page-head">
@@ -51,7 +51,7 @@ export function mount(view, { id }) {
     const card = (k, v, extra = "") => `<div class="card"><span class="k">${k}</span><span class="v ${extra}">${v}</span></div>`;
     $(".cards").innerHTML = [
       card("epochs", `${t.epochs_done}${epochs ? `<small> / ${epochs}</small>` : ""}`),
-      card(study ? esc(study.objective.metric) : "value", fmt(t.value), "strong"),
+      card(`objective${study ? ` <span class="lower">(${esc(study.objective.metric)})</span>` : ""}`, fmt(t.value), "strong"),
       card("dev accuracy", fmt(last.dev_accuracy)),
       card("dev cost", fmt(last.dev_cost)),
       card("attempt", `${t.attempt}${t.retries ? `<small> · ${t.retries} retr${t.retries === 1 ? "y" : "ies"}</small>` : ""}`),
@@ -121,7 +121,9 @@ export function mount(view, { id }) {
     // The study's newest event before anything else is read: what happens while the
     // page loads is replayed by the stream, never missed.
     const cursor = await api(`/api/dashboard/trials/${id}/cursor`).catch(() => ({ last_event_id: 0 }));
-    await load();
+    const first = load();
+    plotly = loadPlotly();
+    await first;
     markReady("trial");
     if (TERMINAL_TRIAL.includes(trial.status)) return;
     const h = await follow(trial.study_id, {
