@@ -65,7 +65,10 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # No pre-ping: it costs a round trip on every checkout. A connection that died (a
+    # server restart, a terminated backend) fails its statement instead; SQLAlchemy then
+    # invalidates the pool, the request answers 503, and the client's retry gets a new one.
+    return create_engine(url, pool_size=10, max_overflow=20)
 
 
 class Database:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from service.db import db_epoch
@@ -28,13 +28,10 @@ EVENT_TYPES = (
 def emit(s: Session, *, study_id: int, type: str, trial_id: int | None = None, **data: Any) -> None:
     """Record an event; it commits or rolls back with the change it reports."""
     assert type in EVENT_TYPES, type
-    s.add(
-        Event(
-            study_id=study_id,
-            type=type,
-            trial_id=trial_id,
-            data=data,
-            created_at=select(db_epoch()).scalar_subquery(),
+    # Core, not the unit of work: an event is written once and never read back here.
+    s.execute(
+        insert(Event).values(
+            study_id=study_id, type=type, trial_id=trial_id, data=data, created_at=db_epoch()
         )
     )
 

@@ -238,6 +238,11 @@ def _clean(value: Any) -> float | None:
 
 
 def _insert_metrics(s: Session, *, trial: Trial, epochs: Sequence[Mapping[str, Any]]) -> int:
+    """Store epochs of the trial's current attempt; returns the last epoch now done.
+
+    The trial row is not touched here: callers fold `epochs_done` into the one UPDATE
+    they make anyway.
+    """
     rows = [
         {
             "trial_id": trial.id,
@@ -248,16 +253,14 @@ def _insert_metrics(s: Session, *, trial: Trial, epochs: Sequence[Mapping[str, A
         for e in epochs
     ]
     if not rows:
-        return 0
+        return trial.epochs_done
     dialect = s.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     # A re-sent batch (the worker retried after a lost response) is ignored, not doubled.
     stmt = insert(Metric).on_conflict_do_nothing(index_elements=["trial_id", "attempt", "epoch"])
     s.execute(stmt, rows)
-    last = max(int(e["epoch"]) for e in epochs)  # epochs count from 1, as the trainer's
-    if last > trial.epochs_done:
-        trial.epochs_done = last
-    return len(rows)
+    # epochs count from 1, as the trainer's; a late, re-sent batch never lowers it
+    return max(trial.epochs_done, *(int(e["epoch"]) for e in epochs))
 
 
 def report_metrics(
@@ -271,7 +274,8 @@ def report_metrics(
     """Store a batch of epochs of the current attempt; returns whether to stop."""
     with db.session() as s:
         trial = _leased(s, trial_id, lease_token)
-        if _insert_metrics(s, trial=trial, epochs=epochs):
+        done = _insert_metrics(s, trial=trial, epochs=epochs)
+        if epochs:
             latest = max(epochs, key=lambda e: int(e["epoch"]))
             emit(
                 s,
@@ -287,20 +291,38 @@ def report_metrics(
         s.execute(
             update(Trial)
             .where(Trial.id == trial_id)
-            .values(lease_expires_at=db_epoch() + lease_seconds)
+            .values(lease_expires_at=db_epoch() + lease_seconds, epochs_done=done)
         )
         return bool(trial.stop_requested)
 
 
-def objective_value(s: Session, *, trial: Trial, study: Study) -> float | None:
-    """The study's objective for `trial`'s current attempt, from its stored metrics."""
-    column = getattr(Metric, study.metric)
-    where = (Metric.trial_id == trial.id, Metric.attempt == trial.attempt, column.is_not(None))
-    at = study.spec.get("objective", {}).get("at", "last")
+# A study's objective never changes, so the finish path reads it once per process.
+_OBJECTIVES: dict[tuple[str, int], tuple[str, str, str]] = {}
+
+
+def study_objective(s: Session, study_id: int) -> tuple[str, str, str]:
+    """(metric, direction, at) of a study."""
+    key = (str(s.get_bind().engine.url), study_id)
+    found = _OBJECTIVES.get(key)
+    if found is None:
+        row = s.execute(
+            select(Study.metric, Study.direction, Study.spec).where(Study.id == study_id)
+        ).one()
+        at = row.spec.get("objective", {}).get("at", "last")
+        found = _OBJECTIVES[key] = (row.metric, row.direction, at)
+    return found
+
+
+def objective_value_sql(
+    *, trial_id: int, attempt: int, metric: str, direction: str, at: str
+) -> Any:
+    """The objective of one attempt of a trial, as a scalar subquery over its metrics."""
+    column = getattr(Metric, metric)
+    where = (Metric.trial_id == trial_id, Metric.attempt == attempt, column.is_not(None))
     if at == "best":
-        agg = func.max(column) if study.direction == "maximize" else func.min(column)
-        return s.scalar(select(agg).where(*where))
-    return s.scalar(select(column).where(*where).order_by(Metric.epoch.desc()).limit(1))
+        agg = func.max(column) if direction == "maximize" else func.min(column)
+        return select(agg).where(*where).scalar_subquery()
+    return select(column).where(*where).order_by(Metric.epoch.desc()).limit(1).scalar_subquery()
 
 
 def finish_trial(
@@ -318,36 +340,38 @@ def finish_trial(
     A diverged trial is `failed` with the reason and keeps its curve; its value stays
     empty, so it ranks below every trial that finished.
     """
+    status = {
+        "completed": TrialStatus.completed,
+        "stopped": TrialStatus.stopped,
+        "pruned": TrialStatus.pruned,
+    }.get(outcome, TrialStatus.failed)
     with db.session() as s:
         trial = _leased(s, trial_id, lease_token)
-        study = s.get(Study, trial.study_id)
-        assert study is not None
-        _insert_metrics(s, trial=trial, epochs=epochs)
-        status = {
-            "completed": TrialStatus.completed,
-            "stopped": TrialStatus.stopped,
-            "pruned": TrialStatus.pruned,
-        }.get(outcome, TrialStatus.failed)
-        value = None
-        if status != TrialStatus.failed:
-            value = objective_value(s, trial=trial, study=study)
+        done = _insert_metrics(s, trial=trial, epochs=epochs)
         if outcome == "diverged" and not error:
-            error = (
-                f"diverged after {trial.epochs_done} epochs: the cost or a gradient was not finite"
+            error = f"diverged after {done} epochs: the cost or a gradient was not finite"
+        value: Any = None
+        if status != TrialStatus.failed:
+            metric, direction, at = study_objective(s, trial.study_id)
+            value = objective_value_sql(
+                trial_id=trial_id, attempt=trial.attempt, metric=metric, direction=direction, at=at
             )
-        s.execute(
+        stored = s.execute(
             update(Trial)
             .where(Trial.id == trial_id, Trial.lease_token == lease_token)
             .values(
                 status=status,
                 outcome=outcome,
                 value=value,
+                epochs_done=done,
                 error=error[:4000] if error else None,
                 lease_token=None,
                 lease_expires_at=None,
                 finished_at=func.now(),
             )
-        )
+            .returning(Trial.value)
+            .execution_options(synchronize_session=False)
+        ).scalar_one()
         if trial.worker_id:
             s.execute(
                 update(Worker)
@@ -356,17 +380,17 @@ def finish_trial(
             )
         emit(
             s,
-            study_id=study.id,
+            study_id=trial.study_id,
             type="trial.finished",
             trial_id=trial_id,
             number=trial.number,
             status=status.value,
             outcome=outcome,
-            value=value,
-            epochs_done=trial.epochs_done,
+            value=stored,
+            epochs_done=done,
             error=error,
         )
-        after_trial_finished(s, study_id=study.id)
+        after_trial_finished(s, study_id=trial.study_id)
         return status
 
 

@@ -47,8 +47,12 @@ def after_trial_finished(s: Session, *, study_id: int) -> None:
     already serial), so of many trials finishing at once exactly one sees the round
     closed, and the next round is created once.
     """
-    study = s.scalars(select(Study).where(Study.id == study_id).with_for_update()).one()
-    s.refresh(study)
+    study = s.scalars(
+        select(Study)
+        .where(Study.id == study_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
     if study.status in TERMINAL_STUDY:
         return
     still_open = s.scalar(
