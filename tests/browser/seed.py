@@ -124,9 +124,9 @@ def seed_big_study(
             init = rng.choice(["he", "xavier"], per_round)
             distance = sum((u[p] - target_u[p]) ** 2 for p in numeric)
             value = np.clip(
-                0.97 - 0.6 * distance - 0.02 * (init == "xavier") + rng.normal(0, 0.01, per_round),
+                0.955 - 0.6 * distance - 0.02 * (init == "xavier") + rng.normal(0, 0.01, per_round),
                 0.3,
-                1.0,
+                0.995,
             )
             for i in range(per_round):
                 params: dict[str, Any] = {}

@@ -190,6 +190,13 @@ def test_create_a_study_from_the_form_watch_it_live_stop_a_trial_and_cancel_it( 
         "Number(document.querySelector('.count.running .n').textContent) === 0", timeout=20_000
     )
     shot(page, "study-cancelled")
+    # A count filters the table to its trials.
+    stopped = count(page, "stopped")
+    page.locator(".counts .count.stopped").click()
+    page.wait_for_function(
+        f"document.querySelectorAll('table.trials tbody tr.stopped').length === {stopped}"
+    )
+    assert page.locator("table.trials tbody tr").count() == stopped
     assert page.evaluate("window.__sameDocument") is True
     study = httpx.get(f"{svc.url}/api/studies/{study_id}").json()
     assert study["status"] == "cancelled"
@@ -218,6 +225,11 @@ def test_a_finished_study_shows_its_plots_best_config_and_zooms_in(  # type: ign
     # The list refreshes by itself: the study completes without a reload.
     row.locator(".status.completed").wait_for(timeout=60_000)
     shot(page, "studies")
+    status_filter = page.get_by_label("Filter by status")
+    status_filter.select_option("running")
+    page.get_by_text("No study matches the filter.").wait_for()
+    status_filter.select_option("completed")
+    row.wait_for()
 
     page.get_by_role("link", name="browser-moons").click()
     wait_ready(page, "study")
@@ -358,6 +370,21 @@ def test_the_page_of_a_50000_trial_study_renders_in_under_two_seconds(  # type: 
     page.locator("#plot-curves-acc").scroll_into_view_if_needed()
     page.locator("#plot-curves-acc .scatterlayer .trace").first.wait_for()
     shot(page, "study-50k")
+
+
+def test_without_an_event_stream_the_study_page_polls(  # type: ignore[no-untyped-def]
+    page, sqlite_url, live_service, spec_factory
+) -> None:
+    svc = live_service(sqlite_url)
+    study = httpx.post(f"{svc.url}/api/studies", json=spec_factory(name="no-events")).json()
+    # A service without GET /api/studies/{id}/events: the OpenAPI document lists none.
+    page.route("**/openapi.json", lambda route: route.fulfill(json={"paths": {}}))
+    page.goto(f"{svc.url}/#/studies/{study['id']}")
+    wait_ready(page, "study")
+    page.locator("h1 .status.queued").wait_for()
+    httpx.post(f"{svc.url}/api/studies/{study['id']}/cancel").raise_for_status()
+    page.locator("h1 .status.cancelled").wait_for(timeout=10_000)
+    assert page.evaluate("document.documentElement.dataset.live") is None
 
 
 def test_an_unknown_study_shows_the_error(page, sqlite_url, live_service) -> None:  # type: ignore[no-untyped-def]

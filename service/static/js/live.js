@@ -41,6 +41,7 @@ export async function follow(studyId, { after = 0, ended = false, onEvent, refre
     clearInterval(timer);
     source?.close();
     source = null;
+    delete document.documentElement.dataset.live;
   }
 
   if (ended) {
@@ -68,6 +69,7 @@ export async function follow(studyId, { after = 0, ended = false, onEvent, refre
         // The server ends the stream once the study has ended; EventSource would
         // reconnect forever to an empty stream, so stop here and only check now and then.
         source?.close();
+        delete document.documentElement.dataset.live;
         handle.mode = "polling";
         poll(IDLE_POLL_MS);
       }
@@ -76,6 +78,7 @@ export async function follow(studyId, { after = 0, ended = false, onEvent, refre
   source.addEventListener("error", () => {
     // CLOSED means the browser gave up (an HTTP error, not a dropped connection it retries).
     if (source && source.readyState === EventSource.CLOSED && !closed) {
+      delete document.documentElement.dataset.live;
       handle.mode = "polling";
       poll(POLL_MS);
     }

@@ -1,7 +1,7 @@
 // Plotly figures of the dashboard, each axis on its hyperparameter's own scale.
 // plotly.js is served by the service from the plotly Python package (no network needed).
 
-import { fmt } from "./util.js";
+import { esc, fmt } from "./util.js";
 
 let loading = null;
 
@@ -44,10 +44,22 @@ export function layout(extra = {}) {
   };
 }
 
+/** In place of a plot: a message saying what will appear there, and when. */
+export function empty(el, message) {
+  if (window.Plotly && el._fullLayout) window.Plotly.purge(el);
+  delete el.dataset.linked;
+  el.innerHTML = `<div class="plot-empty">${esc(message)}</div>`;
+  el.dataset.empty = "1";
+}
+
 /** Draw or redraw (Plotly.react keeps zoom and hover state across live updates). */
 export async function draw(el, data, lay) {
   const Plotly = await loadPlotly();
   if (!el.isConnected) return;
+  if (el.dataset.empty) {
+    el.innerHTML = "";
+    delete el.dataset.empty;
+  }
   lay.uirevision = "keep"; // the user's zoom survives live updates
   await Plotly.react(el, data, lay, CONFIG);
   if (!el.dataset.linked) {

@@ -4,7 +4,7 @@
 import { api, hasRoute } from "../api.js";
 import { specEditor } from "../editor.js";
 import { follow } from "../live.js";
-import { curvesFigure, draw, historyFigure, loadPlotly, paramFigure, parallelFigure, parcoordsFigure } from "../plots.js";
+import { curvesFigure, draw, empty, historyFigure, loadPlotly, paramFigure, parallelFigure, parcoordsFigure } from "../plots.js";
 import { TERMINAL_STUDY, TRIAL_STATUSES, badge, copyText, duration, esc, fmt, markReady, progressBar, throttle, when, whenVisible } from "../util.js";
 import { toYaml } from "../yaml.js";
 import { zoomSpec } from "../zoom.js";
@@ -141,11 +141,19 @@ export function mount(view, { id }) {
     if (destroyed) return;
     const grid = $(".params-grid");
     const paths = Object.keys(ov.study.spec.space || {});
-    if (grid.children.length !== paths.length) {
-      grid.innerHTML = paths.map((p, i) => `<div class="plot small" id="plot-param-${i}" data-path="${esc(p)}"></div>`).join("");
-    }
     const c2f = ov.study.strategy === "coarse_to_fine";
     $(".box-note").textContent = c2f ? "each round's box drawn over its samples: coarse to fine, round by round" : "";
+    if (!ov.sample.length || !paths.length) {
+      const why = paths.length ? "A plot per hyperparameter appears once a trial has completed." : "This study searches no hyperparameter.";
+      grid.innerHTML = `<div class="plot-empty wide">${esc(why)}</div>`;
+      grid.dataset.layout = "";
+      grid.dataset.drawn = 0;
+      return;
+    }
+    if (grid.dataset.layout !== paths.join("\n")) {
+      grid.innerHTML = paths.map((p, i) => `<div class="plot small" id="plot-param-${i}" data-path="${esc(p)}"></div>`).join("");
+      grid.dataset.layout = paths.join("\n");
+    }
     await Promise.all(paths.map((p, i) => draw($(`#plot-param-${i}`), ...Object.values(paramFigure(ov, p)))));
     grid.dataset.drawn = paths.length;
   }
@@ -155,10 +163,14 @@ export function mount(view, { id }) {
     if (destroyed) return;
     const note = ov.sample_stride > 1 ? `${ov.sample.length.toLocaleString("en")} of ${ov.valued_trials.toLocaleString("en")} completed trials: every ${ov.sample_stride}th and the best 100` : `${ov.valued_trials} completed trials`;
     $(".sample-note").textContent = note;
-    const jobs = [draw($("#plot-history"), ...Object.values(historyFigure(ov)))];
+    const jobs = [];
     if (ov.sample.length) {
       const fig = brushing ? parcoordsFigure(ov) : parallelFigure(ov);
+      jobs.push(draw($("#plot-history"), ...Object.values(historyFigure(ov))));
       jobs.push(draw($("#plot-parcoords"), ...Object.values(fig)));
+    } else {
+      empty($("#plot-history"), "Each trial's objective appears here as it completes, with the best so far.");
+      empty($("#plot-parcoords"), "Every completed trial becomes a line across its hyperparameters and objective.");
     }
     paramsGrid(); // not awaited: it waits to be scrolled near
     await Promise.all(jobs);
@@ -168,6 +180,11 @@ export function mount(view, { id }) {
     const cs = await (pending || api(`/api/dashboard/studies/${id}/curves?top=5`));
     await Promise.all([plotly, curvesShown]);
     if (destroyed) return;
+    if (!cs.length) {
+      empty($("#plot-curves-acc"), "The learning curves of the best completed trials appear here.");
+      empty($("#plot-curves-cost"), "Dev cost, epoch by epoch, of the same trials.");
+      return;
+    }
     await Promise.all([
       draw($("#plot-curves-acc"), ...Object.values(curvesFigure(cs, "dev_accuracy", { title: "dev accuracy" }))),
       draw($("#plot-curves-cost"), ...Object.values(curvesFigure(cs, "dev_cost", { title: "dev cost (log)" }))),

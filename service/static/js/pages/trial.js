@@ -3,7 +3,7 @@
 
 import { api } from "../api.js";
 import { follow } from "../live.js";
-import { draw, loadPlotly, trialFigure } from "../plots.js";
+import { draw, empty, loadPlotly, trialFigure } from "../plots.js";
 import { TERMINAL_TRIAL, badge, copyText, duration, esc, fmt, markReady, throttle, when } from "../util.js";
 import { toYaml } from "../yaml.js";
 
@@ -71,6 +71,12 @@ export function mount(view, { id }) {
   async function curves(rows) {
     await plotly;
     if (destroyed) return;
+    if (!rows.length) {
+      const when = trial.status === "queued" ? "once a worker takes the trial" : "as the trial trains";
+      for (const el of ["#plot-cost", "#plot-accuracy", "#plot-lr"]) empty($(el), `Epoch by epoch, ${when}.`);
+      $("#plot-cost").dataset.points = 0;
+      return;
+    }
     await Promise.all([
       draw($("#plot-cost"), ...Object.values(trialFigure(rows, "cost"))),
       draw($("#plot-accuracy"), ...Object.values(trialFigure(rows, "accuracy"))),
