@@ -340,58 +340,110 @@ def finish_trial(
     A diverged trial is `failed` with the reason and keeps its curve; its value stays
     empty, so it ranks below every trial that finished.
     """
+    with db.session() as s:
+        study_id, status = _finish(
+            s,
+            trial_id=trial_id,
+            lease_token=lease_token,
+            outcome=outcome,
+            error=error,
+            epochs=epochs,
+        )
+        after_trial_finished(s, study_id=study_id)
+        return status
+
+
+def finish_trials(*, db: Database, results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Record several trials' ends in one transaction (short trials, reported together).
+
+    Each result is finished under its own savepoint, so one whose lease was lost is
+    refused alone: the answer says, per trial, its new status, or why it was refused.
+    """
+    answers: list[dict[str, Any]] = []
+    studies: set[int] = set()
+    with db.session() as s:
+        for r in results:
+            trial_id = int(r["trial_id"])
+            try:
+                with s.begin_nested():
+                    study_id, status = _finish(
+                        s,
+                        trial_id=trial_id,
+                        lease_token=r["lease_token"],
+                        outcome=r["outcome"],
+                        error=r.get("error"),
+                        epochs=r.get("epochs", ()),
+                    )
+            except (LeaseLost, NotFound) as exc:
+                answers.append({"trial_id": trial_id, "status": None, "error": exc.detail})
+                continue
+            answers.append({"trial_id": trial_id, "status": status.value, "error": None})
+            studies.add(study_id)
+        for study_id in sorted(studies):  # a fixed order: no deadlock between replicas
+            after_trial_finished(s, study_id=study_id)
+    return answers
+
+
+def _finish(
+    s: Session,
+    *,
+    trial_id: int,
+    lease_token: str,
+    outcome: str,
+    error: str | None,
+    epochs: Sequence[Mapping[str, Any]],
+) -> tuple[int, TrialStatus]:
+    """What a finish changes in the trial, its metrics and its event; returns its study."""
     status = {
         "completed": TrialStatus.completed,
         "stopped": TrialStatus.stopped,
         "pruned": TrialStatus.pruned,
     }.get(outcome, TrialStatus.failed)
-    with db.session() as s:
-        trial = _leased(s, trial_id, lease_token)
-        done = _insert_metrics(s, trial=trial, epochs=epochs)
-        if outcome == "diverged" and not error:
-            error = f"diverged after {done} epochs: the cost or a gradient was not finite"
-        value: Any = None
-        if status != TrialStatus.failed:
-            metric, direction, at = study_objective(s, trial.study_id)
-            value = objective_value_sql(
-                trial_id=trial_id, attempt=trial.attempt, metric=metric, direction=direction, at=at
-            )
-        stored = s.execute(
-            update(Trial)
-            .where(Trial.id == trial_id, Trial.lease_token == lease_token)
-            .values(
-                status=status,
-                outcome=outcome,
-                value=value,
-                epochs_done=done,
-                error=error[:4000] if error else None,
-                lease_token=None,
-                lease_expires_at=None,
-                finished_at=func.now(),
-            )
-            .returning(Trial.value)
-            .execution_options(synchronize_session=False)
-        ).scalar_one()
-        if trial.worker_id:
-            s.execute(
-                update(Worker)
-                .where(Worker.id == trial.worker_id)
-                .values(trials_done=Worker.trials_done + 1, last_heartbeat=db_epoch())
-            )
-        emit(
-            s,
-            study_id=trial.study_id,
-            type="trial.finished",
-            trial_id=trial_id,
-            number=trial.number,
-            status=status.value,
-            outcome=outcome,
-            value=stored,
-            epochs_done=done,
-            error=error,
+    trial = _leased(s, trial_id, lease_token)
+    done = _insert_metrics(s, trial=trial, epochs=epochs)
+    if outcome == "diverged" and not error:
+        error = f"diverged after {done} epochs: the cost or a gradient was not finite"
+    value: Any = None
+    if status != TrialStatus.failed:
+        metric, direction, at = study_objective(s, trial.study_id)
+        value = objective_value_sql(
+            trial_id=trial_id, attempt=trial.attempt, metric=metric, direction=direction, at=at
         )
-        after_trial_finished(s, study_id=trial.study_id)
-        return status
+    stored = s.execute(
+        update(Trial)
+        .where(Trial.id == trial_id, Trial.lease_token == lease_token)
+        .values(
+            status=status,
+            outcome=outcome,
+            value=value,
+            epochs_done=done,
+            error=error[:4000] if error else None,
+            lease_token=None,
+            lease_expires_at=None,
+            finished_at=func.now(),
+        )
+        .returning(Trial.value)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+    if trial.worker_id:
+        s.execute(
+            update(Worker)
+            .where(Worker.id == trial.worker_id)
+            .values(trials_done=Worker.trials_done + 1, last_heartbeat=db_epoch())
+        )
+    emit(
+        s,
+        study_id=trial.study_id,
+        type="trial.finished",
+        trial_id=trial_id,
+        number=trial.number,
+        status=status.value,
+        outcome=outcome,
+        value=stored,
+        epochs_done=done,
+        error=error,
+    )
+    return trial.study_id, status
 
 
 def release_trial(*, db: Database, trial_id: int, lease_token: str) -> None:

@@ -20,6 +20,9 @@ log = logging.getLogger("caviar.worker")
 IDLE_SLEEP_SECONDS = 0.5  # between empty claims; doubles up to IDLE_MAX_SECONDS
 IDLE_MAX_SECONDS = 2.0
 FLUSH_SECONDS = 1.0  # metrics are sent in batches at most this often (and at the end)
+# A result waits at most this long to travel with the next claim; a trial that itself
+# took longer is reported at once. Short trials thus cost one request per batch.
+FINISH_DELAY_SECONDS = 0.25
 DATASET_CACHE_SIZE = 8  # data sets kept in memory, keyed by their spec
 
 
@@ -110,6 +113,8 @@ class Worker:
         self.heartbeat_seconds = 5.0
         self.trials_done = 0
         self._datasets: dict[str, Any] = {}
+        self._finished: list[dict[str, Any]] = []  # results not yet reported
+        self._finished_since = 0.0
 
     def run(self) -> int:
         """The main loop; returns the number of trials this process ran."""
@@ -134,9 +139,7 @@ class Worker:
                 if self.max_trials is not None:
                     want = min(want, self.max_trials - self.trials_done)
                 try:
-                    answer = self.client.post(
-                        "/api/worker/claim", {"worker_id": self.worker_id, "max_trials": want}
-                    )
+                    answer = self._claim(want)
                 except ApiError:
                     if self.shutdown.is_set():
                         break
@@ -154,12 +157,45 @@ class Worker:
                         for rest in claimed[i:]:
                             self._release(rest["trial_id"], rest["lease_token"])
                         break
-                    self.run_trial(trial)
+                    started = time.monotonic()
+                    result = self.run_trial(trial)
                     self.trials_done += 1
+                    if result is None:
+                        continue
+                    if not self._finished:
+                        self._finished_since = time.monotonic()
+                    self._finished.append(result)
+                    last = i == len(claimed) - 1
+                    waited = time.monotonic() - self._finished_since
+                    slow = time.monotonic() - started > FINISH_DELAY_SECONDS
+                    if not last and (slow or waited > FINISH_DELAY_SECONDS):
+                        self._claim(0)  # report now; the next claim would come too late
         finally:
+            try:
+                if self._finished:
+                    self._claim(0)
+            except (ApiError, LeaseLostError) as exc:
+                log.warning("could not report %d results: %s", len(self._finished), exc)
             self.client.close()
             self.hb_client.close()
         return self.trials_done
+
+    def _claim(self, want: int) -> dict[str, Any]:
+        """Report the finished trials and lease up to `want` new ones, in one request."""
+        answer: dict[str, Any] = self.client.post(
+            "/api/worker/claim",
+            {"worker_id": self.worker_id, "max_trials": want, "finished": self._finished},
+        )
+        self._finished = []
+        for done in answer.get("finished", []):
+            extra = {"trial_id": done["trial_id"], "action": "finish"}
+            if done["status"] is None:
+                log.warning(
+                    "trial %s: result refused: %s", done["trial_id"], done["error"], extra=extra
+                )
+            else:
+                log.info("trial %s: %s", done["trial_id"], done["status"], extra=extra)
+        return answer
 
     def _dataset(self, spec: dict[str, Any]) -> Any:
         key = json.dumps(spec, sort_keys=True)
@@ -177,7 +213,9 @@ class Worker:
         except (LeaseLostError, ApiError) as exc:
             log.warning("could not hand back trial %s: %s", trial_id, exc)
 
-    def run_trial(self, claimed: dict[str, Any]) -> None:
+    def run_trial(self, claimed: dict[str, Any]) -> dict[str, Any] | None:
+        """Train one leased trial; returns its result to report, or None if there is none
+        (the lease was lost, or the trial was handed back at shutdown)."""
         run = TrialRun(self, claimed)
         extra = {"trial_id": run.trial_id, "action": "train"}
         log.info("trial %s: attempt %s starts", run.trial_id, claimed["attempt"], extra=extra)
@@ -197,23 +235,17 @@ class Worker:
             beat.join(timeout=5)
         if run.lease_lost.is_set():
             log.warning("trial %s: lease lost; dropping it", run.trial_id, extra=extra)
-            return
+            return None
         if self.shutdown.is_set() and outcome == "stopped" and not run.stop_asked.is_set():
             self._release(run.trial_id, run.token)
-            return
-        try:
-            self.client.post(
-                f"/api/worker/trials/{run.trial_id}/finish",
-                {
-                    "lease_token": run.token,
-                    "outcome": outcome,
-                    "error": error,
-                    "epochs": run.buffer,
-                },
-            )
-            log.info("trial %s: %s", run.trial_id, outcome, extra={**extra, "action": "finish"})
-        except LeaseLostError:
-            log.warning("trial %s: lease lost before finish", run.trial_id, extra=extra)
+            return None
+        return {
+            "trial_id": run.trial_id,
+            "lease_token": run.token,
+            "outcome": outcome,
+            "error": error,
+            "epochs": run.buffer,
+        }
 
 
 def install_sigterm(shutdown: threading.Event) -> None:

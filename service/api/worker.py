@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Response
+from pydantic import BaseModel, Field
 
 from service.api.deps import DbDep, SettingsDep, WorkerScope
 from service.datasets import dataset_content
+from service.models import TrialStatus
 from service.queue import (
     claim_trials,
     finish_trial,
+    finish_trials,
     heartbeat,
     register_worker,
     release_trial,
@@ -42,16 +45,49 @@ def post_register(body: WorkerRegister, db: DbDep, settings: SettingsDep) -> dic
     }
 
 
-@router.post("/claim", response_model=ClaimResponse)
-def post_claim(body: ClaimRequest, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
-    """Lease up to max_trials queued trials; an empty list when there is nothing to do."""
-    claimed = claim_trials(
-        db=db,
-        worker_id=body.worker_id,
-        max_trials=body.max_trials,
-        lease_seconds=settings.lease_seconds,
-    )
-    return {"trials": [c.__dict__ for c in claimed]}
+class FinishedTrial(FinishReport):
+    trial_id: int
+
+
+class ClaimAndReport(ClaimRequest):
+    """A claim that also reports the trials finished since the last one: short trials
+    then cost one round trip and one transaction per batch, not per trial."""
+
+    max_trials: int = Field(1, ge=0, le=64, description="0 only reports")
+    finished: list[FinishedTrial] = Field(default_factory=list, max_length=64)
+
+
+class FinishAnswer(BaseModel):
+    trial_id: int
+    status: TrialStatus | None = Field(description="the trial's new status; null if refused")
+    error: str | None = Field(description="why a result was refused (the lease was lost)")
+
+
+class ClaimAndReportResponse(ClaimResponse):
+    finished: list[FinishAnswer]
+
+
+@router.post("/claim", response_model=ClaimAndReportResponse)
+def post_claim(body: ClaimAndReport, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
+    """Report finished trials, then lease up to max_trials queued ones (maybe none)."""
+    answers = []
+    if body.finished:
+        answers = finish_trials(
+            db=db,
+            results=[
+                {**f.model_dump(exclude={"epochs"}), "epochs": [e.model_dump() for e in f.epochs]}
+                for f in body.finished
+            ],
+        )
+    claimed = []
+    if body.max_trials:
+        claimed = claim_trials(
+            db=db,
+            worker_id=body.worker_id,
+            max_trials=body.max_trials,
+            lease_seconds=settings.lease_seconds,
+        )
+    return {"trials": [c.__dict__ for c in claimed], "finished": answers}
 
 
 @router.post("/trials/{trial_id}/heartbeat", response_model=StopFlag)

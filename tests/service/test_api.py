@@ -240,3 +240,37 @@ def test_without_tokens_only_loopback_is_served(db_url, settings_for) -> None:  
         assert c.get("/healthz").status_code == 200
     with TestClient(app, client=("127.0.0.1", 5000)) as c:
         assert c.get("/api/studies").status_code == 200
+
+
+def test_results_reported_with_a_claim_are_finished_one_by_one(  # type: ignore[no-untyped-def]
+    client, spec_factory
+) -> None:
+    study_id = client.post("/api/studies", json=spec_factory()).json()["id"]
+    wid = worker_session(client)
+    trials = client.post("/api/worker/claim", json={"worker_id": wid, "max_trials": 3}).json()
+    a, b, c = trials["trials"]
+    client.post(
+        f"/api/worker/trials/{b['trial_id']}/release", json={"lease_token": b["lease_token"]}
+    )
+    finished = [
+        {
+            "trial_id": t["trial_id"],
+            "lease_token": t["lease_token"],
+            "outcome": "completed",
+            "epochs": epochs([0.5, 0.6 + i / 10]),
+        }
+        for i, t in enumerate((a, b, c))
+    ]
+    r = client.post(
+        "/api/worker/claim", json={"worker_id": wid, "max_trials": 0, "finished": finished}
+    )
+    assert r.status_code == 200, r.text
+    answers = {f["trial_id"]: f for f in r.json()["finished"]}
+    assert r.json()["trials"] == []
+    assert answers[a["trial_id"]]["status"] == "completed"
+    assert answers[c["trial_id"]]["status"] == "completed"
+    assert answers[b["trial_id"]]["status"] is None and "lease" in answers[b["trial_id"]]["error"]
+    assert client.get(f"/api/trials/{c['trial_id']}").json()["value"] == pytest.approx(0.8)
+    assert client.get(f"/api/trials/{b['trial_id']}/metrics").json() == []
+    counts = client.get(f"/api/studies/{study_id}").json()["counts"]
+    assert counts["completed"] == 2 and counts["queued"] == 2

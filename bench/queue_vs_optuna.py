@@ -1,0 +1,289 @@
+"""Queue throughput: Caviar (service + workers over HTTP) against Optuna's RDB storage.
+
+Runs, side by side in one run, on the same kind of database (a fresh SQLite file, a fresh
+PostgreSQL database) and with the same number of worker processes:
+
+* no-op trials per second, Caviar against Optuna (goal: Caviar >= 10x);
+* Caviar's rate with 50,000 trials already in the database against 500 (goal: within 20%);
+* real CPU-bound trials through a caviar pool of 2 processes against 1 (goal: >= 1.8x).
+
+    python bench/queue_vs_optuna.py [--trials 2000] [--no-postgres]
+
+Each worker process imports everything, then waits at a start line; the clock runs from
+the start signal until the last process has finished, for Optuna and Caviar alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get(
+    "CAVIAR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+# --- databases ----------------------------------------------------------------------------
+
+
+def fresh_sqlite(tmp: Path) -> str:
+    return f"sqlite:///{tmp / f'{uuid.uuid4().hex[:8]}.db'}"
+
+
+def fresh_postgres() -> str:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"caviar_bench_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres(url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+# --- Optuna -------------------------------------------------------------------------------
+
+
+def _optuna_proc(url: str, name: str, n: int, ready: Any, start: Any) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=name, storage=url)
+    ready.release()
+    start.wait()
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_float("learning_rate", 1e-4, 1.0, log=True)
+        return 0.0
+
+    study.optimize(objective, n_trials=n)
+
+
+def optuna_rate(url: str, trials: int, procs: int) -> float:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = f"bench-{uuid.uuid4().hex[:6]}"
+    optuna.create_study(study_name=name, storage=url, sampler=optuna.samplers.RandomSampler())
+    return _timed(_optuna_proc, [(url, name, trials // procs)] * procs) and trials / _LAST[0]
+
+
+# --- Caviar -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Done:
+    status: str = "completed"
+
+
+def noop_train(config: Any, dataset: Any, *, on_epoch: Any = None, **_: Any) -> _Done:
+    """A trial that trains nothing: what is left to measure is the queue."""
+    if on_epoch is not None:
+        on_epoch({"epoch": 1, "dev_accuracy": 1.0, "train_cost": 0.0, "learning_rate": 0.1})
+    return _Done()
+
+
+def _caviar_proc(url: str, noop: bool, batch: int, ready: Any, start: Any) -> None:
+    from threadpoolctl import threadpool_limits
+
+    from worker.runner import Worker
+
+    threadpool_limits(1)
+    kwargs: dict[str, Any] = {"train_fn": noop_train} if noop else {}
+    w = Worker(url, None, exit_when_idle=True, claim_batch=batch, max_trials=None, **kwargs)
+    ready.release()
+    start.wait()
+    w.run()
+
+
+class Service:
+    """`caviar serve` in its own process, as users run it."""
+
+    def __init__(self, db_url: str) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "CAVIAR_DATABASE_URL": db_url, "CAVIAR_TOKENS": ""}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("the service did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+
+
+def spec(trials: int, *, real: bool = False) -> dict[str, Any]:
+    model = {"hidden_layers": [64, 64], "epochs": 30, "batch_size": 32} if real else {"epochs": 1}
+    return {
+        "name": "bench",
+        "dataset": {"name": "moons", "n_samples": 4000 if real else 200, "seed": 0},
+        "model": model,
+        "space": {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "scale": "log"}},
+        "strategy": {"type": "random", "trials": trials},
+        "execution": {"max_parallel": 64, "seed": 1},
+    }
+
+
+def seed_trials(db_url: str, n: int) -> None:
+    """Fill the database with `n` finished trials of another study, as a long-lived one has."""
+    from sqlalchemy import insert
+
+    from service import migrate
+    from service.db import get_database
+    from service.models import Study, StudyStatus, Trial, TrialStatus
+
+    migrate.upgrade(db_url)
+    db = get_database(db_url)
+    with db.session() as s:
+        study = Study(
+            name="old", spec=spec(1), status=StudyStatus.completed, strategy="random",
+            mode="caviar", max_parallel=8, max_retries=2, metric="dev_accuracy",
+            direction="maximize", total_rounds=1, current_round=0, spec_sha256="0" * 64,
+        )
+        s.add(study)
+        s.flush()
+        rows = [
+            {"study_id": study.id, "number": i, "round_index": 0, "params": {"learning_rate": 0.01},
+             "config": {}, "status": TrialStatus.completed, "attempt": 1, "retries": 0,
+             "stop_requested": False, "epochs_done": 1, "value": (i % 997) / 997}
+            for i in range(n)
+        ]
+        for i in range(0, n, 5000):
+            s.execute(insert(Trial), rows[i : i + 5000])
+    db.dispose()
+
+
+def caviar_rate(db_url: str, trials: int, procs: int, *, real: bool = False, batch: int = 8) -> float:
+    service = Service(db_url)
+    try:
+        r = httpx.post(service.url + "/api/studies", json=spec(trials, real=real), timeout=120)
+        r.raise_for_status()
+        study_id = r.json()["id"]
+        elapsed = _timed(_caviar_proc, [(service.url, not real, 1 if real else batch)] * procs)
+        study = httpx.get(f"{service.url}/api/studies/{study_id}").json()
+        assert study["counts"]["completed"] == trials, study["counts"]
+        return trials / elapsed
+    finally:
+        service.stop()
+
+
+# --- timing -------------------------------------------------------------------------------
+
+_LAST = [0.0]
+
+
+def _timed(target: Any, arglist: list[tuple[Any, ...]]) -> float:
+    ctx = mp.get_context("spawn")
+    ready = ctx.Semaphore(0)
+    start = ctx.Event()
+    procs = [ctx.Process(target=target, args=(*args, ready, start)) for args in arglist]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.acquire()
+    t0 = time.perf_counter()
+    start.set()
+    for p in procs:
+        p.join()
+        if p.exitcode != 0:
+            raise RuntimeError(f"a benchmark process failed with {p.exitcode}")
+    _LAST[0] = time.perf_counter() - t0
+    return _LAST[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--trials", type=int, default=2000)
+    parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--real-trials", type=int, default=12)
+    args = parser.parse_args()
+    kinds = ["sqlite"] + ([] if args.no_postgres else ["postgres"])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+
+        def fresh(kind: str) -> str:
+            return fresh_sqlite(tmp) if kind == "sqlite" else fresh_postgres()
+
+        def done(kind: str, url: str) -> None:
+            if kind == "postgres":
+                from service.db import forget_database
+
+                forget_database(url)
+                drop_postgres(url)
+
+        print(f"{args.trials} no-op trials; cpu count {os.cpu_count()}")
+        print(f"{'database':<9} {'procs':>5} {'optuna t/s':>11} {'caviar t/s':>11} {'ratio':>7}")
+        for kind in kinds:
+            for procs in (1, 2):
+                url = fresh(kind)
+                o = optuna_rate(url, args.trials, procs)
+                done(kind, url)
+                url = fresh(kind)
+                c = caviar_rate(url, args.trials, procs)
+                done(kind, url)
+                rows.append((kind, procs, o, c))
+                print(f"{kind:<9} {procs:>5} {o:>11.1f} {c:>11.1f} {c / o:>6.1f}x", flush=True)
+
+        print("\nCaviar with many trials already in the database (2 worker processes)")
+        print(f"{'database':<9} {'at 500 t/s':>11} {'at 50,000 t/s':>14} {'change':>8}")
+        for kind in kinds:
+            rates = []
+            for existing in (500, 50_000):
+                url = fresh(kind)
+                seed_trials(url, existing)
+                rates.append(caviar_rate(url, args.trials, 2))
+                done(kind, url)
+            change = rates[1] / rates[0] - 1
+            print(f"{kind:<9} {rates[0]:>11.1f} {rates[1]:>14.1f} {change:>+7.0%}", flush=True)
+
+        print(f"\nReal trials ({args.real_trials} x moons 4000, [64, 64], 30 epochs), SQLite")
+        real = []
+        for procs in (1, 2):
+            url = fresh("sqlite")
+            real.append(caviar_rate(url, args.real_trials, procs, real=True))
+            print(f"{procs} process(es): {real[-1]:.2f} trials/s", flush=True)
+        print(f"2 processes / 1 process: {real[1] / real[0]:.2f}x (goal >= 1.8x)")
+        worst = min(c / o for _, _, o, c in rows)
+        print(f"\nworst Caviar/Optuna ratio: {worst:.1f}x (goal >= 10x)")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()
