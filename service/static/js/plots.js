@@ -180,24 +180,30 @@ export function parallelFigure(ov) {
     marker: { color: [vr[0]], cmin: vr[0], cmax: vr[1], colorscale: "Viridis", reversescale: !higherBetter, showscale: true, colorbar: { thickness: 10, len: 0.9, x: 1.0, xpad: 8, tickfont: { size: 10 } } },
   });
   const shapes = dims.map((_, k) => ({ type: "line", xref: "x", yref: "y", x0: k, x1: k, y0: 0, y1: 1, line: { color: "#8a93a5", width: 1.2 } }));
-  const annotations = [];
+  // Axis names and ticks as two text traces: plotly lays out each annotation on its
+  // own (measure, position, draw), a text trace in one pass; ~40 of them cost 50 ms.
+  const ticks = { x: [], y: [], text: [] };
   dims.forEach((d, k) => {
-    annotations.push({ x: k, y: 1.02, xref: "x", yref: "y", text: `<b>${d.label}</b>`, showarrow: false, yanchor: "bottom", font: { size: 11, color: "#1b2130" } });
-    const ticks = d.tickvals ? d.tickvals.map((v, j) => [v, d.ticktext[j]]) : niceTicks(d.range).map((v) => [v, fmt(v, 3)]);
-    for (const [v, text] of ticks) {
+    const pairs = d.tickvals ? d.tickvals.map((v, j) => [v, d.ticktext[j]]) : niceTicks(d.range).map((v) => [v, fmt(v, 3)]);
+    for (const [v, text] of pairs) {
       const y = norm(d, v);
       if (y === null || y < -0.001 || y > 1.001) continue;
-      annotations.push({ x: k, y, xref: "x", yref: "y", text, showarrow: false, xanchor: "right", xshift: -4, font: { size: 9.5, color: "#687186" }, bgcolor: "rgba(255,255,255,0.7)" });
+      ticks.x.push(k - 0.02);
+      ticks.y.push(y);
+      ticks.text.push(text);
     }
   });
+  data.push(
+    { type: "scatter", mode: "text", ...ticks, textposition: "middle left", textfont: { size: 9.5, color: "#687186" }, hoverinfo: "skip" },
+    { type: "scatter", mode: "text", x: dims.map((_, k) => k), y: dims.map(() => 1.03), text: dims.map((d) => `<b>${d.label}</b>`), textposition: "top center", textfont: { size: 11, color: "#1b2130" }, hoverinfo: "skip" },
+  );
   return {
     data,
     layout: layout({
       shapes,
-      annotations,
-      margin: { l: 40, r: 40, t: 30, b: 10 },
+      margin: { l: 40, r: 40, t: 16, b: 10 },
       xaxis: { visible: false, range: [-0.35, D - 0.75], fixedrange: true },
-      yaxis: { visible: false, range: [-0.03, 1.09], fixedrange: true },
+      yaxis: { visible: false, range: [-0.03, 1.1], fixedrange: true },
       hovermode: false,
     }),
   };
