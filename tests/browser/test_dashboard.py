@@ -382,6 +382,32 @@ def test_the_page_of_a_50000_trial_study_renders_in_under_two_seconds(  # type: 
     shot(page, "study-50k")
 
 
+def test_a_csv_uploaded_from_the_form_becomes_the_specs_data_set(  # type: ignore[no-untyped-def]
+    page, sqlite_url, live_service, tmp_path
+) -> None:
+    svc = live_service(sqlite_url)
+    if "/api/datasets" not in httpx.get(f"{svc.url}/openapi.json").json()["paths"]:
+        pytest.skip("this service has no POST /api/datasets yet: the form offers no upload")
+    rows = ["x1,x2,label"] + [
+        f"{i / 10:.1f},{(i * 7 % 11) / 10:.1f},{'ab'[i % 2]}" for i in range(60)
+    ]
+    csv = tmp_path / "points.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    page.goto(svc.url + "/#/?new=1")
+    page.locator(".spec-status.ok").wait_for()
+    page.locator("input[type=file][name=dataset]").set_input_files(str(csv))
+    assert page.get_by_label("Label column").input_value() == "label"  # the last column
+    page.get_by_role("button", name="Upload", exact=True).click()
+    page.locator(".upload-status.ok").wait_for()
+    datasets = httpx.get(f"{svc.url}/api/datasets").json()["items"]
+    assert len(datasets) == 1 and datasets[0]["n_rows"] == 60
+    spec = page.get_by_label("Search spec (YAML)").input_value()
+    assert f"name: {datasets[0]['id']}" in spec
+    assert "n_samples" not in spec and "noise" not in spec  # generators only
+    page.locator(".spec-status.ok").wait_for()  # the service accepts the uploaded data set
+    shot(page, "new-study-uploaded", full_page=False)
+
+
 def test_without_an_event_stream_the_study_page_polls(  # type: ignore[no-untyped-def]
     page, sqlite_url, live_service, spec_factory
 ) -> None:

@@ -143,55 +143,85 @@ export function specEditor(container, { initial, submitLabel = "Create study", o
 async function uploadControl(slot, ta, changed) {
   const op = await operation("POST", "/api/datasets");
   if (!op) return;
-  slot.innerHTML = `<label class="button ghost upload">Upload data set…<input type="file" accept=".csv,.npz" hidden></label>
+  const takesLabel = (op.parameters || []).some((p) => p.in === "query" && p.name === "label_column");
+  slot.innerHTML = `<label class="button ghost upload">Upload data set…<input type="file" accept=".csv,.npz" name="dataset"></label>
+    <span class="upload-form" hidden>
+      <label class="small">label column <select class="label-column" aria-label="Label column"></select></label>
+      <button type="button" data-act="upload">Upload</button>
+    </span>
     <span class="upload-status muted"></span>`;
-  const input = slot.querySelector("input");
+  const input = slot.querySelector("input[type=file]");
+  const form = slot.querySelector(".upload-form");
+  const labels = slot.querySelector(".label-column");
   const out = slot.querySelector(".upload-status");
-  input.addEventListener("change", async () => {
-    const file = input.files[0];
-    if (!file) return;
-    out.className = "upload-status muted";
-    out.textContent = `Uploading ${file.name}…`;
+  const say = (cls, text) => {
+    out.className = `upload-status ${cls}`;
+    out.textContent = text;
+  };
+
+  async function send(file, labelColumn) {
+    say("muted", `Uploading ${file.name}…`);
     try {
-      const ds = await sendDataset(op, file);
-      out.className = "upload-status ok";
-      out.textContent = `Uploaded ${ds.name || file.name} as ${ds.id}${ds.n_rows ? ` (${ds.n_rows} rows × ${ds.n_columns} columns)` : ""}.`;
+      const ds = await sendDataset(op, file, labelColumn);
+      say("ok", `Uploaded ${ds.name || file.name} as ${ds.id}${ds.n_rows ? ` (${ds.n_rows} rows × ${ds.n_columns} columns)` : ""}.`);
       useDataset(ta, ds.id);
       changed();
     } catch (err) {
-      out.className = "upload-status error";
-      out.textContent = err.message;
+      say("error", err.message);
     } finally {
+      form.hidden = true;
       input.value = "";
     }
+  }
+
+  input.addEventListener("change", async () => {
+    const file = input.files[0];
+    if (!file) return;
+    if (!file.name.toLowerCase().endsWith(".csv") || !takesLabel) return send(file, null);
+    // A CSV names the column holding y: offer its header, the last column first.
+    const header = (await file.slice(0, 64 * 1024).text()).split(/\r?\n/)[0].split(",").map((c) => c.trim().replace(/^"|"$/g, ""));
+    labels.innerHTML = [...header].reverse().map((c) => `<option>${esc(c)}</option>`).join("");
+    form.hidden = false;
+    say("muted", `${file.name}: ${header.length} columns. Which one is the label?`);
+    form.querySelector('[data-act="upload"]').onclick = () => send(file, labels.value);
   });
 }
 
-async function sendDataset(op, file) {
+async function sendDataset(op, file, labelColumn) {
   const content = op.requestBody?.content || {};
+  const params = new Set((op.parameters || []).filter((p) => p.in === "query").map((p) => p.name));
   const query = new URLSearchParams();
-  if ((op.parameters || []).some((p) => p.in === "query" && p.name === "name")) query.set("name", file.name);
+  if (params.has("name")) query.set("name", file.name);
+  if (labelColumn && params.has("label_column")) query.set("label_column", labelColumn);
   const url = `/api/datasets${query.size ? `?${query}` : ""}`;
   if (content["multipart/form-data"]) {
     let schema = content["multipart/form-data"].schema || {};
     if (schema.$ref) schema = await resolveRef(schema.$ref);
     const props = schema.properties || {};
-    const field =
-      Object.keys(props).find((k) => props[k].format === "binary" || props[k].contentMediaType) || "file";
+    const field = Object.keys(props).find((k) => props[k].format === "binary" || props[k].contentMediaType) || "file";
     const form = new FormData();
     form.append(field, file, file.name);
-    if (props.name && field !== "name") form.append("name", file.name);
     return api(url, { method: "POST", body: form });
   }
-  const type = file.name.endsWith(".csv") ? "text/csv" : "application/octet-stream";
+  const type = file.name.toLowerCase().endsWith(".csv") ? "text/csv" : "application/octet-stream";
   const accepted = Object.keys(content);
   return api(url, { method: "POST", body: file, type: accepted.includes(type) || !accepted.length ? type : accepted[0] });
 }
 
-/** Point the spec's dataset.name at an uploaded data set's id. */
+/**
+ * Point the spec's dataset.name at an uploaded data set's id, and drop the options only
+ * generators take (n_samples, noise) from a block-style dataset mapping.
+ */
 function useDataset(ta, id) {
-  const line = lineOf(ta.value, "dataset.name");
   const lines = ta.value.split("\n");
-  if (line) lines[line - 1] = lines[line - 1].replace(/name:.*/, `name: ${id}`);
+  const line = lineOf(ta.value, "dataset.name");
+  if (line) lines[line - 1] = lines[line - 1].replace(/(\bname:\s*)[^,}\s#]+/, `$1${id}`);
+  const start = lines.findIndex((l) => /^dataset:\s*(#.*)?$/.test(l));
+  if (start >= 0) {
+    for (let i = start + 1; i < lines.length && /^\s/.test(lines[i]); ) {
+      if (/^\s+(n_samples|noise):/.test(lines[i])) lines.splice(i, 1);
+      else i++;
+    }
+  }
   ta.value = lines.join("\n");
 }
