@@ -98,8 +98,9 @@ def claim_trials(
         if is_pg:
             # The study rows stay locked to the end of the transaction: a replica that
             # finds one locked serves another study, and max_parallel is counted under
-            # the lock, so two replicas cannot both fill the last free slot.
-            candidates = candidates.with_for_update(skip_locked=True, of=Study)
+            # the lock, so two replicas cannot both fill the last free slot. NO KEY
+            # UPDATE, not UPDATE: see rounds.after_trial_finished.
+            candidates = candidates.with_for_update(skip_locked=True, of=Study, key_share=True)
         for study_id in s.scalars(candidates).all():
             if len(claimed) >= max_trials:
                 break

@@ -45,12 +45,15 @@ def after_trial_finished(s: Session, *, study_id: int) -> None:
 
     The study row is locked first (a no-op on SQLite, whose write transactions are
     already serial), so of many trials finishing at once exactly one sees the round
-    closed, and the next round is created once.
+    closed, and the next round is created once. The lock is FOR NO KEY UPDATE: it
+    serializes these checks but not the KEY SHARE locks that inserting an event (a row
+    referencing the study) takes; FOR UPDATE would deadlock two finishers that had each
+    inserted an event.
     """
     study = s.scalars(
         select(Study)
         .where(Study.id == study_id)
-        .with_for_update()
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     ).one()
     if study.status in TERMINAL_STUDY:

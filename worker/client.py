@@ -49,7 +49,12 @@ class Client:
         self._http.close()
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        """POST `body`; returns the JSON answer, or raises LeaseLostError / ApiError.
+        """POST `body`; returns the JSON answer, or raises LeaseLostError / ApiError."""
+        response = self.request("POST", path, json=body)
+        return response.json() if response.content else None
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request, retried on transient failures; a 2xx or 3xx response, or an error.
 
         Gives up on transient failures only when `stop` is set or `max_wait_seconds` has
         passed, raising the last error.
@@ -58,14 +63,14 @@ class Client:
         started = time.monotonic()
         while True:
             try:
-                response = self._http.post(path, json=body)
+                response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
                 if response.status_code == 409:
                     raise LeaseLostError(_detail(response))
                 if response.status_code < 400:
-                    return response.json() if response.content else None
+                    return response
                 if response.status_code not in (429, 502, 503, 504) and response.status_code < 500:
                     raise ApiError(f"{path}: {response.status_code} {_detail(response)}")
                 problem = f"{response.status_code} {_detail(response)}"

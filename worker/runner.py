@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from trainer import TrainConfig, load_dataset, train
@@ -24,6 +26,8 @@ FLUSH_SECONDS = 1.0  # metrics are sent in batches at most this often (and at th
 # took longer is reported at once. Short trials thus cost one request per batch.
 FINISH_DELAY_SECONDS = 0.25
 DATASET_CACHE_SIZE = 8  # data sets kept in memory, keyed by their spec
+UPLOADED_PREFIX = "ds-"  # ids of uploaded data sets (the service's service/datasets.py)
+DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "caviar"
 
 
 class TrialRun:
@@ -100,6 +104,7 @@ class Worker:
         exit_when_idle: bool = False,
         shutdown: threading.Event | None = None,
         train_fn: Callable[..., Any] = train,
+        cache_dir: Path | None = None,
     ) -> None:
         self.shutdown = shutdown or threading.Event()
         self.client = Client(api_url, token, stop=self.shutdown)
@@ -113,6 +118,7 @@ class Worker:
         self.heartbeat_seconds = 5.0
         self.trials_done = 0
         self._datasets: dict[str, Any] = {}
+        self.cache_dir = (cache_dir or DEFAULT_CACHE_DIR) / "datasets"
         self._finished: list[dict[str, Any]] = []  # results not yet reported
         self._finished_since = 0.0
 
@@ -201,11 +207,39 @@ class Worker:
         key = json.dumps(spec, sort_keys=True)
         ds = self._datasets.get(key)
         if ds is None:
-            ds = load_dataset(spec)
+            name = str(spec.get("name", ""))
+            if name.startswith(UPLOADED_PREFIX):
+                path = self._uploaded_file(name)
+                ds = load_dataset({**{k: v for k, v in spec.items() if k != "name"}, "path": path})
+            else:
+                ds = load_dataset(spec)
             if len(self._datasets) >= DATASET_CACHE_SIZE:
                 self._datasets.pop(next(iter(self._datasets)))
             self._datasets[key] = ds
         return ds
+
+    def _uploaded_file(self, dataset_id: str) -> str:
+        """The file of an uploaded data set, fetched once and cached on disk by sha256.
+
+        Ids are `ds-` and the first 16 hex digits of the content's sha256, so a cached
+        file is found by its name and checked against its own hash before use.
+        """
+        prefix = dataset_id[len(UPLOADED_PREFIX) :].lower()
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        for path in self.cache_dir.glob(f"{prefix}*.*"):
+            if hashlib.sha256(path.read_bytes()).hexdigest() == path.name.split(".")[0]:
+                return str(path)
+            path.unlink(missing_ok=True)  # damaged: fetch again
+        response = self.client.request("GET", f"/api/worker/datasets/{dataset_id}")
+        sha = hashlib.sha256(response.content).hexdigest()
+        if sha != response.headers.get("x-caviar-sha256") or not sha.startswith(prefix):
+            raise ValueError(f"data set {dataset_id}: the content did not match its sha256")
+        fmt = response.headers.get("x-caviar-format", "csv")
+        final = self.cache_dir / f"{sha}.{fmt}"
+        partial = final.with_suffix(f".{os.getpid()}.part")
+        partial.write_bytes(response.content)
+        os.replace(partial, final)  # atomic: another process never reads half a file
+        return str(final)
 
     def _release(self, trial_id: int, token: str) -> None:
         try:
