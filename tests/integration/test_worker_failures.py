@@ -330,3 +330,43 @@ def test_postgres_connections_terminated_mid_run_lose_nothing(  # type: ignore[n
     assert_metrics_unique(postgres_url)
     for proc in workers.procs:
         assert proc.poll() is None, "a worker process crashed"
+
+
+def test_workers_ride_out_an_api_restart(tmp_path: Path, spec_factory, workers) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    env = {**os.environ, "CAVIAR_DATABASE_URL": f"sqlite:///{tmp_path / 'caviar.db'}"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+
+    def serve() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*CAVIAR, "serve", "--port", str(port)],
+            env=env,
+            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    api_proc = serve()
+    try:
+        api = httpx.Client(base_url=url, timeout=30)
+        wait_until(lambda: _healthy(api), what="the service to start")
+        study_id = api.post(
+            "/api/studies", json=slow_spec(spec_factory, trials=3, epochs=20)
+        ).json()["id"]
+        worker = workers.start(url)
+        wait_until(lambda: running_trial(api, study_id, 1), what="a trial to report")
+        api_proc.kill()
+        api_proc.wait(timeout=10)
+        time.sleep(3)  # the worker's reports fail meanwhile; it backs off and retries
+        api_proc = serve()
+        wait_until(lambda: _healthy(api), what="the service to restart")
+        study = wait_until(lambda: study_done(api, study_id), timeout=120, what="the study")
+        assert study["status"] == "completed" and study["counts"]["completed"] == 3
+        assert worker.poll() is None, "the worker died with the API"
+    finally:
+        api_proc.kill()
+        api_proc.wait(timeout=10)
