@@ -270,6 +270,14 @@ def test_a_finished_study_shows_its_plots_best_config_and_zooms_in(  # type: ign
     assert rates == sorted(rates)
     page.evaluate("window.scrollTo(0, 0)")
     shot(page, "study")
+    # Plotly's WebGL parallel coordinates, for filtering by axis ranges, and back.
+    brush = page.locator("[data-act='brush']")
+    brush.click()
+    page.locator("#plot-parcoords .parcoords").first.wait_for(state="attached")
+    assert brush.get_attribute("aria-pressed") == "true"
+    brush.click()
+    page.locator("#plot-parcoords .scatterlayer").wait_for(state="attached")
+    assert page.locator("#plot-parcoords .parcoords").count() == 0
 
     page.get_by_role("button", name="Zoom into the best").click()
     dialog = page.locator("dialog.zoom-dialog")
