@@ -7,6 +7,8 @@ import ipaddress
 from dataclasses import dataclass
 
 from fastapi import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import Forbidden, Unauthorized
 
@@ -64,6 +66,17 @@ class Authenticator:
     def add(self, token: Token) -> None:
         self.tokens.append(token)
 
+    def authenticate(self, authorization: str) -> Token:
+        """The token an `Authorization` header presents, or Unauthorized."""
+        kind, _, secret = authorization.partition(" ")
+        if kind.lower() != "bearer" or not secret.strip():
+            raise Unauthorized("send the token as 'Authorization: Bearer <token>'")
+        presented = secret.strip().encode()
+        for token in self.tokens:
+            if hmac.compare_digest(token.secret.encode(), presented):
+                return token
+        raise Unauthorized("the token is not valid")
+
     def check(self, request: Request, scope: str) -> Token | None:
         if not self.tokens:
             client = request.client.host if request.client else None
@@ -73,15 +86,55 @@ class Authenticator:
                     "set CAVIAR_TOKENS to serve other hosts"
                 )
             return None
-        header = request.headers.get("authorization", "")
-        kind, _, secret = header.partition(" ")
-        if kind.lower() != "bearer" or not secret:
-            raise Unauthorized("send the token as 'Authorization: Bearer <token>'")
-        for token in self.tokens:
-            if hmac.compare_digest(token.secret.encode(), secret.strip().encode()):
-                # write implies read: a submitter may look at what it submitted
-                granted = token.scopes | ({"read"} if "write" in token.scopes else set())
-                if scope not in granted:
-                    raise Forbidden(f"this route needs the {scope!r} scope")
-                return token
-        raise Unauthorized("the token is not valid")
+        token = self.authenticate(request.headers.get("authorization", ""))
+        # write implies read: a submitter may look at what it submitted
+        granted = token.scopes | ({"read"} if "write" in token.scopes else set())
+        if scope not in granted:
+            raise Forbidden(f"this route needs the {scope!r} scope")
+        return token
+
+
+# Served to anyone: the liveness probe, and the API's own description.
+PUBLIC_PREFIXES = ("/healthz", "/openapi.json", "/docs", "/redoc")
+GUARDED_PREFIXES = ("/api/", "/metrics")
+
+
+class AuthenticationMiddleware:
+    """Once tokens are configured, a request to the API without a valid one gets 401 here,
+    before routing, body parsing or validation: an anonymous caller learns nothing about
+    a route, not even whether its body would have been valid. Scopes (403) are checked
+    per route by the dependencies in service.api.deps.
+    """
+
+    def __init__(self, app: ASGIApp, *, authenticator: Authenticator) -> None:
+        self.app = app
+        self.auth = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or not self.auth.tokens
+            or scope.get("method") == "OPTIONS"  # CORS preflights carry no credentials
+            or not scope["path"].startswith(GUARDED_PREFIXES)
+        ):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", ()))
+        try:
+            self.auth.authenticate(headers.get(b"authorization", b"").decode("latin-1"))
+        except Unauthorized as exc:
+            body = {
+                "type": f"/problems/{exc.slug}",
+                "title": exc.title,
+                "status": exc.status,
+                "detail": exc.detail,
+            }
+            response = JSONResponse(
+                body,
+                status_code=exc.status,
+                media_type="application/problem+json",
+                headers={"www-authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

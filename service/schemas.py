@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from service.models import StudyStatus, TrialStatus
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes (its CURRENT_TIMESTAMP is UTC); PostgreSQL aware
+    # ones. Either way the API says which zone: RFC 3339 date-times carry an offset.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
 
 _AT = "2026-11-25T10:00:00Z"
 _TRIAL_EXAMPLE: dict[str, Any] = {
@@ -120,9 +129,9 @@ class TrialRead(BaseModel):
     outcome: str | None
     error: str | None
     worker_id: str | None
-    created_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: Timestamp | None
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
 
 
 class TrialDetail(TrialRead):
@@ -150,9 +159,9 @@ class StudyRead(BaseModel):
     best_trial: TrialDetail | None
     parent_study_id: int | None
     error: str | None
-    created_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: Timestamp | None
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
     spec: dict[str, Any]
 
 
@@ -219,7 +228,7 @@ class MetricRead(BaseModel):
 class RoundRead(BaseModel):
     index: int
     box: dict[str, Any] | None
-    created_at: datetime | None
+    created_at: Timestamp | None
 
 
 class SpecValidation(BaseModel):
@@ -272,7 +281,7 @@ class DatasetRead(BaseModel):
     n_rows: int = Field(description="examples, train and dev together")
     n_columns: int = Field(description="feature columns (the label excluded)")
     label_column: str | None
-    created_at: datetime | None
+    created_at: Timestamp | None
 
 
 class DatasetsPage(BaseModel):
@@ -301,8 +310,13 @@ class Health(BaseModel):
 # Worker protocol -----------------------------------------------------------------------
 
 
-class EpochReport(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class _Request(BaseModel):
+    # Request bodies are validated as their schema says: "5" is not a number, true is not 1.
+    model_config = ConfigDict(strict=True)
+
+
+class EpochReport(_Request):
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     epoch: int = Field(ge=1, description="1 after the first pass over the training set")
     train_cost: float | None = None
@@ -313,7 +327,7 @@ class EpochReport(BaseModel):
     seconds: float | None = None
 
 
-class WorkerRegister(BaseModel):
+class WorkerRegister(_Request):
     name: str = Field(max_length=200)
     host: str | None = Field(None, max_length=200)
     pid: int | None = None
@@ -325,7 +339,7 @@ class WorkerRegistered(BaseModel):
     heartbeat_seconds: float
 
 
-class ClaimRequest(BaseModel):
+class ClaimRequest(_Request):
     worker_id: str
     max_trials: int = Field(1, ge=1, le=64)
 
@@ -344,16 +358,16 @@ class ClaimResponse(BaseModel):
     trials: list[ClaimedTrial]
 
 
-class LeaseRequest(BaseModel):
+class LeaseRequest(_Request):
     lease_token: str
 
 
-class MetricsReport(BaseModel):
+class MetricsReport(_Request):
     lease_token: str
     epochs: list[EpochReport] = Field(max_length=100_000)
 
 
-class FinishReport(BaseModel):
+class FinishReport(_Request):
     lease_token: str
     outcome: Literal["completed", "diverged", "stopped", "failed"]
     error: str | None = Field(None, max_length=100_000)

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import math
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
@@ -512,7 +513,11 @@ def export_trials(*, db: Database, study_id: int) -> dict[str, Any]:
 
 
 def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite's timestamps are naive UTC
+        value = value.replace(tzinfo=UTC)
+    return str(value.isoformat())
 
 
 def export_csv(export: dict[str, Any]) -> str:

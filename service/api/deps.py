@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from service.db import Database
 from service.errors import RateLimited
@@ -21,6 +21,12 @@ def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
+
+# Ids are 32-bit INTEGER columns: a larger number names nothing, and is refused as such
+# before it reaches a database driver that would overflow on it.
+MAX_ID = 2**31 - 1
+StudyId = Annotated[int, Path(ge=1, le=MAX_ID, description="the study's id")]
+TrialId = Annotated[int, Path(ge=1, le=MAX_ID, description="the trial's id")]
 
 DbDep = Annotated[Database, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -63,6 +63,8 @@ def _complete(path: str, operation: dict[str, Any]) -> None:
         codes.add(404)
     if "requestBody" in operation:
         codes.add(413)
+    if path.startswith("/api/worker/trials/"):
+        codes.add(409)  # every lease route answers 409 once the worker's lease is lost
     for code, entry in problem_responses(*sorted(codes)).items():
         if str(code) == "422" or str(code) not in responses:
             # FastAPI's own 422 describes its validation format; ours is a problem.

@@ -9,7 +9,15 @@ import yaml
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import DbDep, ReadScope, SettingsDep, SubmitRate, WriteScope
+from service.api.deps import (
+    DbDep,
+    ReadScope,
+    SettingsDep,
+    StudyId,
+    SubmitRate,
+    TrialId,
+    WriteScope,
+)
 from service.api.docs import problem_responses
 from service.errors import InvalidSpec
 from service.models import StudyStatus, TrialStatus
@@ -171,7 +179,7 @@ def get_studies(
 
 
 @router.get("/studies/{study_id}", response_model=StudyRead, dependencies=[ReadScope])
-def get_one_study(study_id: int, db: DbDep) -> dict[str, Any]:
+def get_one_study(study_id: StudyId, db: DbDep) -> dict[str, Any]:
     """A study: its status, the count of trials in each status and the best trial."""
     return get_study(db=db, study_id=study_id)
 
@@ -182,7 +190,7 @@ def get_one_study(study_id: int, db: DbDep) -> dict[str, Any]:
     dependencies=[WriteScope],
     responses=problem_responses(409),
 )
-def post_cancel(study_id: int, db: DbDep) -> dict[str, Any]:
+def post_cancel(study_id: StudyId, db: DbDep) -> dict[str, Any]:
     """Cancel a study: waiting trials stop now, running ones after their current epoch."""
     return cancel_study(db=db, study_id=study_id)
 
@@ -190,14 +198,14 @@ def post_cancel(study_id: int, db: DbDep) -> dict[str, Any]:
 @router.post(
     "/studies/{study_id}/retry-failed", response_model=StudyRetried, dependencies=[WriteScope]
 )
-def post_retry_failed(study_id: int, db: DbDep) -> dict[str, Any]:
+def post_retry_failed(study_id: StudyId, db: DbDep) -> dict[str, Any]:
     """Queue the study's failed and stopped trials again, as new attempts."""
     return retry_failed(db=db, study_id=study_id)
 
 
 @router.get("/studies/{study_id}/trials", response_model=TrialsPage, dependencies=[ReadScope])
 def get_trials(
-    study_id: int,
+    study_id: StudyId,
     db: DbDep,
     status: TrialStatus | None = None,
     round: Annotated[int | None, Query(ge=0)] = None,
@@ -232,7 +240,7 @@ def get_trials(
         }
     },
 )
-def get_trials_csv(study_id: int, db: DbDep) -> Response:
+def get_trials_csv(study_id: StudyId, db: DbDep) -> Response:
     """Every trial as CSV: each param and each final metric has a column."""
     text = export_csv(export_trials(db=db, study_id=study_id))
     return Response(
@@ -245,13 +253,13 @@ def get_trials_csv(study_id: int, db: DbDep) -> Response:
 @router.get(
     "/studies/{study_id}/trials.json", response_model=TrialsExport, dependencies=[ReadScope]
 )
-def get_trials_json(study_id: int, db: DbDep) -> dict[str, Any]:
+def get_trials_json(study_id: StudyId, db: DbDep) -> dict[str, Any]:
     """Every trial as a flat JSON row, with the same columns as trials.csv."""
     return export_trials(db=db, study_id=study_id)
 
 
 @router.get("/studies/{study_id}/rounds", response_model=list[RoundRead], dependencies=[ReadScope])
-def get_rounds(study_id: int, db: DbDep) -> list[dict[str, Any]]:
+def get_rounds(study_id: StudyId, db: DbDep) -> list[dict[str, Any]]:
     """The study's rounds and the box each sampled (coarse-to-fine zooms in round by round)."""
     return list_rounds(db=db, study_id=study_id)
 
@@ -292,13 +300,13 @@ async def post_preview(
 
 
 @router.get("/trials/{trial_id}", response_model=TrialDetail, dependencies=[ReadScope])
-def get_one_trial(trial_id: int, db: DbDep) -> dict[str, Any]:
+def get_one_trial(trial_id: TrialId, db: DbDep) -> dict[str, Any]:
     """A trial: its status, config, sampled params, value, attempts and errors."""
     return get_trial(db=db, trial_id=trial_id)
 
 
 @router.get("/trials/{trial_id}/metrics", response_model=list[MetricRead], dependencies=[ReadScope])
-def get_metrics(trial_id: int, db: DbDep) -> list[dict[str, Any]]:
+def get_metrics(trial_id: TrialId, db: DbDep) -> list[dict[str, Any]]:
     """The learning curve of the trial's latest attempt: one row per epoch."""
     return trial_metrics(db=db, trial_id=trial_id)
 
@@ -309,7 +317,7 @@ def get_metrics(trial_id: int, db: DbDep) -> list[dict[str, Any]]:
     dependencies=[WriteScope],
     responses=problem_responses(409),
 )
-def post_stop(trial_id: int, db: DbDep) -> dict[str, Any]:
+def post_stop(trial_id: TrialId, db: DbDep) -> dict[str, Any]:
     """Stop a trial: now if it waits, after its current epoch if it runs."""
     return stop_trial(db=db, trial_id=trial_id)
 

@@ -372,3 +372,28 @@ def test_httpx_is_what_the_cli_uses_for_the_oversized_case_too(sqlite_url, live_
     svc = live_service(sqlite_url)
     r = httpx.post(f"{svc.url}/api/datasets", content=b"x" * (21 * 1024 * 1024), timeout=30)
     assert r.status_code == 413 and r.json()["type"] == "/problems/payload-too-large"
+
+
+def test_an_anonymous_caller_gets_401_before_any_validation(app) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(app) as c:
+        for method, path, body in (
+            ("POST", "/api/worker/register", b"\xff\xfe not json"),
+            ("POST", "/api/studies", b"[1, 2]"),
+            ("GET", "/api/studies/not-a-number", b""),
+            ("POST", "/api/datasets", b"x" * 100),
+        ):
+            r = c.request(method, path, content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 401, (path, r.text)
+            assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_ids_beyond_the_columns_range_and_lax_types_are_422(client) -> None:  # type: ignore[no-untyped-def]
+    for path in ("/api/studies/9223372036854775808", "/api/trials/2147483648/metrics"):
+        r = client.get(path)
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"] in ("study_id", "trial_id")
+    r = client.post("/api/worker/register", json={"name": "w", "pid": True})
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "pid"
+    r = client.post(
+        "/api/worker/register", content=b"\xff\xfe", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "body"
