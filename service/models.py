@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -95,6 +96,8 @@ class Study(Base):
     # The last time a trial of this study was handed out: claims go to the study that
     # waited longest, which is round-robin across studies.
     last_claim_at: Mapped[float | None] = mapped_column(Float)
+    # panda with await_review: after each trial nothing runs until the person continues.
+    awaiting_review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -134,6 +137,16 @@ class Trial(Base):
     lease_expires_at: Mapped[float | None] = mapped_column(Float)
     worker_id: Mapped[str | None] = mapped_column(String(64))
     stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Why the worker is asked to stop: stop (a person), cancel, pause, or prune; it
+    # decides the status the trial ends in.
+    stop_reason: Mapped[str | None] = mapped_column(String(16))
+    prune_reason: Mapped[str | None] = mapped_column(Text)
+    # Lineage of a fork, and the checkpoint a queued trial starts from (resume or fork).
+    parent_trial_id: Mapped[int | None] = mapped_column(ForeignKey("trials.id"))
+    fork_epoch: Mapped[int | None] = mapped_column(Integer)
+    resume_checkpoint_id: Mapped[int | None] = mapped_column(
+        ForeignKey("checkpoints.id", use_alter=True, ondelete="SET NULL")
+    )
     value: Mapped[float | None] = mapped_column(Float)
     epochs_done: Mapped[int] = mapped_column(Integer, default=0)
     outcome: Mapped[str | None] = mapped_column(String(16))  # completed | diverged | stopped ...
@@ -215,3 +228,19 @@ class Event(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (Index("ix_events_study_id", "study_id", "id"),)
+
+
+class Checkpoint(Base):
+    """A trial's full training state at the end of an epoch (trainer.Checkpoint bytes)."""
+
+    __tablename__ = "checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (UniqueConstraint("trial_id", "attempt", "epoch"),)
