@@ -24,6 +24,7 @@ from service import migrate
 from service.api import dashboard as dashboard_routes
 from service.api import datasets as dataset_routes
 from service.api import events as events_routes
+from service.api import panda as panda_routes
 from service.api import studies as studies_routes
 from service.api import worker as worker_routes
 from service.api.deps import DbDep, ReadScope
@@ -61,9 +62,13 @@ class SafeJSONResponse(JSONResponse):
     """JSON that never fails on a non-finite float: it becomes null."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(
-            _finite(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")
-        ).encode("utf-8")
+        try:  # the common case has no NaN: one pass, no copy
+            text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        except ValueError:
+            text = json.dumps(
+                _finite(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+            )
+        return text.encode("utf-8")
 
 
 # An invalid input is echoed back only this long, and messages (which may quote their
@@ -263,6 +268,8 @@ def create_app(settings: Settings | None = None, *, extra_tokens: list[Token] = 
     _install_middleware(app, settings)
     app.include_router(studies_routes.router)
     app.include_router(events_routes.router)
+    app.include_router(panda_routes.router)
+    app.include_router(panda_routes.worker_router)
     app.include_router(worker_routes.router)
     app.include_router(dataset_routes.router)
     app.include_router(dashboard_routes.router)  # before the /static mount: it serves plotly.js

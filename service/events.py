@@ -22,6 +22,12 @@ EVENT_TYPES = (
     "study.cancelled",
     "study.requeued",
     "study.finished",
+    "trial.paused",
+    "trial.resumed",
+    "trial.forked",
+    "trial.checkpointed",
+    "study.awaiting_review",
+    "study.continued",
 )
 
 

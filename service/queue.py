@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, and_, cast, exists, func, literal, select, update
+from sqlalchemy import String, and_, cast, exists, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,7 @@ from service.errors import LeaseLost, NotFound
 from service.events import emit
 from service.models import (
     TERMINAL_TRIAL,
+    Checkpoint,
     Metric,
     Study,
     StudyStatus,
@@ -53,6 +54,8 @@ class Claimed:
     lease_token: str
     config: dict[str, Any]
     dataset: dict[str, Any]
+    checkpoint_every: int = 0
+    resume: dict[str, Any] | None = None  # {"checkpoint_id", "epoch"}: start from there
 
 
 def register_worker(*, db: Database, name: str, host: str | None, pid: int | None) -> str:
@@ -91,7 +94,11 @@ def claim_trials(
         )
         candidates = (
             select(Study.id)
-            .where(Study.status.in_([StudyStatus.queued, StudyStatus.running]), has_queued)
+            .where(
+                Study.status.in_([StudyStatus.queued, StudyStatus.running]),
+                Study.awaiting_review.is_(False),
+                has_queued,
+            )
             .order_by(Study.last_claim_at.asc().nulls_first(), Study.id)
             .limit(16)
         )
@@ -156,12 +163,25 @@ def _claim_from_study(
             stop_requested=False,
             started_at=func.coalesce(Trial.started_at, func.now()),
         )
-        .returning(Trial.id, Trial.number, Trial.attempt, Trial.config, Trial.lease_token)
+        .returning(
+            Trial.id,
+            Trial.number,
+            Trial.attempt,
+            Trial.config,
+            Trial.lease_token,
+            Trial.resume_checkpoint_id,
+        )
     ).all()
+    checkpoint_every = int(study.spec.get("execution", {}).get("checkpoint_every") or 0)
     # Unset fields stay unset, so the trainer applies its own defaults.
     dataset = {k: v for k, v in study.spec.get("dataset", {}).items() if v is not None}
     out: list[Claimed] = []
     for row in sorted(rows, key=lambda r: r.id):
+        resume = None
+        if row.resume_checkpoint_id is not None:
+            resume = _carry_curve(
+                s, trial_id=row.id, attempt=row.attempt, checkpoint_id=row.resume_checkpoint_id
+            )
         emit(
             s,
             study_id=study_id,
@@ -180,6 +200,8 @@ def _claim_from_study(
                 lease_token=row.lease_token,
                 config=row.config,
                 dataset=dataset,
+                checkpoint_every=checkpoint_every,
+                resume=resume,
             )
         )
     if out:
@@ -194,6 +216,29 @@ def _claim_from_study(
             .values(**values)
         )
     return out
+
+
+def _carry_curve(s: Session, *, trial_id: int, attempt: int, checkpoint_id: int) -> dict[str, Any]:
+    """Copy the curve up to a checkpoint into the attempt that starts from it.
+
+    The new attempt then holds one continuous curve, whether it resumes its own trial or
+    forks another, so its objective, its plot and pruning need no special case.
+    """
+    ckpt = s.get(Checkpoint, checkpoint_id)
+    assert ckpt is not None
+    columns = [getattr(Metric, k) for k in METRIC_FIELDS]
+    s.execute(
+        insert(Metric).from_select(
+            ["trial_id", "attempt", "epoch", *METRIC_FIELDS],
+            select(literal(trial_id), literal(attempt), Metric.epoch, *columns).where(
+                Metric.trial_id == ckpt.trial_id,
+                Metric.attempt == ckpt.attempt,
+                Metric.epoch <= ckpt.epoch,
+            ),
+        )
+    )
+    s.execute(update(Trial).where(Trial.id == trial_id).values(epochs_done=ckpt.epoch))
+    return {"checkpoint_id": ckpt.id, "epoch": ckpt.epoch}
 
 
 def _touch_worker(s: Session, worker_id: str) -> None:
@@ -395,17 +440,20 @@ def _finish(
     epochs: Sequence[Mapping[str, Any]],
 ) -> tuple[int, TrialStatus]:
     """What a finish changes in the trial, its metrics and its event; returns its study."""
+    trial = _leased(s, trial_id, lease_token)
+    if outcome == "stopped" and trial.stop_reason in ("pause", "prune"):
+        outcome = "paused" if trial.stop_reason == "pause" else "pruned"
     status = {
         "completed": TrialStatus.completed,
         "stopped": TrialStatus.stopped,
         "pruned": TrialStatus.pruned,
+        "paused": TrialStatus.paused,
     }.get(outcome, TrialStatus.failed)
-    trial = _leased(s, trial_id, lease_token)
     done = _insert_metrics(s, trial=trial, epochs=epochs)
     if outcome == "diverged" and not error:
         error = f"diverged after {done} epochs: the cost or a gradient was not finite"
     value: Any = None
-    if status != TrialStatus.failed:
+    if status not in (TrialStatus.failed, TrialStatus.paused):
         metric, direction, at = study_objective(s, trial.study_id)
         value = objective_value_sql(
             trial_id=trial_id, attempt=trial.attempt, metric=metric, direction=direction, at=at
@@ -421,7 +469,8 @@ def _finish(
             error=error[:4000] if error else None,
             lease_token=None,
             lease_expires_at=None,
-            finished_at=func.now(),
+            stop_requested=False,
+            finished_at=None if status == TrialStatus.paused else func.now(),
         )
         .returning(Trial.value)
         .execution_options(synchronize_session=False)
@@ -435,7 +484,7 @@ def _finish(
     emit(
         s,
         study_id=trial.study_id,
-        type="trial.finished",
+        type="trial.paused" if status == TrialStatus.paused else "trial.finished",
         trial_id=trial_id,
         number=trial.number,
         status=status.value,

@@ -58,6 +58,8 @@ def after_trial_finished(s: Session, *, study_id: int) -> None:
     ).one()
     if study.status in TERMINAL_STUDY:
         return
+    if mark_awaiting_review(s, study=study):
+        return
     still_open = s.scalar(
         select(func.count())
         .select_from(Trial)
@@ -111,3 +113,28 @@ def finish_study(s: Session, *, study: Study) -> None:
     )
     if ended.rowcount == 1:  # type: ignore[attr-defined]
         emit(s, study_id=study.id, type="study.finished", status=status.value, error=error)
+
+
+def mark_awaiting_review(s: Session, *, study: Study) -> bool:
+    """After a trial of a reviewed panda study ends, hold the next one for the person.
+
+    The person then continues the study (its next queued trial runs), forks a trial with
+    changes, or cancels; the claim passes over a study that awaits review.
+    """
+    if study.mode != "panda" or not study.spec.get("execution", {}).get("await_review"):
+        return False
+    waiting = s.scalar(
+        select(func.count())
+        .select_from(Trial)
+        .where(Trial.study_id == study.id, Trial.status == TrialStatus.queued)
+    )
+    running = s.scalar(
+        select(func.count())
+        .select_from(Trial)
+        .where(Trial.study_id == study.id, Trial.status == TrialStatus.running)
+    )
+    if not waiting or running:
+        return False
+    s.execute(update(Study).where(Study.id == study.id).values(awaiting_review=True))
+    emit(s, study_id=study.id, type="study.awaiting_review", queued=waiting)
+    return True

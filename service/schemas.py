@@ -129,6 +129,9 @@ class TrialRead(BaseModel):
     outcome: str | None
     error: str | None
     worker_id: str | None
+    parent_trial_id: int | None = Field(None, description="the trial this one was forked from")
+    fork_epoch: int | None = Field(None, description="the parent's epoch the fork starts after")
+    prune_reason: str | None = Field(None, description="why pruning stopped it")
     created_at: Timestamp | None
     started_at: Timestamp | None
     finished_at: Timestamp | None
@@ -344,6 +347,11 @@ class ClaimRequest(_Request):
     max_trials: int = Field(1, ge=1, le=64)
 
 
+class ResumeFrom(BaseModel):
+    checkpoint_id: int
+    epoch: int
+
+
 class ClaimedTrial(BaseModel):
     trial_id: int
     study_id: int
@@ -352,6 +360,8 @@ class ClaimedTrial(BaseModel):
     lease_token: str
     config: dict[str, Any]
     dataset: dict[str, Any]
+    checkpoint_every: int = Field(0, description="save a checkpoint every this many epochs")
+    resume: ResumeFrom | None = Field(None, description="start from this checkpoint")
 
 
 class ClaimResponse(BaseModel):

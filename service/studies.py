@@ -175,7 +175,13 @@ def _study(s: Session, study_id: int) -> Study:
     return study
 
 
-def trial_dict(t: Trial) -> dict[str, Any]:
+# Every column a trial's summary shows: all but `config`, a JSON document per trial that
+# only the trial's own page needs (decoding it dominated the cost of a trials page).
+SUMMARY_COLUMNS = tuple(c for c in Trial.__table__.c if c.name != "config")
+
+
+def trial_dict(t: Any) -> dict[str, Any]:
+    """A trial's summary, from a Trial or a row of SUMMARY_COLUMNS."""
     return {
         "id": t.id,
         "study_id": t.study_id,
@@ -190,6 +196,9 @@ def trial_dict(t: Trial) -> dict[str, Any]:
         "outcome": t.outcome,
         "error": t.error,
         "worker_id": t.worker_id,
+        "parent_trial_id": t.parent_trial_id,
+        "fork_epoch": t.fork_epoch,
+        "prune_reason": t.prune_reason,
         "created_at": t.created_at,
         "started_at": t.started_at,
         "finished_at": t.finished_at,
@@ -277,19 +286,20 @@ def list_trials(
 ) -> tuple[list[dict[str, Any]], int]:
     with db.session(write=False) as s:
         study = _study(s, study_id)
-        q = select(Trial).where(Trial.study_id == study_id)
+        where = [Trial.study_id == study_id]
         if status is not None:
-            q = q.where(Trial.status == status)
+            where.append(Trial.status == status)
         if round_index is not None:
-            q = q.where(Trial.round_index == round_index)
-        total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+            where.append(Trial.round_index == round_index)
+        total = s.scalar(select(func.count()).select_from(Trial).where(*where)) or 0
+        q = select(*SUMMARY_COLUMNS).where(*where)
         if sort == "value":
             best_first = Trial.value.desc() if study.direction == "maximize" else Trial.value.asc()
             q = q.order_by(Trial.value.is_(None), best_first, Trial.number)
         else:
             q = q.order_by(Trial.number)
-        trials = s.scalars(q.limit(limit).offset(offset)).all()
-        return [trial_dict(t) for t in trials], total
+        rows = s.execute(q.limit(limit).offset(offset)).all()
+        return [trial_dict(r) for r in rows], total
 
 
 def get_trial(*, db: Database, trial_id: int) -> dict[str, Any]:
@@ -324,6 +334,7 @@ def stop_trial(*, db: Database, trial_id: int) -> dict[str, Any]:
             raise Conflict(f"trial {trial_id} has already ended ({trial.status.value})")
         if trial.status == TrialStatus.running:
             trial.stop_requested = True
+            trial.stop_reason = "stop"  # overrides a pause or a prune asked before
             emit(s, study_id=trial.study_id, type="trial.stop_requested", trial_id=trial.id)
         else:
             emit(
@@ -368,7 +379,7 @@ def cancel_study(*, db: Database, study_id: int) -> dict[str, Any]:
         s.execute(
             update(Trial)
             .where(Trial.study_id == study_id, Trial.status == TrialStatus.running)
-            .values(stop_requested=True)
+            .values(stop_requested=True, stop_reason="cancel")
         )
         study.status = StudyStatus.cancelled
         study.finished_at = func.now()

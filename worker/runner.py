@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer import TrainConfig, load_dataset, train
+from trainer.checkpoint import Checkpoint
 from worker.client import ApiError, Client, LeaseLostError
 
 log = logging.getLogger("caviar.worker")
@@ -69,6 +70,22 @@ class TrialRun:
         self.last_flush = time.monotonic()
         if answer and answer.get("stop"):
             self.stop_asked.set()
+
+    def on_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Send the epochs so far, then the checkpoint: a resume finds the curve up to it."""
+        if self.lease_lost.is_set():
+            return
+        try:
+            self.flush()
+            self.worker.client.request(
+                "POST",
+                f"/api/worker/trials/{self.trial_id}/checkpoints",
+                params={"epoch": checkpoint.epoch},
+                content=checkpoint.to_bytes(),
+                headers={"x-lease-token": self.token, "content-type": "application/octet-stream"},
+            )
+        except LeaseLostError:
+            self.lease_lost.set()
 
     def on_epoch(self, metrics: dict[str, Any]) -> bool:
         """The trainer's callback: buffer, send now and then; True asks training to stop."""
@@ -259,7 +276,19 @@ class Worker:
         try:
             config = TrainConfig(**claimed["config"])
             dataset = self._dataset(claimed["dataset"])
-            result = self.train_fn(config, dataset, on_epoch=run.on_epoch)
+            resume = None
+            if claimed.get("resume"):
+                checkpoint_id = claimed["resume"]["checkpoint_id"]
+                data = self.client.request("GET", f"/api/worker/checkpoints/{checkpoint_id}")
+                resume = Checkpoint.from_bytes(data.content)
+            result = self.train_fn(
+                config,
+                dataset,
+                on_epoch=run.on_epoch,
+                resume=resume,
+                checkpoint_every=int(claimed.get("checkpoint_every") or 0),
+                on_checkpoint=run.on_checkpoint,
+            )
             outcome = result.status
         except Exception as exc:  # a trainer error fails this trial; the worker goes on
             outcome, error = "failed", f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,159 @@
+"""Routes to babysit trials: pause, resume, fork from a checkpoint, continue a review."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from service.api.deps import (
+    MAX_ID,
+    DbDep,
+    ReadScope,
+    StudyId,
+    TrialId,
+    WorkerScope,
+    WriteScope,
+)
+from service.api.docs import problem_responses
+from service.panda import (
+    checkpoint_content,
+    continue_study,
+    fork_trial,
+    list_checkpoints,
+    pause_trial,
+    resume_trial,
+    store_checkpoint,
+)
+from service.schemas import StudyRead, TrialDetail
+from service.studies import get_study
+
+router = APIRouter(prefix="/api", tags=["panda"])
+worker_router = APIRouter(prefix="/api/worker", dependencies=[WorkerScope], tags=["worker"])
+
+
+class ForkRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"from_epoch": 20, "changes": {"learning_rate": 0.001}}]},
+    )
+
+    from_epoch: int = Field(ge=1, description="the epoch of the parent's checkpoint to start from")
+    changes: dict[str, Any] = Field(
+        default_factory=dict,
+        description="hyperparameters to change (optimization only: learning rate, L2, decay...)",
+    )
+
+
+class ForkRead(TrialDetail):
+    pass
+
+
+class CheckpointRead(BaseModel):
+    id: int
+    attempt: int
+    epoch: int
+    size_bytes: int
+
+
+class CheckpointStored(BaseModel):
+    checkpoint_id: int
+
+
+@router.post(
+    "/trials/{trial_id}/pause",
+    response_model=TrialDetail,
+    dependencies=[WriteScope],
+    responses=problem_responses(404, 409),
+)
+def post_pause(trial_id: TrialId, db: DbDep) -> dict[str, Any]:
+    """Pause a trial: a waiting one now, a running one after its epoch, with a checkpoint."""
+    return pause_trial(db=db, trial_id=trial_id)
+
+
+@router.post(
+    "/trials/{trial_id}/resume",
+    response_model=TrialDetail,
+    dependencies=[WriteScope],
+    responses=problem_responses(404, 409),
+)
+def post_resume(trial_id: TrialId, db: DbDep) -> dict[str, Any]:
+    """Queue a paused trial again; it continues from its latest checkpoint."""
+    return resume_trial(db=db, trial_id=trial_id)
+
+
+@router.post(
+    "/trials/{trial_id}/fork",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ForkRead,
+    dependencies=[WriteScope],
+    responses=problem_responses(404, 409, 422),
+)
+def post_fork(trial_id: TrialId, body: ForkRequest, db: DbDep) -> dict[str, Any]:
+    """A new trial from this one's checkpoint at from_epoch, with some hyperparameters changed."""
+    return fork_trial(db=db, trial_id=trial_id, from_epoch=body.from_epoch, changes=body.changes)
+
+
+@router.get(
+    "/trials/{trial_id}/checkpoints",
+    response_model=list[CheckpointRead],
+    dependencies=[ReadScope],
+    responses=problem_responses(404),
+)
+def get_checkpoints(trial_id: TrialId, db: DbDep) -> list[dict[str, Any]]:
+    """The trial's checkpoints: the epochs a fork can start from."""
+    return list_checkpoints(db=db, trial_id=trial_id)
+
+
+@router.post(
+    "/studies/{study_id}/continue",
+    response_model=StudyRead,
+    dependencies=[WriteScope],
+    responses=problem_responses(404, 409),
+)
+def post_continue(study_id: StudyId, db: DbDep) -> dict[str, Any]:
+    """A panda study awaiting review goes on with its next queued trial."""
+    continue_study(db=db, study_id=study_id)
+    return get_study(db=db, study_id=study_id)
+
+
+@worker_router.post(
+    "/trials/{trial_id}/checkpoints",
+    response_model=CheckpointStored,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def post_checkpoint(
+    trial_id: TrialId,
+    request: Request,
+    db: DbDep,
+    epoch: Annotated[int, Query(ge=1)],
+    x_lease_token: Annotated[str, Header()],
+) -> dict[str, int]:
+    """Store the trial's training state after `epoch` (trainer.Checkpoint bytes)."""
+    content = await request.body()
+    checkpoint_id = await run_in_threadpool(
+        lambda: store_checkpoint(
+            db=db, trial_id=trial_id, lease_token=x_lease_token, epoch=epoch, content=content
+        )
+    )
+    return {"checkpoint_id": checkpoint_id}
+
+
+@worker_router.get(
+    "/checkpoints/{checkpoint_id}",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}},
+)
+def get_checkpoint(checkpoint_id: Annotated[int, Path(ge=1, le=MAX_ID)], db: DbDep) -> Response:
+    """A checkpoint's bytes, for the worker that resumes or forks from it."""
+    return Response(
+        checkpoint_content(db=db, checkpoint_id=checkpoint_id),
+        media_type="application/octet-stream",
+    )

@@ -1,0 +1,297 @@
+"""Panda: babysit one model. Pause, resume and fork trials from checkpoints; review steps.
+
+A pause asks the worker to stop after its epoch; the worker saves a checkpoint and the
+trial ends its attempt as `paused`, freeing the worker. Resume queues it again from its
+latest checkpoint; fork queues a new trial from a checkpoint at a chosen epoch with some
+hyperparameters changed, keeping the lineage. Either way the claim copies the learning
+curve up to the checkpoint into the new attempt, so the curve, the objective and the
+pruning decisions see one continuous run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.db import Database, db_epoch
+from service.errors import Conflict, InvalidSpec, NotFound
+from service.events import emit
+from service.models import (
+    TERMINAL_STUDY,
+    Checkpoint,
+    Study,
+    StudyStatus,
+    Trial,
+    TrialStatus,
+)
+from service.queue import _leased
+from service.studies import trial_dict
+from trainer.config import TrainConfig
+
+# What a fork may change: the optimization, never the architecture the weights fit.
+FORKABLE = frozenset(
+    {
+        "learning_rate",
+        "beta1",
+        "beta2",
+        "epsilon",
+        "lr_decay",
+        "decay_rate",
+        "decay_every",
+        "decay_per",
+        "l2",
+        "keep_prob",
+        "epochs",
+        "batch_size",
+        "shuffle",
+        "bn_momentum",
+    }
+)
+MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
+
+
+def _trial(s: Session, trial_id: int) -> Trial:
+    trial = s.get(Trial, trial_id)
+    if trial is None:
+        raise NotFound(f"trial {trial_id} does not exist")
+    return trial
+
+
+def _detail(s: Session, trial: Trial) -> dict[str, Any]:
+    s.flush()
+    s.refresh(trial)
+    return {**trial_dict(trial), "config": trial.config}
+
+
+def _reopen_study(s: Session, study_id: int) -> None:
+    """A study that had ended gets work again (a resume or a fork): it runs again."""
+    study = s.get(Study, study_id)
+    assert study is not None
+    if study.status == StudyStatus.cancelled:
+        raise Conflict(f"study {study_id} was cancelled; start a new study instead")
+    if study.status in TERMINAL_STUDY:
+        study.status = StudyStatus.running
+        study.finished_at = None
+        study.error = None
+
+
+def pause_trial(*, db: Database, trial_id: int) -> dict[str, Any]:
+    """Pause: a waiting trial at once; a running one after its epoch, with a checkpoint."""
+    with db.session() as s:
+        trial = _trial(s, trial_id)
+        if trial.status == TrialStatus.running:
+            trial.stop_requested = True
+            trial.stop_reason = "pause"
+        elif trial.status == TrialStatus.queued:
+            trial.status = TrialStatus.paused
+            emit(s, study_id=trial.study_id, type="trial.paused", trial_id=trial.id)
+        else:
+            raise Conflict(
+                f"trial {trial_id} is {trial.status.value}; only a queued or running trial pauses"
+            )
+        return _detail(s, trial)
+
+
+def latest_checkpoint(s: Session, trial_id: int) -> Checkpoint | None:
+    return s.scalars(
+        select(Checkpoint)
+        .where(Checkpoint.trial_id == trial_id)
+        .order_by(Checkpoint.epoch.desc(), Checkpoint.attempt.desc())
+        .limit(1)
+    ).first()
+
+
+def resume_trial(*, db: Database, trial_id: int) -> dict[str, Any]:
+    """Queue a paused trial again, from its latest checkpoint (from scratch if it has none)."""
+    with db.session() as s:
+        trial = _trial(s, trial_id)
+        if trial.status != TrialStatus.paused:
+            raise Conflict(f"trial {trial_id} is {trial.status.value}, not paused")
+        _reopen_study(s, trial.study_id)
+        ckpt = latest_checkpoint(s, trial_id)
+        trial.status = TrialStatus.queued
+        trial.resume_checkpoint_id = ckpt.id if ckpt is not None else None
+        trial.stop_requested = False
+        trial.stop_reason = None
+        emit(
+            s,
+            study_id=trial.study_id,
+            type="trial.resumed",
+            trial_id=trial.id,
+            from_epoch=ckpt.epoch if ckpt is not None else 0,
+        )
+        return _detail(s, trial)
+
+
+def fork_trial(
+    *, db: Database, trial_id: int, from_epoch: int, changes: dict[str, Any]
+) -> dict[str, Any]:
+    """A new trial that starts from `trial_id`'s checkpoint at `from_epoch`, with changes."""
+    errors = [
+        {
+            "loc": f"changes.{key}",
+            "msg": (
+                "cannot change in a fork: the checkpoint's weights fit the old value"
+                if key in TrainConfig.model_fields
+                else "not a TrainConfig field"
+            ),
+            "input": value,
+        }
+        for key, value in changes.items()
+        if key not in FORKABLE
+    ]
+    if errors:
+        raise InvalidSpec(errors=errors)
+    with db.session() as s:
+        parent = _trial(s, trial_id)
+        ckpt = s.scalars(
+            select(Checkpoint)
+            .where(Checkpoint.trial_id == trial_id, Checkpoint.epoch == from_epoch)
+            .order_by(Checkpoint.attempt.desc())
+            .limit(1)
+        ).first()
+        if ckpt is None:
+            epochs = s.scalars(
+                select(Checkpoint.epoch)
+                .where(Checkpoint.trial_id == trial_id)
+                .distinct()
+                .order_by(Checkpoint.epoch)
+            ).all()
+            raise InvalidSpec(
+                errors=[
+                    {
+                        "loc": "from_epoch",
+                        "msg": f"trial {trial_id} has no checkpoint at epoch {from_epoch}; "
+                        f"it has {', '.join(map(str, epochs)) or 'none'}",
+                        "input": from_epoch,
+                    }
+                ]
+            )
+        try:
+            config = TrainConfig(**{**parent.config, **changes})
+        except ValidationError as exc:
+            raise InvalidSpec(
+                errors=[
+                    {
+                        "loc": "changes." + ".".join(str(p) for p in e["loc"]),
+                        "msg": e["msg"],
+                        "input": e.get("input"),
+                    }
+                    for e in exc.errors()
+                ]
+            ) from None
+        if config.epochs <= from_epoch:
+            raise InvalidSpec(
+                errors=[
+                    {
+                        "loc": "changes.epochs",
+                        "msg": f"must be more than from_epoch ({from_epoch}) to train at all",
+                        "input": config.epochs,
+                    }
+                ]
+            )
+        _reopen_study(s, parent.study_id)
+        number = (
+            s.scalar(select(func.max(Trial.number)).where(Trial.study_id == parent.study_id)) or 0
+        ) + 1
+        child = Trial(
+            study_id=parent.study_id,
+            number=number,
+            round_index=parent.round_index,
+            params={**parent.params, **changes},
+            config=config.model_dump(mode="json"),
+            status=TrialStatus.queued,
+            attempt=0,
+            retries=0,
+            stop_requested=False,
+            epochs_done=0,
+            parent_trial_id=parent.id,
+            fork_epoch=from_epoch,
+            resume_checkpoint_id=ckpt.id,
+        )
+        s.add(child)
+        s.flush()
+        emit(
+            s,
+            study_id=parent.study_id,
+            type="trial.forked",
+            trial_id=child.id,
+            parent_trial_id=parent.id,
+            from_epoch=from_epoch,
+            changes=changes,
+            number=number,
+        )
+        return {**_detail(s, child), "parent_trial_id": parent.id, "fork_epoch": from_epoch}
+
+
+def continue_study(*, db: Database, study_id: int) -> None:
+    """A panda study awaiting review goes on with its next trial."""
+    with db.session() as s:
+        study = s.get(Study, study_id)
+        if study is None:
+            raise NotFound(f"study {study_id} does not exist")
+        if not study.awaiting_review:
+            raise Conflict(f"study {study_id} is not waiting for a review")
+        study.awaiting_review = False
+        emit(s, study_id=study_id, type="study.continued")
+
+
+def store_checkpoint(
+    *, db: Database, trial_id: int, lease_token: str, epoch: int, content: bytes
+) -> int:
+    """Keep a worker's checkpoint of its current attempt; returns its id."""
+    if len(content) > MAX_CHECKPOINT_BYTES:
+        raise InvalidSpec(
+            errors=[
+                {
+                    "loc": "body",
+                    "msg": f"a checkpoint is at most {MAX_CHECKPOINT_BYTES} bytes",
+                    "input": len(content),
+                }
+            ]
+        )
+    with db.session() as s:
+        trial = _leased(s, trial_id, lease_token)
+        existing = s.scalar(
+            select(Checkpoint.id).where(
+                Checkpoint.trial_id == trial_id,
+                Checkpoint.attempt == trial.attempt,
+                Checkpoint.epoch == epoch,
+            )
+        )
+        if existing is not None:  # a re-sent upload
+            return int(existing)
+        ckpt = Checkpoint(
+            trial_id=trial_id,
+            attempt=trial.attempt,
+            epoch=epoch,
+            size_bytes=len(content),
+            content=content,
+            created_at=select(db_epoch()).scalar_subquery(),
+        )
+        s.add(ckpt)
+        s.flush()
+        emit(s, study_id=trial.study_id, type="trial.checkpointed", trial_id=trial_id, epoch=epoch)
+        return ckpt.id
+
+
+def checkpoint_content(*, db: Database, checkpoint_id: int) -> bytes:
+    with db.session(write=False) as s:
+        content = s.scalar(select(Checkpoint.content).where(Checkpoint.id == checkpoint_id))
+        if content is None:
+            raise NotFound(f"checkpoint {checkpoint_id} does not exist")
+        return bytes(content)
+
+
+def list_checkpoints(*, db: Database, trial_id: int) -> list[dict[str, Any]]:
+    with db.session(write=False) as s:
+        _trial(s, trial_id)
+        rows = s.execute(
+            select(Checkpoint.id, Checkpoint.attempt, Checkpoint.epoch, Checkpoint.size_bytes)
+            .where(Checkpoint.trial_id == trial_id)
+            .order_by(Checkpoint.epoch, Checkpoint.attempt)
+        ).all()
+        return [dict(r._mapping) for r in rows]

@@ -1,0 +1,143 @@
+"""Panda through the service and real workers: pause, resume, fork, review each trial."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from worker.pool import Pool, PoolOptions
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 90.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def panda(sqlite_url, live_service) -> Iterator[tuple[httpx.Client, Pool]]:  # type: ignore[no-untyped-def]
+    svc = live_service(sqlite_url, lease_seconds=5.0, heartbeat_seconds=0.3)
+    api = httpx.Client(base_url=svc.url, timeout=30)
+    pool = Pool(PoolOptions(api_url=svc.url, processes=1))
+    pool.start()
+    yield api, pool
+    pool.stop()
+
+
+def slow(spec_factory: Callable[..., dict[str, Any]], **overrides: Any) -> dict[str, Any]:
+    """float64 trials of ~30 epochs of ~0.1 s, checkpointed every 5 epochs."""
+    spec = spec_factory(
+        dataset={"name": "moons", "n_samples": 10_000, "noise": 0.2, "seed": 1},
+        model={
+            "hidden_layers": [16, 8],
+            "epochs": 30,
+            "batch_size": 8,
+            "dtype": "float64",
+            "learning_rate": 0.003,
+        },
+        space={},
+        strategy={"type": "random", "trials": 1},
+        execution={"mode": "panda", "checkpoint_every": 5, "seed": 3},
+    )
+    spec.update(overrides)
+    return spec
+
+
+def trial_of(api: httpx.Client, study_id: int, number: int = 0) -> dict[str, Any]:
+    items = api.get(f"/api/studies/{study_id}/trials").json()["items"]
+    return next(t for t in items if t["number"] == number)  # type: ignore[no-any-return]
+
+
+def curve(api: httpx.Client, trial_id: int) -> list[dict[str, Any]]:
+    return api.get(f"/api/trials/{trial_id}/metrics").json()  # type: ignore[no-any-return]
+
+
+def test_pause_frees_the_worker_and_resume_equals_an_uninterrupted_run(panda, spec_factory) -> None:  # type: ignore[no-untyped-def]
+    api, _ = panda
+    paused_study = api.post("/api/studies", json=slow(spec_factory, name="paused")).json()["id"]
+    trial = wait_until(
+        lambda: (t := trial_of(api, paused_study))["epochs_done"] >= 7 and t, what="7 epochs"
+    )
+    r = api.post(f"/api/trials/{trial['id']}/pause")
+    assert r.status_code == 200, r.text
+    wait_until(lambda: trial_of(api, paused_study)["status"] == "paused", what="the pause")
+    assert all(w["running"] == [] for w in api.get("/api/workers").json()), "worker not freed"
+    epochs = [c["epoch"] for c in api.get(f"/api/trials/{trial['id']}/checkpoints").json()]
+    assert epochs[:1] == [5] and epochs[-1] >= 7  # periodic ones, and the pause's own
+    assert api.post(f"/api/trials/{trial['id']}/resume").status_code == 200
+    wait_until(lambda: trial_of(api, paused_study)["status"] == "completed", what="completion")
+    resumed = curve(api, trial["id"])
+    assert [m["epoch"] for m in resumed] == list(range(1, 31))
+    assert trial_of(api, paused_study)["attempt"] == 2
+    # the same trial never paused: bit for bit the same curve (float64)
+    straight = api.post("/api/studies", json=slow(spec_factory, name="straight")).json()["id"]
+    wait_until(lambda: trial_of(api, straight)["status"] == "completed", what="the straight run")
+    uninterrupted = curve(api, trial_of(api, straight)["id"])
+    keys = ("train_cost", "dev_cost", "dev_accuracy", "learning_rate")
+    assert [[m[k] for k in keys] for m in resumed] == [[m[k] for k in keys] for m in uninterrupted]
+
+
+def test_fork_continues_the_parent_s_curve_with_what_was_changed(panda, spec_factory) -> None:  # type: ignore[no-untyped-def]
+    api, _ = panda
+    study_id = api.post("/api/studies", json=slow(spec_factory)).json()["id"]
+    parent = wait_until(
+        lambda: (t := trial_of(api, study_id))["status"] == "completed" and t, what="the parent"
+    )
+    bad = api.post(
+        f"/api/trials/{parent['id']}/fork",
+        json={"from_epoch": 10, "changes": {"hidden_layers": [4]}},
+    )
+    assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == "changes.hidden_layers"
+    bad = api.post(f"/api/trials/{parent['id']}/fork", json={"from_epoch": 7, "changes": {}})
+    assert bad.status_code == 422 and "5, 10" in bad.json()["errors"][0]["msg"]
+    r = api.post(
+        f"/api/trials/{parent['id']}/fork",
+        json={"from_epoch": 10, "changes": {"learning_rate": 0.0003, "l2": 0.01}},
+    )
+    assert r.status_code == 201, r.text
+    child = r.json()
+    assert child["parent_trial_id"] == parent["id"] and child["fork_epoch"] == 10
+    assert child["config"]["learning_rate"] == 0.0003 and child["config"]["l2"] == 0.01
+    assert child["params"]["learning_rate"] == 0.0003
+    wait_until(
+        lambda: trial_of(api, study_id, child["number"])["status"] == "completed", what="the fork"
+    )
+    mine, theirs = curve(api, child["id"]), curve(api, parent["id"])
+    assert [m["epoch"] for m in mine] == list(range(1, 31))
+    assert mine[:10] == theirs[:10]  # the shared history
+    assert mine[10]["learning_rate"] == pytest.approx(0.0003)
+    assert mine[-1]["train_cost"] != theirs[-1]["train_cost"]
+    study = api.get(f"/api/studies/{study_id}").json()
+    assert study["status"] == "completed" and study["total_trials"] == 2
+
+
+def test_a_reviewed_panda_study_waits_for_the_person_after_each_trial(panda, spec_factory) -> None:  # type: ignore[no-untyped-def]
+    api, _ = panda
+    spec = spec_factory(
+        strategy={"type": "random", "trials": 3},
+        execution={"mode": "panda", "await_review": True, "seed": 1},
+    )
+    study_id = api.post("/api/studies", json=spec).json()["id"]
+    wait_until(
+        lambda: api.get(f"/api/studies/{study_id}").json()["counts"]["completed"] == 1,
+        what="the first trial",
+    )
+    time.sleep(1.5)  # a worker is free, yet nothing more runs
+    counts = api.get(f"/api/studies/{study_id}").json()["counts"]
+    assert (counts["completed"], counts["queued"], counts["running"]) == (1, 2, 0)
+    assert api.post(f"/api/studies/{study_id}/continue").status_code == 200
+    wait_until(
+        lambda: api.get(f"/api/studies/{study_id}").json()["counts"]["completed"] == 2,
+        what="the second trial",
+    )
+    assert api.post(f"/api/studies/{study_id}/cancel").status_code == 200
+    study = api.get(f"/api/studies/{study_id}").json()
+    assert study["status"] == "cancelled" and study["counts"]["stopped"] == 1
