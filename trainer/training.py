@@ -14,6 +14,11 @@ training-mode passes (dropout on, batch statistics); ``dev_cost`` and ``dev_accu
 come from one inference-mode pass over the dev set after the epoch. That keeps the
 training loop to one forward and backward per example per epoch; for the accuracy of
 the final weights on the training set in inference mode, use ``result.model.evaluate``.
+
+Checkpoints (:mod:`trainer.checkpoint`): ``on_checkpoint`` receives the run's whole state
+every ``checkpoint_every`` epochs and when ``on_epoch`` asks to stop, and
+``train(config, dataset, resume=checkpoint)`` continues from one exactly, or, with some
+hyperparameters changed, as a fork.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from trainer.checkpoint import Checkpoint, check_resumable
 from trainer.config import TrainConfig
 from trainer.datasets import Dataset
 from trainer.layers import Array
@@ -35,6 +41,7 @@ from trainer.schedules import learning_rate
 
 Status = Literal["completed", "diverged", "stopped"]
 OnEpoch = Callable[[dict[str, Any]], Any]
+OnCheckpoint = Callable[[Checkpoint], Any]
 
 
 @dataclass
@@ -88,6 +95,10 @@ def train(
     dataset: Dataset,
     init_params: Mapping[str, Any] | None = None,
     on_epoch: OnEpoch | None = None,
+    *,
+    resume: Checkpoint | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: OnCheckpoint | None = None,
 ) -> TrainResult:
     """Train a model for ``config`` on ``dataset``.
 
@@ -103,29 +114,72 @@ def train(
     on_epoch : callable, optional
         Called after every epoch with that epoch's metrics dict; returning True, "stop" or
         ``{"stop": True}`` ends the run after that epoch with status "stopped".
+    resume : Checkpoint, optional
+        Continue from this checkpoint instead of starting afresh: the run's first epoch is
+        ``resume.epoch + 1`` and, with the checkpoint's own config, everything (metrics,
+        parameters, in float64 to the last bit) is as if the run had never stopped. A
+        fork passes a config that differs in some of
+        :data:`trainer.checkpoint.FORKABLE_FIELDS` (learning rate, L2, decay, dropout,
+        betas, epochs, ...), which take effect from the next epoch on; the schedule keeps
+        its position (the learning rate at epoch ``e`` is the new config's rate at ``e``).
+        Any other difference (architecture, dtype, optimizer, init, seed) is a
+        ``ValueError`` naming the field. Not combinable with ``init_params``.
+    checkpoint_every : int, default 0
+        Call ``on_checkpoint`` after every epoch whose number is a multiple of this
+        (0: only when ``on_epoch`` asks to stop).
+    on_checkpoint : callable, optional
+        Receives a :class:`~trainer.checkpoint.Checkpoint` of the state after an epoch:
+        every ``checkpoint_every`` epochs and when ``on_epoch`` asks to stop (so a pause
+        keeps its state), after ``on_epoch`` returned. Never after a diverged epoch.
 
     Returns
     -------
     TrainResult
+        With ``resume``, ``history`` holds only the epochs run here, numbered from
+        ``resume.epoch + 1``.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int):
+        raise TypeError(f"checkpoint_every must be an int, got {checkpoint_every!r}")
+    if checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
+    if resume is not None:
+        if not isinstance(resume, Checkpoint):
+            raise TypeError(f"resume must be a Checkpoint, got {type(resume).__name__}")
+        if init_params is not None:
+            raise ValueError("pass either init_params or resume, not both")
+        check_resumable(resume, config)
+        if resume.task != dataset.task:
+            raise ValueError(
+                f"the checkpoint was trained for a {resume.task} task, the data set is "
+                f"{dataset.task}"
+            )
     rng = np.random.default_rng(config.seed)
     model = Model(config, dataset.n_features, dataset.n_outputs, dataset.task, rng=rng)
     if init_params is not None:
         model.set_params(init_params)
     optimizer = make_optimizer(config, model.vector, model.grad_vector, model.layout)
     loop = _Loop(config, model, optimizer, dataset, rng)
+    first = 0
+    if resume is not None:
+        loop.restore(resume)
+        first = resume.epoch
     history: list[dict[str, Any]] = []
     status: Status = "completed"
-    for epoch in range(config.epochs):
+    for epoch in range(first, config.epochs):
         metrics, diverged = loop.run_epoch(epoch)
         history.append(metrics)
         answer = on_epoch(dict(metrics)) if on_epoch is not None else None
         if diverged:
             status = "diverged"
             break
-        if _wants_stop(answer):
+        stop = _wants_stop(answer)
+        if on_checkpoint is not None and (
+            stop or (checkpoint_every and (epoch + 1) % checkpoint_every == 0)
+        ):
+            on_checkpoint(loop.checkpoint(epoch + 1))
+        if stop:
             status = "stopped"
             break
     return TrainResult(
@@ -168,6 +222,37 @@ class _Loop:
         self._xb: dict[int, Array] = {}
         self._yb: dict[int, Array] = {}
         self.step = 0
+
+    def checkpoint(self, epochs_done: int) -> Checkpoint:
+        """The run's state now, after ``epochs_done`` epochs (copies: training may go on)."""
+        return Checkpoint(
+            epoch=epochs_done,
+            config=self.config,
+            params=self.model.get_params(),
+            optimizer_state=self.optimizer.state_dict(),
+            rng_state=dict(self.rng.bit_generator.state),
+            step=self.step,
+            order=self.order.copy(),
+            task=self.model.task,
+        )
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Put the model, optimizer, generator and loop back in ``checkpoint``'s state."""
+        if checkpoint.order.shape != (self.m,):
+            raise ValueError(
+                f"the checkpoint was made on {checkpoint.order.shape[0]} training examples, "
+                f"the data set has {self.m}"
+            )
+        try:
+            self.model.set_params(checkpoint.params)
+        except ValueError as exc:
+            raise ValueError(f"the checkpoint does not fit this data set: {exc}") from None
+        self.optimizer.load_state_dict(checkpoint.optimizer_state)
+        # Model and dropout hold this same generator object, so one assignment restores
+        # every future draw (the ones Model's initialization just made are overwritten).
+        self.rng.bit_generator.state = checkpoint.rng_state
+        self.order[...] = checkpoint.order
+        self.step = int(checkpoint.step)
 
     def _batch(self, start: int, stop: int) -> tuple[Array, Array]:
         if not self.config.shuffle:
