@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import math
+from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
@@ -61,10 +62,15 @@ def create_study(
     settings: Settings,
     idempotency_key: str | None = None,
     parent_study_id: int | None = None,
+    history: Sequence[tuple[dict[str, Any], float | None]] = (),
 ) -> int:
-    """Validate `data`, expand its first round into trials and queue them, all or nothing."""
+    """Validate `data`, expand its first round into trials and queue them, all or nothing.
+
+    `history` (params and value of finished trials, of a parent study) makes a
+    coarse-to-fine study start in the box around their best instead of the whole space.
+    """
     spec = validate_spec(data, settings=settings)
-    box, plans = plan_round(spec, round_index=0)
+    box, plans = plan_round(spec, round_index=0, history=list(history))
     stored = spec.model_dump(mode="json")
     with db.session() as s:
         label_column = _check_dataset(s, spec)
@@ -584,3 +590,38 @@ def list_workers(*, db: Database, lease_seconds: float) -> list[dict[str, Any]]:
             }
             for w in workers
         ]
+
+
+def zoom_study(
+    *,
+    db: Database,
+    study_id: int,
+    settings: Settings,
+    rounds: int | None = None,
+    trials_per_round: int | None = None,
+    keep_top: float | None = None,
+) -> int:
+    """Start a coarse-to-fine study whose first box surrounds study_id's best trials."""
+    with db.session(write=False) as s:
+        parent = _study(s, study_id)
+        rows = s.execute(
+            select(Trial.params, Trial.value, Trial.status).where(Trial.study_id == study_id)
+        ).all()
+        spec = dict(parent.spec)
+    history = [(r.params, r.value if r.status == TrialStatus.completed else None) for r in rows]
+    if not any(value is not None for _, value in history):
+        raise Conflict(f"study {study_id} has no finished trial to zoom into yet")
+    old = spec.get("strategy", {})
+    strategy: dict[str, Any] = {
+        "type": "coarse_to_fine",
+        "rounds": rounds or (old.get("rounds") if old.get("type") == "coarse_to_fine" else 2),
+        "trials_per_round": trials_per_round
+        or old.get("trials_per_round")
+        or max(4, min(50, old.get("trials", 20) // 2)),
+    }
+    if keep_top is not None:
+        strategy["keep_top"] = keep_top
+    child = {**spec, "name": f"{parent.name} (zoom)"[:200], "strategy": strategy}
+    return create_study(
+        db=db, data=child, settings=settings, parent_study_id=study_id, history=history
+    )

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from fastapi import APIRouter, Header, Query, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import (
@@ -51,6 +52,7 @@ from service.studies import (
     stop_trial,
     trial_metrics,
     validate_spec,
+    zoom_study,
 )
 
 router = APIRouter(prefix="/api")
@@ -201,6 +203,37 @@ def post_cancel(study_id: StudyId, db: DbDep) -> dict[str, Any]:
 def post_retry_failed(study_id: StudyId, db: DbDep) -> dict[str, Any]:
     """Queue the study's failed and stopped trials again, as new attempts."""
     return retry_failed(db=db, study_id=study_id)
+
+
+class ZoomRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rounds: int | None = Field(None, ge=1, le=20, description="default 2")
+    trials_per_round: int | None = Field(None, ge=1, le=10_000)
+    keep_top: float | None = Field(None, gt=0, le=1)
+
+
+@router.post(
+    "/studies/{study_id}/zoom",
+    status_code=status.HTTP_201_CREATED,
+    response_model=StudyRead,
+    dependencies=[WriteScope, SubmitRate],
+    responses=problem_responses(404, 409, 422),
+)
+def post_zoom(
+    study_id: StudyId, db: DbDep, settings: SettingsDep, body: ZoomRequest | None = None
+) -> dict[str, Any]:
+    """A coarse-to-fine study whose first box surrounds this study's best trials (lineage kept)."""
+    body = body or ZoomRequest()
+    child = zoom_study(
+        db=db,
+        study_id=study_id,
+        settings=settings,
+        rounds=body.rounds,
+        trials_per_round=body.trials_per_round,
+        keep_top=body.keep_top,
+    )
+    return get_study(db=db, study_id=child)
 
 
 @router.get("/studies/{study_id}/trials", response_model=TrialsPage, dependencies=[ReadScope])

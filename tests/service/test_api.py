@@ -274,3 +274,39 @@ def test_results_reported_with_a_claim_are_finished_one_by_one(  # type: ignore[
     assert client.get(f"/api/trials/{b['trial_id']}/metrics").json() == []
     counts = client.get(f"/api/studies/{study_id}").json()["counts"]
     assert counts["completed"] == 2 and counts["queued"] == 2
+
+
+def test_zoom_starts_coarse_to_fine_around_the_best_trials(client, spec_factory) -> None:  # type: ignore[no-untyped-def]
+    parent = client.post(
+        "/api/studies", json=spec_factory(strategy={"type": "random", "trials": 12})
+    ).json()["id"]
+    assert client.post(f"/api/studies/{parent}/zoom").status_code == 409  # nothing finished yet
+    wid = worker_session(client)
+    claimed = client.post("/api/worker/claim", json={"worker_id": wid, "max_trials": 12}).json()
+    import math
+
+    for t in claimed["trials"]:
+        lr = t["config"]["learning_rate"]
+        score = 1 - abs(math.log10(lr) + 2) / 4  # best at 1e-2
+        client.post(
+            f"/api/worker/trials/{t['trial_id']}/finish",
+            json={
+                "lease_token": t["lease_token"],
+                "outcome": "completed",
+                "epochs": epochs([score]),
+            },
+        )
+    r = client.post(f"/api/studies/{parent}/zoom", json={"rounds": 2, "trials_per_round": 6})
+    assert r.status_code == 201, r.text
+    child = r.json()
+    assert child["parent_study_id"] == parent and child["strategy"] == "coarse_to_fine"
+    assert child["rounds"]["total"] == 2 and child["total_trials"] == 6
+    box = client.get(f"/api/studies/{child['id']}/rounds").json()[0]["box"]
+    lr_box = box["axes"]["learning_rate"]
+    assert 1e-4 < lr_box["low"] < 1e-2 < lr_box["high"] < 1.0
+    lrs = [
+        t["params"]["learning_rate"]
+        for t in client.get(f"/api/studies/{child['id']}/trials").json()["items"]
+    ]
+    assert all(lr_box["low"] <= lr <= lr_box["high"] for lr in lrs)
+    assert client.post("/api/studies/999/zoom").status_code == 404
