@@ -102,13 +102,24 @@ def claim_trials(
             .order_by(Study.last_claim_at.asc().nulls_first(), Study.id)
             .limit(16)
         )
+        studies: Sequence[int] = []
         if is_pg:
             # The study rows stay locked to the end of the transaction: a replica that
             # finds one locked serves another study, and max_parallel is counted under
             # the lock, so two replicas cannot both fill the last free slot. NO KEY
             # UPDATE, not UPDATE: see rounds.after_trial_finished.
-            candidates = candidates.with_for_update(skip_locked=True, of=Study, key_share=True)
-        for study_id in s.scalars(candidates).all():
+            studies = s.scalars(
+                candidates.with_for_update(skip_locked=True, of=Study, key_share=True)
+            ).all()
+            if not studies:
+                # Every study with work is locked by a short claim or finish: wait for
+                # one rather than send the worker to sleep with work in the queue.
+                studies = s.scalars(
+                    candidates.limit(1).with_for_update(of=Study, key_share=True)
+                ).all()
+        else:
+            studies = s.scalars(candidates).all()
+        for study_id in studies:
             if len(claimed) >= max_trials:
                 break
             claimed.extend(
