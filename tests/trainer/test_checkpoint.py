@@ -143,13 +143,11 @@ def test_pause_resume_pause_resume_chain_equals_one_run(blobs: Dataset) -> None:
     ckpt: Checkpoint | None = None
     for pause_at in (2, 5, None):
         saved: list[Checkpoint] = []
-        result = train(
-            cfg,
-            blobs,
-            resume=ckpt,
-            on_epoch=lambda m, p=pause_at: m["epoch"] == p,
-            on_checkpoint=saved.append,
-        )
+
+        def pause(metrics: dict[str, Any], at: int | None = pause_at) -> bool:
+            return metrics["epoch"] == at
+
+        result = train(cfg, blobs, resume=ckpt, on_epoch=pause, on_checkpoint=saved.append)
         history += result.history
         if pause_at is None:
             assert result.status == "completed" and saved == []
