@@ -11,7 +11,7 @@ import math
 import secrets
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import String, and_, cast, exists, func, insert, literal, select, update
@@ -31,7 +31,9 @@ from service.models import (
     TrialStatus,
     Worker,
 )
+from service.pruning import rungs, should_prune
 from service.rounds import after_trial_finished
+from service.spec import PruningSpec
 
 METRIC_FIELDS = (
     "train_cost",
@@ -56,6 +58,7 @@ class Claimed:
     dataset: dict[str, Any]
     checkpoint_every: int = 0
     resume: dict[str, Any] | None = None  # {"checkpoint_id", "epoch"}: start from there
+    report_at: list[int] = field(default_factory=list)  # epochs to report at once (rungs)
 
 
 def register_worker(*, db: Database, name: str, host: str | None, pid: int | None) -> str:
@@ -184,6 +187,7 @@ def _claim_from_study(
         )
     ).all()
     checkpoint_every = int(study.spec.get("execution", {}).get("checkpoint_every") or 0)
+    pruning = PruningSpec(**(study.spec.get("pruning") or {}))
     # Unset fields stay unset, so the trainer applies its own defaults.
     dataset = {k: v for k, v in study.spec.get("dataset", {}).items() if v is not None}
     out: list[Claimed] = []
@@ -213,6 +217,13 @@ def _claim_from_study(
                 dataset=dataset,
                 checkpoint_every=checkpoint_every,
                 resume=resume,
+                # ASHA decides at its rungs: the worker reports those epochs at once, so
+                # a trial stops at the rung rather than at its next periodic report.
+                report_at=(
+                    rungs(pruning, int(row.config.get("epochs") or 0))
+                    if pruning.type == "asha"
+                    else []
+                ),
             )
         )
     if out:
@@ -345,12 +356,69 @@ def report_metrics(
                     **{k: _clean(latest.get(k)) for k in METRIC_FIELDS},
                 },
             )
-        s.execute(
-            update(Trial)
-            .where(Trial.id == trial_id)
-            .values(lease_expires_at=db_epoch() + lease_seconds, epochs_done=done)
+        values: dict[str, Any] = {"lease_expires_at": db_epoch() + lease_seconds}
+        values["epochs_done"] = done
+        stop = bool(trial.stop_requested)
+        if epochs and not stop:
+            reason = _prune_reason(s, trial=trial, epochs=[int(e["epoch"]) for e in epochs])
+            if reason is not None:
+                values.update(stop_requested=True, stop_reason="prune", prune_reason=reason)
+                emit(
+                    s,
+                    study_id=trial.study_id,
+                    type="trial.stop_requested",
+                    trial_id=trial_id,
+                    reason=reason,
+                )
+                stop = True
+        s.execute(update(Trial).where(Trial.id == trial_id).values(**values))
+        return stop
+
+
+# A study's pruning block never changes either.
+_PRUNING: dict[tuple[str, int], PruningSpec | None] = {}
+
+
+def _prune_reason(s: Session, *, trial: Trial, epochs: Sequence[int]) -> str | None:
+    """Ask the study's pruner about each reported epoch, in order; the first reason wins.
+
+    The decision is made here, in the transaction that stores the trial's epochs, from
+    what is stored: the trial's lease serializes its reports, so each is judged once.
+    """
+    key = (str(s.get_bind().engine.url), trial.study_id)
+    if key not in _PRUNING:
+        block = s.scalar(select(Study.spec).where(Study.id == trial.study_id)) or {}
+        spec = PruningSpec(**(block.get("pruning") or {}))
+        _PRUNING[key] = spec if spec.type != "none" else None
+    pruning = _PRUNING[key]
+    if pruning is None:
+        return None
+    metric, direction, _ = study_objective(s, trial.study_id)
+    column = getattr(Metric, metric)
+    last = max(epochs)
+    rows = s.execute(
+        select(Metric.trial_id, Metric.epoch, column)
+        .join(Trial, and_(Trial.id == Metric.trial_id, Trial.attempt == Metric.attempt))
+        .where(Trial.study_id == trial.study_id, Metric.epoch <= last)
+    ).all()
+    curves: dict[int, dict[int, float]] = {}
+    for trial_id, epoch, value in rows:
+        curves.setdefault(trial_id, {})[epoch] = float("nan") if value is None else value
+    mine = curves.pop(trial.id, {})
+    total = int(trial.config.get("epochs") or 0) or None
+    for epoch in sorted(epochs):
+        reason = should_prune(
+            pruning=pruning,
+            direction=direction,  # type: ignore[arg-type]
+            trial_id=trial.id,
+            curve=mine,
+            others=curves,
+            epoch=epoch,
+            epochs=total,
         )
-        return bool(trial.stop_requested)
+        if reason is not None:
+            return reason
+    return None
 
 
 # A study's objective never changes, so the finish path reads it once per process.

@@ -362,6 +362,9 @@ class ClaimedTrial(BaseModel):
     dataset: dict[str, Any]
     checkpoint_every: int = Field(0, description="save a checkpoint every this many epochs")
     resume: ResumeFrom | None = Field(None, description="start from this checkpoint")
+    report_at: list[int] = Field(
+        default_factory=list, description="epochs to report as soon as they end (ASHA rungs)"
+    )
 
 
 class ClaimResponse(BaseModel):

@@ -43,6 +43,7 @@ class TrialRun:
         self.lease_lost = threading.Event()
         self.done = threading.Event()
         self.last_flush = time.monotonic()
+        self.report_at = frozenset(claimed.get("report_at") or ())
 
     def heartbeat_loop(self) -> None:
         # Waits on an event, so the thread ends the moment the trial does.
@@ -90,7 +91,8 @@ class TrialRun:
     def on_epoch(self, metrics: dict[str, Any]) -> bool:
         """The trainer's callback: buffer, send now and then; True asks training to stop."""
         self.buffer.append(metrics)
-        if time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+        due = metrics.get("epoch") in self.report_at  # a pruning rung: decide now
+        if due or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
             try:
                 self.flush()
             except LeaseLostError:
