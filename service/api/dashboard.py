@@ -27,7 +27,7 @@ from service.api.deps import DbDep, ReadScope
 from service.errors import NotFound
 from service.models import Event, Metric, Round, Study, Trial, TrialStatus
 from service.queue import METRIC_FIELDS
-from service.schemas import RoundRead, StudyRead, TrialRead
+from service.schemas import MetricRead, RoundRead, StudyRead, TrialRead
 from service.studies import study_dict, trial_dict
 
 # One router for both: app.py includes it with one line, before the /static mount.
@@ -359,3 +359,40 @@ def get_trial_cursor(trial_id: int, db: DbDep) -> dict[str, Any]:
             raise NotFound(f"trial {trial_id} does not exist")
         last = s.scalar(select(func.max(Event.id)).where(Event.study_id == study_id)) or 0
         return {"study_id": study_id, "last_event_id": last}
+
+
+class MetricsTail(BaseModel):
+    attempt: int = Field(description="the attempt the rows belong to: a new one starts over")
+    rows: list[MetricRead]
+
+
+@router.get(
+    "/api/dashboard/trials/{trial_id}/metrics",
+    response_model=MetricsTail,
+    dependencies=[ReadScope],
+)
+def get_metrics_tail(
+    trial_id: int,
+    db: DbDep,
+    after: Annotated[int, Query(ge=0, description="only epochs after this one")] = 0,
+) -> dict[str, Any]:
+    """The epochs of the trial's latest attempt after `after`: a live page fetches only news."""
+    with db.session(write=False) as s:
+        trial = s.get(Trial, trial_id)
+        if trial is None:
+            raise NotFound(f"trial {trial_id} does not exist")
+        rows = s.execute(
+            select(Metric.epoch, *(getattr(Metric, k) for k in METRIC_FIELDS))
+            .where(
+                Metric.trial_id == trial_id,
+                Metric.attempt == trial.attempt,
+                Metric.epoch > after,
+            )
+            .order_by(Metric.epoch)
+        ).all()
+        return {
+            "attempt": trial.attempt,
+            "rows": [
+                {"epoch": r[0], **{k: r[i + 1] for i, k in enumerate(METRIC_FIELDS)}} for r in rows
+            ],
+        }

@@ -213,6 +213,14 @@ def test_create_a_study_from_the_form_watch_it_live_stop_a_trial_and_cancel_it( 
     assert study["counts"]["stopped"] >= 1
 
 
+def assert_narrowed(lr: dict[str, Any], spec: dict[str, Any], best: dict[str, Any]) -> None:
+    """The learning-rate range is inside the original, smaller, and holds the best trial."""
+    original = spec["space"]["learning_rate"]
+    assert original["low"] <= lr["low"] < lr["high"] <= original["high"]
+    assert (lr["low"], lr["high"]) != (original["low"], original["high"])
+    assert lr["low"] <= best["params"]["learning_rate"] <= lr["high"]
+
+
 def test_a_finished_study_shows_its_plots_best_config_and_zooms_in(  # type: ignore[no-untyped-def]
     page, sqlite_url, live_service, spec_factory, pool_for
 ) -> None:
@@ -279,23 +287,38 @@ def test_a_finished_study_shows_its_plots_best_config_and_zooms_in(  # type: ign
     page.locator("#plot-parcoords .scatterlayer").wait_for(state="attached")
     assert page.locator("#plot-parcoords .parcoords").count() == 0
 
+    # Zoom in through the service: a coarse-to-fine child whose first box surrounds
+    # the best trials, with the lineage kept.
     page.get_by_role("button", name="Zoom into the best").click()
     dialog = page.locator("dialog.zoom-dialog")
+    dialog.get_by_label("trials per round").fill("4")
+    shot(page, "zoom", full_page=False)
+    dialog.get_by_role("button", name="Create zoomed study").click()
+    page.get_by_role("heading", name="browser-moons (zoom)").wait_for()
+    child_id = int(page.url.rsplit("/", 1)[1])
+    assert page.get_by_role("link", name=f"study {study['id']}").is_visible()  # the lineage
+    child = httpx.get(f"{svc.url}/api/studies/{child_id}").json()
+    assert child["strategy"] == "coarse_to_fine" and child["parent_study_id"] == study["id"]
+    assert child["spec"]["strategy"]["trials_per_round"] == 4
+    box = httpx.get(f"{svc.url}/api/studies/{child_id}/rounds").json()[0]["box"]["axes"]
+    assert_narrowed(box["learning_rate"], spec, best)
+
+    # Or as a spec narrowed in the browser, to review and edit before it is submitted.
+    page.go_back()
+    wait_ready(page, "study")
+    page.get_by_role("button", name="Zoom into the best").click()
+    dialog.get_by_role("button", name="Edit as a spec…").click()
     dialog.locator(".spec-status.ok").wait_for()
     zoom_yaml = dialog.get_by_label("Search spec (YAML)").input_value()
     assert "type: coarse_to_fine" in zoom_yaml
     assert "name: browser-moons-zoom" in zoom_yaml
-    shot(page, "zoom", full_page=False)
+    shot(page, "zoom-spec", full_page=False)
     dialog.get_by_role("button", name="Create zoomed study").click()
     page.get_by_role("heading", name="browser-moons-zoom").wait_for()
     zoomed_id = int(page.url.rsplit("/", 1)[1])
     zoomed = httpx.get(f"{svc.url}/api/studies/{zoomed_id}").json()
     assert zoomed["strategy"] == "coarse_to_fine"
-    lr = zoomed["spec"]["space"]["learning_rate"]
-    original = spec["space"]["learning_rate"]  # type: ignore[index]
-    assert original["low"] <= lr["low"] < lr["high"] <= original["high"]
-    assert (lr["low"], lr["high"]) != (original["low"], original["high"])
-    assert lr["low"] <= best["params"]["learning_rate"] <= lr["high"]
+    assert_narrowed(zoomed["spec"]["space"]["learning_rate"], spec, best)
 
     page.get_by_role("link", name="Workers").click()
     wait_ready(page, "workers")

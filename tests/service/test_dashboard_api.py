@@ -109,6 +109,19 @@ def test_the_trials_table_filters_by_round(seeded) -> None:  # type: ignore[no-u
     assert {t["round"] for t in page["items"]} == {2}
 
 
+def test_a_live_trial_page_fetches_only_the_epochs_it_lacks(seeded) -> None:  # type: ignore[no-untyped-def]
+    client, study_id, _ = seeded
+    curves = client.get(f"/api/dashboard/studies/{study_id}/curves", params={"top": 1}).json()
+    trial_id = curves[0]["trial"]["id"]
+    whole = client.get(f"/api/dashboard/trials/{trial_id}/metrics").json()
+    assert whole["attempt"] == 1
+    assert [r["epoch"] for r in whole["rows"]] == list(range(1, 31))
+    tail = client.get(f"/api/dashboard/trials/{trial_id}/metrics", params={"after": 27}).json()
+    assert [r["epoch"] for r in tail["rows"]] == [28, 29, 30]
+    assert tail["rows"] == whole["rows"][27:]
+    assert client.get(f"/api/trials/{trial_id}/metrics").json() == whole["rows"]
+
+
 def test_bad_requests_are_problems_not_crashes(seeded) -> None:  # type: ignore[no-untyped-def]
     client, study_id, _ = seeded
     r = client.get(f"/api/dashboard/studies/{study_id}/trials", params={"sort": "params.nope"})

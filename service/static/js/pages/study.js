@@ -313,11 +313,50 @@ export function mount(view, { id }) {
     await refresh();
     startLive();
   });
-  $('[data-act="zoom"]').addEventListener("click", () => {
+  // Zoom: the service's POST /api/studies/{id}/zoom when it has one (its first box comes
+  // from this study's trials, as coarse-to-fine's later rounds do, and the lineage is
+  // kept); or, and always on request, a narrowed spec built here to review and edit.
+  $('[data-act="zoom"]').addEventListener("click", async () => {
+    const dlg = $(".zoom-dialog");
+    const slot = dlg.querySelector(".editor-slot");
+    const st = ov.study.spec.strategy || {};
+    const perRound = st.type === "coarse_to_fine" ? st.trials_per_round : Math.max(4, Math.min(50, Math.floor((st.trials || 20) / 2)));
+    if (!(await hasRoute("POST", "/api/studies/{study_id}/zoom"))) return editZoom();
+    dlg.querySelector(".zoom-note").textContent =
+      `Its first round samples the region around the best trials of “${ov.study.name}”, the way each later coarse-to-fine round narrows around the best so far.`;
+    slot.innerHTML = `<form class="zoom-form" method="dialog">
+        <label>rounds <input type="number" name="rounds" min="1" max="20" value="${st.type === "coarse_to_fine" ? st.rounds : 2}"></label>
+        <label>trials per round <input type="number" name="trials_per_round" min="1" max="10000" value="${perRound}"></label>
+        <label>keep top <input type="number" name="keep_top" min="0.01" max="1" step="any" value="${st.keep_top ?? 0.25}"></label>
+        <p class="zoom-error error" hidden></p>
+        <div class="editor-foot"><button type="button" class="ghost" data-act="edit-zoom">Edit as a spec…</button><span class="spacer"></span>
+          <button type="button" class="ghost" data-act="close">Close</button><button type="submit" class="primary">Create zoomed study</button></div>
+      </form>`;
+    const form = slot.querySelector("form");
+    form.querySelector('[data-act="close"]').onclick = () => dlg.close();
+    form.querySelector('[data-act="edit-zoom"]').onclick = editZoom;
+    form.onsubmit = async (e) => {
+      e.preventDefault();
+      const f = new FormData(form);
+      const body = { rounds: Number(f.get("rounds")), trials_per_round: Number(f.get("trials_per_round")), keep_top: Number(f.get("keep_top")) };
+      try {
+        const child = await api(`/api/studies/${id}/zoom`, { method: "POST", body });
+        dlg.close();
+        location.hash = `#/studies/${child.id}`;
+      } catch (err) {
+        const msg = form.querySelector(".zoom-error");
+        msg.textContent = err.errors?.length ? err.errors.map((x) => `${x.loc}: ${x.msg}`).join("; ") : err.message;
+        msg.hidden = false;
+      }
+    };
+    if (!dlg.open) dlg.showModal();
+  });
+
+  function editZoom() {
+    const dlg = $(".zoom-dialog");
     const byId = new Map(ov.sample.map((p) => [p.id, p]));
     const bestTrials = ov.best_ids.map((i) => byId.get(i)).filter(Boolean);
     const { spec, kept } = zoomSpec(ov.study, bestTrials);
-    const dlg = $(".zoom-dialog");
     dlg.querySelector(".zoom-note").textContent = `The space below spans the best ${kept} trial${kept === 1 ? "" : "s"} of this study, on each hyperparameter's scale, with a margin. Review it, then create the study.`;
     const ed = specEditor(dlg.querySelector(".editor-slot"), {
       initial: `# Zoomed in from study ${ov.study.id} (${ov.study.name}).\n${toYaml(spec)}`,
@@ -328,10 +367,10 @@ export function mount(view, { id }) {
       },
       onCancel: () => dlg.close(),
     });
-    dlg.showModal();
+    if (!dlg.open) dlg.showModal();
     ed.textarea.setSelectionRange(0, 0); // open at the top: the narrowed space comes first
     ed.textarea.scrollTop = 0;
-  });
+  }
 
   // --- loading and live updates ------------------------------------------------------------
   async function load(pending) {

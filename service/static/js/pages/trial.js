@@ -85,8 +85,25 @@ export function mount(view, { id }) {
     $("#plot-cost").dataset.points = rows.length; // what the browser test watches grow
   }
 
+  // The curve so far; each update fetches only the epochs after its last one.
+  let rows = [];
+  let attempt = null;
+
+  async function metrics() {
+    const after = rows.length ? rows[rows.length - 1].epoch : 0;
+    const tail = await api(`/api/dashboard/trials/${id}/metrics?after=${after}`);
+    if (tail.attempt !== attempt) {
+      // A new attempt (the last one's worker died) starts its curve over.
+      attempt = tail.attempt;
+      rows = after ? (await api(`/api/dashboard/trials/${id}/metrics`)).rows : tail.rows;
+    } else {
+      rows = rows.concat(tail.rows);
+    }
+    return rows;
+  }
+
   async function load() {
-    const [t, rows] = await Promise.all([api(`/api/trials/${id}`), api(`/api/trials/${id}/metrics`)]);
+    const [t, rows] = await Promise.all([api(`/api/trials/${id}`), metrics()]);
     trial = t;
     if (!study || study.id !== t.study_id) study = await api(`/api/studies/${t.study_id}`);
     if (destroyed) return;
