@@ -132,7 +132,10 @@ class Service:
         env = {**os.environ, "CAVIAR_DATABASE_URL": db_url, "CAVIAR_TOKENS": ""}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -149,7 +152,7 @@ class Service:
 
 
 def spec(trials: int, *, real: bool = False) -> dict[str, Any]:
-    model = {"hidden_layers": [64, 64], "epochs": 30, "batch_size": 32} if real else {"epochs": 1}
+    model = {"hidden_layers": [64, 64], "epochs": 60, "batch_size": 32} if real else {"epochs": 1}
     return {
         "name": "bench",
         "dataset": {"name": "moons", "n_samples": 4000 if real else 200, "seed": 0},
@@ -172,16 +175,35 @@ def seed_trials(db_url: str, n: int) -> None:
     db = get_database(db_url)
     with db.session() as s:
         study = Study(
-            name="old", spec=spec(1), status=StudyStatus.completed, strategy="random",
-            mode="caviar", max_parallel=8, max_retries=2, metric="dev_accuracy",
-            direction="maximize", total_rounds=1, current_round=0, spec_sha256="0" * 64,
+            name="old",
+            spec=spec(1),
+            status=StudyStatus.completed,
+            strategy="random",
+            mode="caviar",
+            max_parallel=8,
+            max_retries=2,
+            metric="dev_accuracy",
+            direction="maximize",
+            total_rounds=1,
+            current_round=0,
+            spec_sha256="0" * 64,
         )
         s.add(study)
         s.flush()
         rows = [
-            {"study_id": study.id, "number": i, "round_index": 0, "params": {"learning_rate": 0.01},
-             "config": {}, "status": TrialStatus.completed, "attempt": 1, "retries": 0,
-             "stop_requested": False, "epochs_done": 1, "value": (i % 997) / 997}
+            {
+                "study_id": study.id,
+                "number": i,
+                "round_index": 0,
+                "params": {"learning_rate": 0.01},
+                "config": {},
+                "status": TrialStatus.completed,
+                "attempt": 1,
+                "retries": 0,
+                "stop_requested": False,
+                "epochs_done": 1,
+                "value": (i % 997) / 997,
+            }
             for i in range(n)
         ]
         for i in range(0, n, 5000):
@@ -189,7 +211,9 @@ def seed_trials(db_url: str, n: int) -> None:
     db.dispose()
 
 
-def caviar_rate(db_url: str, trials: int, procs: int, *, real: bool = False, batch: int = 8) -> float:
+def caviar_rate(
+    db_url: str, trials: int, procs: int, *, real: bool = False, batch: int = 8
+) -> float:
     service = Service(db_url)
     try:
         r = httpx.post(service.url + "/api/studies", json=spec(trials, real=real), timeout=120)
@@ -228,10 +252,12 @@ def _timed(target: Any, arglist: list[tuple[Any, ...]]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=2000)
     parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument("--real-trials", type=int, default=12)
+    parser.add_argument("--real-trials", type=int, default=16)
     args = parser.parse_args()
     kinds = ["sqlite"] + ([] if args.no_postgres else ["postgres"])
     rows = []
@@ -273,7 +299,7 @@ def main() -> None:
             change = rates[1] / rates[0] - 1
             print(f"{kind:<9} {rates[0]:>11.1f} {rates[1]:>14.1f} {change:>+7.0%}", flush=True)
 
-        print(f"\nReal trials ({args.real_trials} x moons 4000, [64, 64], 30 epochs), SQLite")
+        print(f"\nReal trials ({args.real_trials} x moons 4000, [64, 64], 60 epochs), SQLite")
         real = []
         for procs in (1, 2):
             url = fresh("sqlite")
