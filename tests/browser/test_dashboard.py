@@ -182,9 +182,36 @@ def test_create_a_study_from_the_form_watch_it_live_stop_a_trial_and_cancel_it( 
     assert grown > first
     shot(page, "trial-running")
 
+    # Babysit it: pause (the worker is freed, a checkpoint written), resume, fork.
+    page.get_by_role("button", name="Pause").click()
+    page.locator("h1 .status.paused").wait_for(timeout=15_000)
+    assert httpx.get(f"{svc.url}/api/trials/{trial_id}").json()["status"] == "paused"
+    page.get_by_role("button", name="Resume").click()
+    page.locator("h1 .status.queued, h1 .status.running").first.wait_for()
+    page.get_by_role("button", name="Fork…").click()
+    fork = page.locator("dialog.fork-dialog")
+    from_epoch = int(fork.get_by_label("from the checkpoint at epoch").input_value())
+    fork.get_by_label("learning rate", exact=True).fill("0.0005")
+    shot(page, "trial-fork", full_page=False)
+    fork.get_by_role("button", name="Fork trial").click()
+    page.wait_for_url(re.compile(rf"#/trials/(?!{trial_id}$)\d+$"))
+    child_id = int(page.url.rsplit("/", 1)[1])
+    page.locator(
+        ".lineage", has_text=f"forked from trial {trial_id} at epoch {from_epoch}"
+    ).wait_for()
+    child = httpx.get(f"{svc.url}/api/trials/{child_id}").json()
+    assert child["parent_trial_id"] == trial_id and child["config"]["learning_rate"] == 0.0005
+    # The fork's curve continues its parent's, drawn up to the fork.
+    page.wait_for_function(
+        "(document.getElementById('plot-cost').data || [])"
+        ".some((d) => d.name === 'parent dev cost' && d.x[d.x.length - 1] === "
+        f"{from_epoch})"
+    )
+
+    # And stop it.
     page.get_by_role("button", name="Stop trial").click()
     page.locator("h1 .status.stopped").wait_for(timeout=15_000)
-    assert httpx.get(f"{svc.url}/api/trials/{trial_id}").json()["status"] == "stopped"
+    assert httpx.get(f"{svc.url}/api/trials/{child_id}").json()["status"] == "stopped"
     assert page.get_by_role("button", name="Stop trial").is_hidden()
     shot(page, "trial-stopped")
 

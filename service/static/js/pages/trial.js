@@ -1,7 +1,7 @@
 // The trial page: live learning curves (cost, accuracy, learning rate), its config,
 // attempts, worker and errors; stop it while it waits or runs.
 
-import { api } from "../api.js";
+import { api, hasRoute } from "../api.js";
 import { follow } from "../live.js";
 import { draw, empty, loadPlotly, trialFigure } from "../plots.js";
 import { TERMINAL_TRIAL, badge, copyText, duration, esc, fmt, markReady, throttle, when } from "../util.js";
@@ -23,7 +23,12 @@ export function mount(view, { id }) {
         <h1><span class="title">Trial</span> <span class="head-status"></span></h1>
         <p class="sub muted meta"></p>
       </div>
-      <div class="actions"><button type="button" class="danger" data-act="stop" hidden>Stop trial</button></div>
+      <div class="actions">
+        <button type="button" data-act="pause" hidden title="Stop after this epoch with a checkpoint; the worker is freed">Pause</button>
+        <button type="button" data-act="resume" hidden title="Queue it again: it continues from its latest checkpoint">Resume</button>
+        <button type="button" data-act="fork" hidden title="A new trial from a checkpoint, with some hyperparameters changed">Fork…</button>
+        <button type="button" class="danger" data-act="stop" hidden>Stop trial</button>
+      </div>
     </div>
     <section class="panel cards"></section>
     <div class="trial-error"></div>
@@ -35,6 +40,9 @@ export function mount(view, { id }) {
       <section class="panel"><div class="panel-head"><h2>Learning rate</h2><span class="muted small lr-note"></span></div><div class="plot short" id="plot-lr"></div></section>
       <section class="panel"><div class="panel-head"><h2>Hyperparameters</h2><span class="muted small">sampled for this trial</span></div><table class="kv params"></table></section>
     </div>
+    <dialog class="fork-dialog"><div class="dialog-head"><h2>Fork: a new trial from a checkpoint</h2>
+      <p class="muted">It starts from this trial's state at the epoch you pick; change what the optimization should do from there. Empty fields keep this trial's value.</p></div>
+      <form class="fork-form" method="dialog"></form></dialog>
     <section class="panel"><div class="panel-head"><h2>Config</h2><button type="button" data-act="copy">Copy as YAML</button><span class="copy-status muted small"></span></div><pre class="config-yaml"></pre></section>`;
   const $ = (sel) => view.querySelector(sel);
 
@@ -45,7 +53,15 @@ export function mount(view, { id }) {
     $(".study-link").href = `#/studies/${t.study_id}`;
     $(".title").textContent = `Trial #${t.number}`;
     $(".head-status").innerHTML = badge(t.status);
-    $(".meta").innerHTML = [`id ${t.id}`, study && study.rounds.total > 1 ? `round ${t.round}` : "", t.outcome ? `outcome ${esc(t.outcome)}` : ""].filter(Boolean).join(" · ");
+    $(".meta").innerHTML = [
+      `id ${t.id}`,
+      study && study.rounds.total > 1 ? `round ${t.round}` : "",
+      t.parent_trial_id ? `<span class="lineage">forked from <a href="#/trials/${t.parent_trial_id}">trial ${t.parent_trial_id}</a> at epoch ${t.fork_epoch}</span>` : "",
+      t.outcome ? `outcome ${esc(t.outcome)}` : "",
+      t.prune_reason ? `pruned: ${esc(t.prune_reason)}` : "",
+    ]
+      .filter(Boolean)
+      .join(" · ");
     const epochs = t.config?.epochs;
     const last = rows[rows.length - 1] || {};
     const card = (k, v, extra = "") => `<div class="card"><span class="k">${k}</span><span class="v ${extra}">${v}</span></div>`;
@@ -57,12 +73,17 @@ export function mount(view, { id }) {
       card("attempt", `${t.attempt}${t.retries ? `<small> · ${t.retries} retr${t.retries === 1 ? "y" : "ies"}</small>` : ""}`),
       card("worker", t.worker_id ? `<a href="#/workers" title="${esc(t.worker_id)}">${esc(t.worker_id.slice(0, 12))}</a>` : "–"),
       card("started", when(t.started_at)),
-      card(t.finished_at ? "took" : "running for", t.started_at ? duration(t.started_at, t.finished_at) : "–"),
+      t.finished_at
+        ? card("took", duration(t.started_at, t.finished_at))
+        : card("running for", t.status === "running" && t.started_at ? duration(t.started_at) : "–"),
     ].join("");
     $(".trial-error").innerHTML = t.error ? `<section class="panel error-panel"><h2>Error</h2><pre>${esc(t.error)}</pre></section>` : "";
     $(".params").innerHTML = Object.entries(t.params).map(([k, v]) => `<tr><th>${esc(k)}</th><td class="num">${esc(fmt(v, 6))}</td></tr>`).join("") || `<tr><td class="muted">No hyperparameter was searched.</td></tr>`;
     $(".config-yaml").textContent = toYaml(t.config);
     $('[data-act="stop"]').hidden = TERMINAL_TRIAL.includes(t.status);
+    $('[data-act="pause"]').hidden = !routes.pause || !["queued", "running"].includes(t.status);
+    $('[data-act="resume"]').hidden = !routes.resume || t.status !== "paused";
+    $('[data-act="fork"]').hidden = !routes.fork || !rows.length;
     const decay = t.config?.lr_decay;
     $(".lr-note").textContent = decay && decay !== "none" ? `${decay} decay` : "constant";
     view.dataset.epochs = rows.length;
@@ -71,16 +92,21 @@ export function mount(view, { id }) {
   async function curves(rows) {
     await plotly;
     if (destroyed) return;
-    if (!rows.length) {
+    if (!rows.length && !parentRows?.length) {
       const when = trial.status === "queued" ? "once a worker takes the trial" : "as the trial trains";
       for (const el of ["#plot-cost", "#plot-accuracy", "#plot-lr"]) empty($(el), `Epoch by epoch, ${when}.`);
       $("#plot-cost").dataset.points = 0;
       return;
     }
+    const figures = ["cost", "accuracy", "learning_rate"].map((kind) => {
+      const fig = trialFigure(rows, kind);
+      if (parentRows?.length) fig.data.unshift(...parentTraces(parentRows, kind));
+      return fig;
+    });
     await Promise.all([
-      draw($("#plot-cost"), ...Object.values(trialFigure(rows, "cost"))),
-      draw($("#plot-accuracy"), ...Object.values(trialFigure(rows, "accuracy"))),
-      draw($("#plot-lr"), ...Object.values(trialFigure(rows, "learning_rate"))),
+      draw($("#plot-cost"), figures[0].data, figures[0].layout),
+      draw($("#plot-accuracy"), figures[1].data, figures[1].layout),
+      draw($("#plot-lr"), figures[2].data, figures[2].layout),
     ]);
     $("#plot-cost").dataset.points = rows.length; // what the browser test watches grow
   }
@@ -102,9 +128,30 @@ export function mount(view, { id }) {
     return rows;
   }
 
+  // A fork continues its parent's curve: the parent's epochs up to the fork, drawn grey.
+  let parentRows = null;
+  const routes = {};
+
+  function parentTraces(prows, kind) {
+    const keys = kind === "learning_rate" ? ["learning_rate"] : [`train_${kind}`, `dev_${kind}`];
+    return keys.map((key) => ({
+      type: "scatter",
+      mode: "lines",
+      name: `parent ${key.replace("_", " ")}`,
+      x: prows.map((r) => r.epoch),
+      y: prows.map((r) => r[key]),
+      line: { color: "#a3aab8", width: 1.5, dash: key.startsWith("train") ? "dot" : "solid" },
+      hovertemplate: `parent ${key.replace("_", " ")} %{y:.4g} at epoch %{x}<extra></extra>`,
+    }));
+  }
+
   async function load() {
     const [t, rows] = await Promise.all([api(`/api/trials/${id}`), metrics()]);
     trial = t;
+    if (t.parent_trial_id && parentRows === null) {
+      const all = (await api(`/api/dashboard/trials/${t.parent_trial_id}/metrics`)).rows;
+      parentRows = all.filter((r) => r.epoch <= t.fork_epoch);
+    }
     if (!study || study.id !== t.study_id) study = await api(`/api/studies/${t.study_id}`);
     if (destroyed) return;
     render(rows);
@@ -135,6 +182,75 @@ export function mount(view, { id }) {
     e.target.disabled = false;
     refresh();
   });
+  for (const act of ["pause", "resume"]) {
+    $(`[data-act="${act}"]`).addEventListener("click", async (e) => {
+      e.target.disabled = true;
+      try {
+        trial = await api(`/api/trials/${id}/${act}`, { method: "POST" });
+        $(".head-status").innerHTML = badge(act === "pause" && trial.status === "running" ? "pausing" : trial.status);
+      } catch (err) {
+        alert(err.message);
+      }
+      e.target.disabled = false;
+      refresh();
+    });
+  }
+  $('[data-act="fork"]').addEventListener("click", () => openFork());
+  $(".fork-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    submitFork();
+  });
+
+  const FORK_FIELDS = [
+    ["learning_rate", "learning rate", "number"],
+    ["l2", "L2 (lambda)", "number"],
+    ["keep_prob", "keep prob (dropout)", "number"],
+    ["lr_decay", "learning-rate decay", ["none", "inverse_time", "exponential", "inverse_sqrt"]],
+    ["decay_rate", "decay rate", "number"],
+    ["epochs", "epochs in all", "number"],
+  ];
+
+  async function openFork() {
+    const form = $(".fork-form");
+    const checkpoints = await api(`/api/trials/${id}/checkpoints`).catch(() => []);
+    const epochs = [...new Set(checkpoints.map((c) => c.epoch))].sort((a, b) => b - a);
+    const c = trial.config;
+    form.innerHTML = `
+      <label>from the checkpoint at epoch <select name="from_epoch">${epochs.map((e) => `<option>${e}</option>`).join("")}</select></label>
+      ${FORK_FIELDS.map(([key, label, kind]) =>
+        Array.isArray(kind)
+          ? `<label>${label} <select name="${key}">${kind.map((o) => `<option ${o === c[key] ? "selected" : ""}>${o}</option>`).join("")}</select></label>`
+          : `<label>${label} <input name="${key}" type="number" step="any" placeholder="${esc(fmt(c[key], 6))}"></label>`,
+      ).join("")}
+      <p class="fork-error error" hidden></p>
+      <div class="editor-foot"><span class="spacer"></span><button type="button" class="ghost" data-act="close-fork">Close</button>
+        <button type="submit" class="primary" ${epochs.length ? "" : "disabled"}>Fork trial</button></div>
+      ${epochs.length ? "" : `<p class="muted">No checkpoint yet: one is written every ${esc(study?.spec?.execution?.checkpoint_every ?? "few")} epochs and on pause.</p>`}`;
+    form.querySelector('[data-act="close-fork"]').onclick = () => $(".fork-dialog").close();
+    $(".fork-dialog").showModal();
+  }
+
+  async function submitFork() {
+    const form = $(".fork-form");
+    const f = new FormData(form);
+    const changes = {};
+    for (const [key, , kind] of FORK_FIELDS) {
+      const v = f.get(key);
+      if (Array.isArray(kind)) {
+        if (v !== trial.config[key]) changes[key] = v;
+      } else if (v !== "" && v !== null) changes[key] = key === "epochs" ? Math.round(Number(v)) : Number(v);
+    }
+    try {
+      const child = await api(`/api/trials/${id}/fork`, { method: "POST", body: { from_epoch: Number(f.get("from_epoch")), changes } });
+      $(".fork-dialog").close();
+      location.hash = `#/trials/${child.id}`;
+    } catch (err) {
+      const msg = form.querySelector(".fork-error");
+      msg.textContent = err.errors?.length ? err.errors.map((x) => `${x.loc}: ${x.msg}`).join("; ") : err.message;
+      msg.hidden = false;
+    }
+  }
+
   $('[data-act="copy"]').addEventListener("click", async () => {
     const ok = await copyText(toYaml(trial.config));
     $(".copy-status").textContent = ok ? "Copied." : "Copy failed: select the text.";
@@ -144,6 +260,10 @@ export function mount(view, { id }) {
     // The study's newest event before anything else is read: what happens while the
     // page loads is replayed by the stream, never missed.
     const cursor = await api(`/api/dashboard/trials/${id}/cursor`).catch(() => ({ last_event_id: 0 }));
+    // The babysitting controls show where the service has their routes.
+    [routes.pause, routes.resume, routes.fork] = await Promise.all(
+      ["pause", "resume", "fork"].map((a) => hasRoute("POST", `/api/trials/{trial_id}/${a}`)),
+    );
     const first = load();
     plotly = loadPlotly();
     await first;
