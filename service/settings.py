@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     submit_rate_per_minute: float = Field(60.0, gt=0)
     submit_burst: int = Field(20, ge=1)
 
+    # Threads that run the API's synchronous routes (database work): more only add GIL
+    # contention on CPU-bound reads; PostgreSQL deployments with slow round trips may raise it.
+    api_threads: int = Field(8, ge=1, le=200)
+
     # Browser origins allowed by CORS, comma-separated; empty keeps CORS off (same origin).
     cors_origins: str = ""
 

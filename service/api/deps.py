@@ -11,13 +11,17 @@ from service.errors import RateLimited
 from service.metrics import SUBMISSIONS_REFUSED
 from service.settings import Settings
 
+# These dependencies are `async def` although they never await: FastAPI runs a plain `def`
+# dependency on the thread pool, and a hop there costs more than the work itself (three
+# hops per request were a tenth of a read's CPU in bench/api_load.py).
 
-def get_db(request: Request) -> Database:
+
+async def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -35,7 +39,7 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 def require(scope: str) -> Any:
     """A dependency that admits requests holding `scope` (see service.auth)."""
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:
         request.state.token = request.app.state.auth.check(request, scope)
 
     return Depends(check)
@@ -46,7 +50,7 @@ WriteScope = require("write")
 WorkerScope = require("worker")
 
 
-def _submission(request: Request) -> None:
+async def _submission(request: Request) -> None:
     """Spend one submission of the caller's rate (after WriteScope has named the caller)."""
     token = getattr(request.state, "token", None)
     if token is not None:

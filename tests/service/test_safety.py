@@ -66,6 +66,12 @@ MATRIX = [
     ("GET", "/api/trials/1", "read"),
     ("GET", "/api/trials/1/metrics", "read"),
     ("POST", "/api/trials/1/stop", "write"),
+    ("POST", "/api/trials/1/pause", "write"),
+    ("POST", "/api/trials/1/resume", "write"),
+    ("POST", "/api/trials/1/fork", "write"),
+    ("GET", "/api/trials/1/checkpoints", "read"),
+    ("POST", "/api/studies/1/continue", "write"),
+    ("POST", "/api/studies/1/zoom", "write"),
     ("POST", "/api/datasets", "write"),
     ("GET", "/api/datasets", "read"),
     ("GET", "/api/datasets/ds-x", "read"),
@@ -79,6 +85,8 @@ MATRIX = [
     ("POST", "/api/worker/trials/1/finish", "worker"),
     ("POST", "/api/worker/trials/1/release", "worker"),
     ("GET", "/api/worker/datasets/ds-x", "worker"),
+    ("POST", "/api/worker/trials/1/checkpoints", "worker"),
+    ("GET", "/api/worker/checkpoints/1", "worker"),
 ]
 RIGHT = {"read": READER, "write": WRITER, "worker": WORKER}
 WRONG = {"read": WORKER, "write": READER, "worker": WRITER}
