@@ -94,8 +94,8 @@ class Authenticator:
         return token
 
 
-# Served to anyone: the liveness probe, and the API's own description.
-PUBLIC_PREFIXES = ("/healthz", "/openapi.json", "/docs", "/redoc")
+# Served to anyone: the liveness and readiness probes, and the API's own description.
+PUBLIC_PREFIXES = ("/healthz", "/readyz", "/openapi.json", "/docs", "/redoc")
 GUARDED_PREFIXES = ("/api/", "/metrics")
 
 

@@ -16,7 +16,8 @@ from fastapi.openapi.utils import get_openapi
 from service.schemas import Problem
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
-PUBLIC = frozenset({"/healthz"})  # needs no token, touches no database
+# Need no token: liveness (touches no database) and readiness (for orchestrators' probes).
+PUBLIC = frozenset({"/healthz", "/readyz"})
 
 _DESCRIPTIONS = {
     401: "No valid token: send 'Authorization: Bearer <token>'",
