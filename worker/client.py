@@ -25,8 +25,27 @@ class ApiError(Exception):
     """The service refused the request for a reason retrying cannot fix."""
 
 
+def parse_urls(api_url: str) -> list[str]:
+    """The service's URLs from `http://a:8000` or a comma-separated `http://a:8000,http://b:8000`.
+
+    Raises ValueError on an empty list or entry, or an entry that is not an http(s) URL.
+    """
+    urls = [u.strip().rstrip("/") for u in api_url.split(",")]
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"not an http(s) URL: {url!r} (in {api_url!r})")
+    return urls
+
+
 class Client:
-    """Calls the service; transient failures (network, 5xx, 429) are retried until `stop`."""
+    """Calls the service; transient failures (network, 5xx, 429) are retried until `stop`.
+
+    `api_url` may list several replicas of the service, comma-separated: a request that
+    cannot reach one (the connection is refused, reset or times out) is retried on the
+    next, and the client stays there while it answers. Every worker write is safe to
+    send twice (lease tokens and compare-and-set), so a request whose answer was lost on
+    one replica may be sent again to another.
+    """
 
     def __init__(
         self,
@@ -39,14 +58,26 @@ class Client:
         headers = {"user-agent": "caviar-worker"}
         if token:
             headers["authorization"] = f"Bearer {token}"
+        self.urls = parse_urls(api_url)
+        self._current = 0
         self._http = httpx.Client(
-            base_url=api_url.rstrip("/"), headers=headers, timeout=REQUEST_TIMEOUT_SECONDS
+            base_url=self.urls[0], headers=headers, timeout=REQUEST_TIMEOUT_SECONDS
         )
         self._stop = stop or threading.Event()
         self._max_wait = max_wait_seconds
 
+    @property
+    def url(self) -> str:
+        """The replica requests go to now."""
+        return self.urls[self._current]
+
     def close(self) -> None:
         self._http.close()
+
+    def _next_replica(self) -> None:
+        if len(self.urls) > 1:
+            self._current = (self._current + 1) % len(self.urls)
+            self._http.base_url = httpx.URL(self.url)
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
         """POST `body`; returns the JSON answer, or raises LeaseLostError / ApiError."""
@@ -65,7 +96,8 @@ class Client:
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
+                problem = f"{type(exc).__name__}: {exc} ({self.url})"
+                self._next_replica()
             else:
                 if response.status_code == 409:
                     raise LeaseLostError(_detail(response))

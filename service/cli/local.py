@@ -211,19 +211,29 @@ def serve(
 
 @app.command()
 def worker(
-    api: str | None = typer.Option(None, help="the service's URL (default: CAVIAR_API_URL)"),
+    api: str | None = typer.Option(
+        None,
+        help="the service's URL, or its replicas' URLs comma-separated: a worker that cannot "
+        "reach one tries the next (default: CAVIAR_API_URL)",
+    ),
     token: str | None = typer.Option(None, help="a worker token (default: CAVIAR_TOKEN)"),
     processes: int = typer.Option(1, help="worker processes, one BLAS thread each"),
     max_trials: int = typer.Option(200, help="trials per process before a fresh one replaces it"),
     claim_batch: int = typer.Option(1, help="trials leased per request (for short trials)"),
 ) -> None:
     """Lease trials from a service and train them, until SIGTERM."""
+    from worker.client import parse_urls
     from worker.pool import PoolOptions, run_pool
 
     settings = settings_with()
+    api_url = api or settings.api_url
+    try:
+        parse_urls(api_url)  # refused here, not in every worker process
+    except ValueError as exc:
+        fail(f"--api: {exc}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     options = PoolOptions(
-        api_url=api or settings.api_url,
+        api_url=api_url,
         token=token or settings.token or None,
         processes=processes,
         max_trials_per_process=max_trials,
