@@ -10,15 +10,16 @@ It also serves plotly.js from the plotly Python package, so the dashboard works 
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import math
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
@@ -48,14 +49,33 @@ def plotly_js() -> Path:
     return Path(str(files("plotly") / "package_data" / "plotly.min.js"))
 
 
-@router.get("/static/vendor/plotly.min.js", include_in_schema=False)
-def get_plotly_js() -> FileResponse:
-    # The file changes only with the installed plotly; let the browser keep it a day.
-    return FileResponse(
-        plotly_js(),
-        media_type="text/javascript",
-        headers={"Cache-Control": "public, max-age=86400"},
+@cache
+def _plotly_bodies() -> tuple[bytes, bytes, str]:
+    """The script as is and gzipped, and its ETag: read and compressed once per process.
+
+    Sent from memory in one write: streamed from disk in 64 kB chunks, each a hop through
+    the thread pool, the 4.8 MB took up to 0.4 s on a busy machine. Gzip level 1 makes
+    1.7 MB of it in 0.1 s, once per process.
+    """
+    raw = plotly_js().read_bytes()
+    return (
+        raw,
+        gzip.compress(raw, compresslevel=1, mtime=0),
+        f'"{hashlib.sha256(raw).hexdigest()[:32]}"',
     )
+
+
+@router.get("/static/vendor/plotly.min.js", include_in_schema=False)
+def get_plotly_js(request: Request) -> Response:
+    raw, packed, etag = _plotly_bodies()
+    # The file changes only with the installed plotly: the browser keeps it a day.
+    headers = {"Cache-Control": "public, max-age=86400", "ETag": etag, "Vary": "Accept-Encoding"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(packed, media_type="text/javascript", headers=headers)
+    return Response(raw, media_type="text/javascript", headers=headers)
 
 
 # --- schemas ---------------------------------------------------------------------------

@@ -138,5 +138,10 @@ def test_plotly_js_is_served_from_the_plotly_package(seeded) -> None:  # type: i
     r = client.get("/static/vendor/plotly.min.js")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/javascript")
+    assert r.headers["content-encoding"] == "gzip"  # httpx asks for it, and inflates it
     assert "plotly.js v" in r.text[:200]
     assert len(r.content) > 1_000_000
+    plain = client.get("/static/vendor/plotly.min.js", headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.content == r.content
+    again = client.get("/static/vendor/plotly.min.js", headers={"if-none-match": r.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
