@@ -15,7 +15,7 @@ export function fmt(v, digits = 4) {
     if (!Number.isFinite(v)) return String(v);
     if (Number.isInteger(v)) return String(v);
     const a = Math.abs(v);
-    if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(digits - 1).replace("e", "e");
+    if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(digits - 1);
     return String(Number(v.toPrecision(digits)));
   }
   if (Array.isArray(v)) return `[${v.map((x) => fmt(x, digits)).join(", ")}]`;

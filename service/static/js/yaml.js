@@ -110,12 +110,3 @@ export function lineOf(text, loc) {
   }
   return line;
 }
-
-/** Set the value at a dotted path of `obj` (`hidden_layers.0` indexes a list). */
-export function setPath(obj, path, value) {
-  const parts = path.split(".");
-  let o = obj;
-  for (const p of parts.slice(0, -1)) o = o[/^\d+$/.test(p) ? Number(p) : p];
-  const last = parts[parts.length - 1];
-  o[/^\d+$/.test(last) ? Number(last) : last] = value;
-}
