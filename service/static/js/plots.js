@@ -353,7 +353,7 @@ export function curvesFigure(curves, metric, { title } = {}) {
       legend: { orientation: "h", x: 0, y: 1.16, font: { size: 10 } },
       margin: { l: 56, r: 12, t: 34, b: 40 },
       xaxis: { title: { text: "epoch" } },
-      yaxis: { title: { text: title || metric }, type: metric.endsWith("cost") ? "log" : "linear" },
+      yaxis: { title: { text: title || metric }, ...(metric.endsWith("cost") ? { type: "log", dtick: "D2" } : {}) },
     }),
   };
 }
@@ -381,7 +381,7 @@ export function trialFigure(rows, kind) {
       legend: { orientation: "h", x: 0, y: 1.14 },
       margin: { l: 56, r: 12, t: kind === "learning_rate" ? 10 : 30, b: 40 },
       xaxis: { title: { text: "epoch" }, rangemode: "tozero" },
-      yaxis: { title: { text: kind.replace("_", " ") }, type: kind === "cost" || kind === "learning_rate" ? "log" : "linear", exponentformat: "power" },
+      yaxis: { title: { text: kind.replace("_", " ") }, exponentformat: "power", ...(kind === "cost" || kind === "learning_rate" ? { type: "log", dtick: "D2" } : {}) },
     }),
   };
 }
