@@ -2,15 +2,16 @@
 
 Run from the repository root:
 
-    python bench/api_load.py [--rate 500] [--seconds 20] [--writers 2] [--trials 2000]
+    python bench/api_load.py [--rate 500] [--seconds 20] [--writers 2] [--write-rate 50]
 
 What it does, all on this machine:
 
 - serves the API with `caviar serve` (one process, no embedded workers) on a fresh SQLite
   database and queues a few studies totalling `--trials` trials;
 - starts `--writers` processes that play workers over HTTP (register, claim, report
-  epochs in batches, finish) as fast as the service lets them, so reads contend with a
-  steady stream of write transactions;
+  epochs in batches, finish) at `--write-rate` reports a second in all (50: a busy fleet
+  of workers sending a batch of epochs every second or two), so reads contend with a
+  steady stream of write transactions, each taking SQLite's write lock;
 - offers reads at a fixed `--rate` (open loop: each request has a scheduled start, and
   latency counts from that start, so a stalled service cannot hide its queue behind fewer
   requests): a study's status (`GET /api/studies/{id}`) and a page of its trials
@@ -70,9 +71,22 @@ def _spec(name: str, trials: int) -> dict[str, Any]:
 # -- writers: worker processes over HTTP, without the training -------------------------------
 
 
-def _writer(url: str, stop: Any, counter: Any, index: int) -> None:
-    """Claim trials and report 20 epochs each in batches of 5, then finish: a busy worker."""
+def _writer(url: str, stop: Any, counter: Any, index: int, rate: float) -> None:
+    """Claim trials and report 20 epochs each in batches of 5, then finish, at `rate`
+    writes a second (0: as fast as the service answers)."""
     rng = random.Random(index)
+    interval = 1.0 / rate if rate > 0 else 0.0
+    next_at = time.perf_counter()
+
+    def pace() -> None:
+        nonlocal next_at
+        next_at += interval
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            next_at = time.perf_counter()  # behind: do not burst to catch up
+
     with httpx.Client(base_url=url, timeout=30) as client:
         wid = client.post("/api/worker/register", json={"name": f"bench-{index}"}).json()[
             "worker_id"
@@ -101,11 +115,13 @@ def _writer(url: str, stop: Any, counter: Any, index: int) -> None:
                 base = f"/api/worker/trials/{t['trial_id']}"
                 lease = t["lease_token"]
                 for i in range(0, 15, 5):
+                    pace()
                     client.post(
                         f"{base}/metrics", json={"lease_token": lease, "epochs": epochs[i : i + 5]}
                     )
                     with counter.get_lock():
                         counter.value += 1
+                pace()
                 client.post(
                     f"{base}/finish",
                     json={"lease_token": lease, "outcome": "completed", "epochs": epochs[15:]},
@@ -223,6 +239,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured duration")
     parser.add_argument("--clients", type=int, default=64, help="reads in flight at most")
     parser.add_argument("--writers", type=int, default=2, help="worker processes reporting")
+    parser.add_argument(
+        "--write-rate",
+        type=float,
+        default=50.0,
+        help="metrics and finish reports per second, all writers together (0: flat out)",
+    )
     parser.add_argument("--trials", type=int, default=2000, help="trials queued in all")
     parser.add_argument("--studies", type=int, default=5)
     args = parser.parse_args()
@@ -276,7 +298,10 @@ def main() -> int:
         )
         ctx = mp.get_context("spawn")
         writers = [
-            ctx.Process(target=_writer, args=(url, stop, counter, i)) for i in range(args.writers)
+            ctx.Process(
+                target=_writer, args=(url, stop, counter, i, args.write_rate / max(1, args.writers))
+            )
+            for i in range(args.writers)
         ]
         for w in writers:
             w.start()

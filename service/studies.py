@@ -293,7 +293,11 @@ def list_trials(
     offset: int = 0,
 ) -> tuple[list[dict[str, Any]], int]:
     with db.session(write=False) as s:
-        study = _study(s, study_id)
+        # Only the direction: loading the whole study (its spec is JSON) cost as much as
+        # the page of trials itself.
+        direction = s.scalar(select(Study.direction).where(Study.id == study_id))
+        if direction is None:
+            raise NotFound(f"study {study_id} does not exist")
         where = [Trial.study_id == study_id]
         if status is not None:
             where.append(Trial.status == status)
@@ -302,7 +306,7 @@ def list_trials(
         total = s.scalar(select(func.count()).select_from(Trial).where(*where)) or 0
         q = _SUMMARY_SELECT.where(*where)
         if sort == "value":
-            best_first = Trial.value.desc() if study.direction == "maximize" else Trial.value.asc()
+            best_first = Trial.value.desc() if direction == "maximize" else Trial.value.asc()
             q = q.order_by(Trial.value.is_(None), best_first, Trial.number)
         else:
             q = q.order_by(Trial.number)
