@@ -219,6 +219,22 @@ class TrialsExport(BaseModel):
 
 
 class MetricRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "epoch": 12,
+                    "train_cost": 0.231,
+                    "train_accuracy": 0.912,
+                    "dev_cost": 0.262,
+                    "dev_accuracy": 0.895,
+                    "learning_rate": 0.0031,
+                    "seconds": 0.018,
+                }
+            ]
+        }
+    )
+
     epoch: int
     train_cost: float | None
     train_accuracy: float | None
@@ -229,12 +245,30 @@ class MetricRead(BaseModel):
 
 
 class RoundRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "index": 1,
+                    "box": {"learning_rate": {"low": 0.001, "high": 0.02}},
+                    "created_at": _AT,
+                }
+            ]
+        }
+    )
+
     index: int
     box: dict[str, Any] | None
     created_at: Timestamp | None
 
 
 class SpecValidation(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"valid": True, "trials": 24, "rounds": 1, "spec": {"name": "moons-adam"}}]
+        }
+    )
+
     valid: bool
     trials: int = Field(description="trials of the first round")
     rounds: int
@@ -295,6 +329,23 @@ class DatasetsPage(BaseModel):
 
 
 class WorkerRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "w-5f2c9a01b3d4",
+                    "name": "caviar-worker-1",
+                    "host": "gpu-box",
+                    "pid": 4242,
+                    "alive": True,
+                    "seconds_since_heartbeat": 1.2,
+                    "trials_done": 37,
+                    "running": [12],
+                }
+            ]
+        }
+    )
+
     id: str
     name: str
     host: str
