@@ -443,8 +443,9 @@ def service_process(sqlite_url: str) -> Iterator[str]:
 
 
 def test_the_page_of_a_50000_trial_study_renders_in_under_two_seconds(  # type: ignore[no-untyped-def]
-    page, browser, sqlite_url, service_process
+    service_process, page, browser, sqlite_url
 ) -> None:
+    # service_process first: set up before the page, so it stops after the page closes.
     study_id = seed_big_study(sqlite_url, trials=50_000)
     url = f"{service_process}/#/studies/{study_id}"
     page.goto(url)
