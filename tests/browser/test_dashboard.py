@@ -491,6 +491,7 @@ def test_a_csv_uploaded_from_the_form_becomes_the_specs_data_set(  # type: ignor
     page.goto(svc.url + "/#/?new=1")
     page.locator(".spec-status.ok").wait_for()
     page.locator("input[type=file][name=dataset]").set_input_files(str(csv))
+    page.get_by_text("points.csv: 3 columns. Which one is the label?").wait_for()
     assert page.get_by_label("Label column").input_value() == "label"  # the last column
     page.get_by_role("button", name="Upload", exact=True).click()
     page.locator(".upload-status.ok").wait_for()
