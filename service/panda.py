@@ -29,27 +29,12 @@ from service.models import (
 )
 from service.queue import _leased
 from service.studies import trial_dict
+from trainer.checkpoint import FORKABLE_FIELDS
 from trainer.config import TrainConfig
 
-# What a fork may change: the optimization, never the architecture the weights fit.
-FORKABLE = frozenset(
-    {
-        "learning_rate",
-        "beta1",
-        "beta2",
-        "epsilon",
-        "lr_decay",
-        "decay_rate",
-        "decay_every",
-        "decay_per",
-        "l2",
-        "keep_prob",
-        "epochs",
-        "batch_size",
-        "shuffle",
-        "bn_momentum",
-    }
-)
+# What a fork may change: the optimization, never the architecture the weights fit. The
+# trainer owns the list, since it is the trainer that must honour it on resume.
+FORKABLE = FORKABLE_FIELDS
 MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
 
 

@@ -9,17 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.waiting import wait_until
 from worker.pool import Pool, PoolOptions
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 90.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

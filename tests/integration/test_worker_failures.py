@@ -17,6 +17,7 @@ from sqlalchemy import func, select, text
 
 from service.db import get_database
 from service.models import Metric
+from tests.integration.waiting import wait_until
 
 CAVIAR = [sys.executable, "-m", "service.cli"]
 FAST_LEASE = {"lease_seconds": 2.0, "heartbeat_seconds": 0.3, "reap_interval_seconds": 0.3}
@@ -37,16 +38,6 @@ def slow_spec(
         strategy={"type": "random", "trials": trials},
         **overrides,
     )
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
 class Workers:
