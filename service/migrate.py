@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -23,13 +24,40 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database at `url` to `revision` (all migrations by default)."""
+    _run(url, lambda cfg: command.upgrade(cfg, revision))
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Take the database at `url` back to `revision` (for developers and tests)."""
+    _run(url, lambda cfg: command.downgrade(cfg, revision))
+
+
+def _run(url: str, step: Callable[[Config], None]) -> None:
     cfg = alembic_config(url)
     db = get_database(url)
-    # The write engine takes SQLite's lock up front: two processes migrating at once wait
-    # for each other instead of failing half-way.
-    with db.engine.execution_options(caviar_write=True).begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    with db.engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite alters most tables by copying them and dropping the old one; with
+            # foreign keys on, that DROP deletes every row that references the table
+            # (ON DELETE CASCADE), so a migration would empty trials and metrics. The
+            # pragma only works outside a transaction, hence on the raw connection
+            # before SQLAlchemy begins one.
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+        try:
+            # The write option takes SQLite's lock up front: two processes migrating at
+            # once wait for each other instead of failing half-way.
+            conn = conn.execution_options(caviar_write=True)
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                step(cfg)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"the migration left dangling references: {broken[:5]}")
+        finally:
+            if sqlite:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
 
 def current_revision(url: str) -> str | None:

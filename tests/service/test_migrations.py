@@ -37,3 +37,47 @@ def test_downgrade_to_base_and_back(empty_db_url: str) -> None:
     assert migrate.current_revision(empty_db_url) is None
     migrate.upgrade(empty_db_url)
     assert migrate.is_up_to_date(empty_db_url)
+
+
+def test_upgrading_keeps_every_row(empty_db_url: str) -> None:
+    """A migration that rebuilds a table (SQLite's batch mode) must not cascade deletes."""
+    from sqlalchemy import text
+
+    migrate.upgrade(empty_db_url, "0002")
+    engine = get_database(empty_db_url).engine
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO studies (id, name, spec, status, strategy, mode, max_parallel,"
+                " max_retries, metric, direction, total_rounds, current_round, spec_sha256)"
+                " VALUES (1, 's', '{}', 'completed', 'random', 'caviar', 8, 2,"
+                " 'dev_accuracy', 'maximize', 1, 0, 'x')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO trials (id, study_id, number, round_index, params, config, status,"
+                " attempt, retries, stop_requested, epochs_done)"
+                " VALUES (1, 1, 0, 0, '{}', '{}', 'completed', 1, 0, false, 1)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO metrics (trial_id, attempt, epoch, dev_accuracy) VALUES (1, 1, 1, 0.5)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO events (study_id, type, data, created_at)"
+                " VALUES (1, 'study.created', '{}', 0)"
+            )
+        )
+    migrate.upgrade(empty_db_url)
+    with engine.connect() as conn:
+        counts = {
+            table: conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+            for table in ("studies", "trials", "metrics", "events")
+        }
+        awaiting = conn.execute(text("SELECT awaiting_review FROM studies")).scalar()
+    assert counts == {"studies": 1, "trials": 1, "metrics": 1, "events": 1}
+    assert not awaiting
