@@ -268,8 +268,17 @@ def _touch_worker(s: Session, worker_id: str) -> None:
 
 
 def _leased(s: Session, trial_id: int, token: str) -> Trial:
-    """The running trial held by `token`, or LeaseLost (NotFound if no such trial)."""
-    trial = s.get(Trial, trial_id)
+    """The running trial held by `token`, or LeaseLost (NotFound if no such trial).
+
+    On PostgreSQL the row stays locked to the end of the transaction, so the reaper or
+    another replica cannot take the lease between this check and the writes after it.
+    """
+    trial = s.scalars(
+        select(Trial)
+        .where(Trial.id == trial_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    ).first()
     if trial is None:
         raise NotFound(f"trial {trial_id} does not exist")
     if trial.status != TrialStatus.running or trial.lease_token != token:
@@ -481,8 +490,9 @@ def finish_trial(
 def finish_trials(*, db: Database, results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Record several trials' ends in one transaction (short trials, reported together).
 
-    Each result is finished under its own savepoint, so one whose lease was lost is
-    refused alone: the answer says, per trial, its new status, or why it was refused.
+    A result whose lease was lost is refused alone, before anything of it is written
+    (the lease is checked first, under a row lock): the answer says, per trial, its new
+    status, or why it was refused.
     """
     answers: list[dict[str, Any]] = []
     studies: set[int] = set()
@@ -490,15 +500,14 @@ def finish_trials(*, db: Database, results: Sequence[Mapping[str, Any]]) -> list
         for r in results:
             trial_id = int(r["trial_id"])
             try:
-                with s.begin_nested():
-                    study_id, status = _finish(
-                        s,
-                        trial_id=trial_id,
-                        lease_token=r["lease_token"],
-                        outcome=r["outcome"],
-                        error=r.get("error"),
-                        epochs=r.get("epochs", ()),
-                    )
+                study_id, status = _finish(
+                    s,
+                    trial_id=trial_id,
+                    lease_token=r["lease_token"],
+                    outcome=r["outcome"],
+                    error=r.get("error"),
+                    epochs=r.get("epochs", ()),
+                )
             except (LeaseLost, NotFound) as exc:
                 answers.append({"trial_id": trial_id, "status": None, "error": exc.detail})
                 continue
