@@ -162,6 +162,9 @@ class StudyRead(BaseModel):
     best_trial: TrialDetail | None
     parent_study_id: int | None
     error: str | None
+    awaiting_review: bool = Field(
+        False, description="panda with await_review: the next trial waits for POST .../continue"
+    )
     created_at: Timestamp | None
     started_at: Timestamp | None
     finished_at: Timestamp | None

@@ -17,6 +17,12 @@ const TYPES = [
   "study.cancelled",
   "study.requeued",
   "study.finished",
+  "trial.paused",
+  "trial.resumed",
+  "trial.forked",
+  "trial.checkpointed",
+  "study.awaiting_review",
+  "study.continued",
 ];
 const POLL_MS = 2000; // without events: how often a live page asks again
 const IDLE_POLL_MS = 10000; // an ended study changes rarely (retry-failed): ask now and then

@@ -42,6 +42,7 @@ export function mount(view, { id }) {
       </div>
       <div class="actions">
         <a class="button ghost" data-act="csv" hidden>Export CSV</a>
+        <button type="button" class="primary" data-act="continue" hidden title="Run the next trial of this reviewed panda study">Continue with the next trial</button>
         <button type="button" data-act="retry" hidden>Retry failed</button>
         <button type="button" data-act="zoom" hidden title="A new coarse-to-fine study in the region of the best trials">Zoom into the best</button>
         <button type="button" class="danger" data-act="cancel" hidden>Cancel study</button>
@@ -101,6 +102,7 @@ export function mount(view, { id }) {
       .join(" · ");
     const ended = TERMINAL_STUDY.includes(s.status);
     $('[data-act="cancel"]').hidden = ended;
+    $('[data-act="continue"]').hidden = ended || !s.awaiting_review;
     $('[data-act="retry"]').hidden = !ended || !(s.counts.failed + s.counts.stopped);
     $('[data-act="zoom"]').hidden = !ov.valued_trials;
   }
@@ -287,6 +289,16 @@ export function mount(view, { id }) {
   });
 
   // --- steering --------------------------------------------------------------------------
+  $('[data-act="continue"]').addEventListener("click", async (e) => {
+    e.target.disabled = true;
+    try {
+      await api(`/api/studies/${id}/continue`, { method: "POST" });
+    } catch (err) {
+      alert(err.message);
+    }
+    e.target.disabled = false;
+    refresh();
+  });
   $('[data-act="cancel"]').addEventListener("click", async (e) => {
     if (!confirm(`Cancel study “${ov.study.name}”? Waiting trials stop now, running ones after their current epoch.`)) return;
     e.target.disabled = true;
