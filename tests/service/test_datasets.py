@@ -198,3 +198,37 @@ def test_workers_fetch_the_bytes_with_an_etag(db_url, settings_for) -> None:  # 
         cached = c.get(url, headers={**worker, "if-none-match": r.headers["etag"]})
         assert cached.status_code == 304 and cached.content == b""
         assert c.get("/api/worker/datasets/ds-nope", headers=worker).status_code == 404
+
+
+def test_worker_processes_train_a_study_on_an_uploaded_csv(  # type: ignore[no-untyped-def]
+    sqlite_url, live_service, spec_factory, tmp_path, monkeypatch
+) -> None:
+    """End to end: upload, a study naming the id, real workers fetch the file and train."""
+    import time
+
+    import httpx
+
+    from worker.pool import Pool, PoolOptions
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the workers' cache stays in here
+    svc = live_service(sqlite_url)
+    with httpx.Client(base_url=svc.url, timeout=30) as api:
+        ds = api.post(
+            "/api/datasets", content=churn_csv(200), params={"label_column": "churned"}
+        ).json()
+        spec = spec_factory(dataset={"name": ds["id"]}, strategy={"type": "random", "trials": 2})
+        study_id = api.post("/api/studies", json=spec).json()["id"]
+        pool = Pool(PoolOptions(api_url=svc.url, processes=1, exit_when_idle=True))
+        pool.start()
+        try:
+            deadline = time.monotonic() + 90
+            while (study := api.get(f"/api/studies/{study_id}").json())["status"] not in (
+                "completed",
+                "failed",
+            ):
+                assert time.monotonic() < deadline, study
+                time.sleep(0.2)
+        finally:
+            pool.stop()
+    assert study["status"] == "completed", study
+    assert 0.5 <= study["best_trial"]["value"] <= 1.0
