@@ -52,12 +52,17 @@ def netns_unavailable() -> str | None:
     """Why network namespaces cannot be made here, or None if they can."""
     if shutil.which("ip") is None:
         return "the `ip` command (iproute2) is not installed"
-    probe = f"caviar-probe-{secrets.token_hex(3)}"
+    tag = secrets.token_hex(3)
     try:
-        ip("netns", "add", probe)
+        ip("netns", "add", f"caviar-probe-{tag}")
     except subprocess.CalledProcessError as exc:
         return f"`ip netns add` is not permitted here: {exc.stderr.strip()}"
-    ip("netns", "del", probe)
+    ip("netns", "del", f"caviar-probe-{tag}")
+    try:
+        ip("link", "add", "name", f"cvp{tag}", "type", "bridge")
+    except subprocess.CalledProcessError as exc:
+        return f"no bridge can be made here: {exc.stderr.strip()}"
+    ip("link", "del", f"cvp{tag}")
     return None
 
 
