@@ -6,8 +6,6 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,13 +26,6 @@ from tests.multihost.hosts import (
 
 pytestmark = pytest.mark.postgres
 FAST_LEASE = {"lease_seconds": 3.0, "heartbeat_seconds": 0.5, "reap_interval_seconds": 0.5}
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(tmp_path / "logs")
-    yield p
-    p.stop_all()
 
 
 @pytest.fixture
