@@ -98,6 +98,7 @@ def resume_trial(*, db: Database, trial_id: int) -> dict[str, Any]:
         _reopen_study(s, trial.study_id)
         ckpt = latest_checkpoint(s, trial_id)
         trial.status = TrialStatus.queued
+        trial.outcome = None  # the pause is over; the next attempt says how it ends
         trial.resume_checkpoint_id = ckpt.id if ckpt is not None else None
         trial.stop_requested = False
         trial.stop_reason = None
