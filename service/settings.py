@@ -51,7 +51,7 @@ class Settings(BaseSettings):
 
     # Threads that run the API's synchronous routes (database work): more only add GIL
     # contention on CPU-bound reads; PostgreSQL deployments with slow round trips may raise it.
-    api_threads: int = Field(8, ge=1, le=200)
+    api_threads: int = Field(4, ge=1, le=200)
 
     # Browser origins allowed by CORS, comma-separated; empty keeps CORS off (same origin).
     cors_origins: str = ""

@@ -183,9 +183,11 @@ def get_studies(
 
 
 @router.get("/studies/{study_id}", response_model=StudyRead, dependencies=[ReadScope])
-def get_one_study(study_id: StudyId, db: DbDep) -> dict[str, Any]:
+def get_one_study(study_id: StudyId, db: DbDep) -> Response:
     """A study: its status, the count of trials in each status and the best trial."""
-    return get_study(db=db, study_id=study_id)
+    # Polled by every dashboard and `submit --wait`: rendered directly, like trials pages.
+    study = get_study(db=db, study_id=study_id)
+    return Response(orjson.dumps(study, option=_ORJSON), media_type="application/json")
 
 
 @router.post(
