@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -12,7 +11,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import orjson
 from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,6 +30,7 @@ from service.api import studies as studies_routes
 from service.api import worker as worker_routes
 from service.api.deps import DbDep, ReadScope
 from service.api.docs import install_openapi
+from service.api.render import json_bytes
 from service.auth import AuthenticationMiddleware, Authenticator, Token, parse_tokens
 from service.db import get_database
 from service.errors import CaviarError
@@ -50,29 +49,11 @@ except PackageNotFoundError:  # running from a checkout that was not installed
     VERSION = "0.0.0"
 
 
-def _finite(value: Any) -> Any:
-    """Replace NaN and infinities by None, deep: JSON has no such numbers."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
 class SafeJSONResponse(JSONResponse):
     """JSON that never fails on a non-finite float: it becomes null."""
 
     def render(self, content: Any) -> bytes:
-        try:
-            # orjson writes NaN and infinities as null by itself, and is several times
-            # faster than json: rendering was a fifth of a trials page's CPU.
-            return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC)
-        except TypeError:  # what orjson refuses (an int past 64 bits): the slow, general way
-            return json.dumps(
-                _finite(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")
-            ).encode("utf-8")
+        return json_bytes(content)
 
 
 # An invalid input is echoed back only this long, and messages (which may quote their

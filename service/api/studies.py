@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-import orjson
 import yaml
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +20,7 @@ from service.api.deps import (
     WriteScope,
 )
 from service.api.docs import problem_responses
+from service.api.render import json_bytes
 from service.errors import InvalidSpec
 from service.models import StudyStatus, TrialStatus
 from service.schemas import (
@@ -57,7 +57,6 @@ from service.studies import (
 )
 
 router = APIRouter(prefix="/api")
-_ORJSON = orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC  # naive datetimes are UTC (SQLite)
 
 # A spec is at most a few levels deep (space.hidden_layers.units.low) and holds at most
 # a few thousand values; anything far beyond is an attack on the parser or the validator
@@ -187,7 +186,7 @@ def get_one_study(study_id: StudyId, db: DbDep) -> Response:
     """A study: its status, the count of trials in each status and the best trial."""
     # Polled by every dashboard and `submit --wait`: rendered directly, like trials pages.
     study = get_study(db=db, study_id=study_id)
-    return Response(orjson.dumps(study, option=_ORJSON), media_type="application/json")
+    return Response(json_bytes(study), media_type="application/json")
 
 
 @router.post(
@@ -267,7 +266,7 @@ def get_trials(
     # The busiest read (dashboards and scripts poll it): rendered here rather than
     # validated again against TrialsPage, a quarter of its CPU. The document still says
     # TrialsPage, and the schemathesis suite checks every answer against it.
-    return Response(orjson.dumps(page, option=_ORJSON), media_type="application/json")
+    return Response(json_bytes(page), media_type="application/json")
 
 
 @router.get(

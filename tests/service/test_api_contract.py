@@ -289,3 +289,16 @@ def test_the_openapi_document_is_complete() -> None:
     example = post_study["requestBody"]["content"]["application/json"]["examples"]
     assert next(iter(example.values()))["value"]["name"] == "moons-adam"
     assert doc["components"]["schemas"]["StudyRead"]["examples"]
+
+
+def test_responses_render_nan_big_integers_and_naive_times() -> None:
+    from datetime import datetime
+
+    from service.api.render import json_bytes
+
+    naive = datetime(2026, 11, 25, 10, 0, 0)  # SQLite's timestamps: UTC without a zone
+    fast = json.loads(json_bytes({"x": float("nan"), "y": [float("-inf"), 1.5], "at": naive}))
+    assert fast == {"x": None, "y": [None, 1.5], "at": "2026-11-25T10:00:00+00:00"}
+    # JSON allows any integer; orjson stops at 64 bits, and the slow path takes over
+    slow = json.loads(json_bytes({"n": 2**70, "x": float("nan"), "at": naive}))
+    assert slow == {"n": 2**70, "x": None, "at": "2026-11-25T10:00:00+00:00"}
