@@ -352,6 +352,7 @@ def main() -> None:
         ("real", 2, real(2)),
         ("real", 4, real(4)),
         # checkpoint_every past the last epoch: no checkpoint is sent
+        ("real, no checkpoints", 1, real(1, checkpoint_every=epochs + 1)),
         ("real, no checkpoints", 2, real(2, checkpoint_every=epochs + 1)),
         ("real, no checkpoints", 4, real(4, checkpoint_every=epochs + 1)),
         ("tiny", 4, tiny_spec(args.tiny_trials)),
@@ -414,7 +415,7 @@ def report(runs: list[tuple[str, Result]], alone: float, cores: int) -> None:
     for label, r in runs:
         if label == "tiny":
             continue
-        base = next(b for lb, b in runs if lb == "real" and b.replicas == r.replicas)
+        base = next(b for lb, b in runs if lb == label and b.replicas == r.replicas)
         print(
             f"{label:<21} {r.replicas:>8} {r.processes:>5} {r.trials:>4} {r.wall:>7.1f} "
             f"{r.throughput:>9.3f} {r.throughput / base.throughput:>8.2f}x "
