@@ -61,7 +61,9 @@ class Wakeup:
         self.event = asyncio.Event()
 
     def set(self) -> None:  # from the listener's thread
-        self.loop.call_soon_threadsafe(self.event.set)
+        # A stream whose event loop has closed (its server stopped) has nothing to wake.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.event.set)
 
     def clear(self) -> None:
         self.event.clear()
