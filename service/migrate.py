@@ -13,6 +13,7 @@ from alembic.script import ScriptDirectory
 from service.db import get_database
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATION_LOCK = 0x0CA71A6  # PostgreSQL advisory lock key held while migrating
 
 
 def alembic_config(url: str) -> Config:
@@ -49,6 +50,11 @@ def _run(url: str, step: Callable[[Config], None]) -> None:
             # once wait for each other instead of failing half-way.
             conn = conn.execution_options(caviar_write=True)
             with conn.begin():
+                if not sqlite:
+                    # Replicas starting together on an empty database take turns instead
+                    # of racing to create the same tables (SQLite's BEGIN IMMEDIATE
+                    # already serializes them).
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
                 cfg.attributes["connection"] = conn
                 step(cfg)
                 if sqlite:

@@ -49,6 +49,7 @@ class Workers:
     def start(self, url: str, *extra: str) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
             [*CAVIAR, "worker", "--api", url, "--processes", "1", *extra],
+            start_new_session=True,  # its own process group: close() ends the pool's children too
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -58,8 +59,11 @@ class Workers:
 
     def close(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
+            try:  # the pool's children too: a killed parent would leave them orphaned
+                os.killpg(proc.pid, signal.SIGCONT)
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             proc.wait(timeout=10)
 
 
