@@ -16,7 +16,8 @@ training loop to one forward and backward per example per epoch; for the accurac
 the final weights on the training set in inference mode, use ``result.model.evaluate``.
 
 Checkpoints (:mod:`trainer.checkpoint`): ``on_checkpoint`` receives the run's whole state
-every ``checkpoint_every`` epochs and when ``on_epoch`` asks to stop, and
+every ``checkpoint_every`` epochs, after the last epoch, and when ``on_epoch`` asks to
+stop, and
 ``train(config, dataset, resume=checkpoint)`` continues from one exactly, or, with some
 hyperparameters changed, as a fork.
 """
@@ -125,12 +126,14 @@ def train(
         Any other difference (architecture, dtype, optimizer, init, seed) is a
         ``ValueError`` naming the field. Not combinable with ``init_params``.
     checkpoint_every : int, default 0
-        Call ``on_checkpoint`` after every epoch whose number is a multiple of this
-        (0: only when ``on_epoch`` asks to stop).
+        Call ``on_checkpoint`` after every epoch whose number is a multiple of this and
+        after the run's last epoch, so a completed run can be continued or forked from
+        its end (0: only when ``on_epoch`` asks to stop).
     on_checkpoint : callable, optional
         Receives a :class:`~trainer.checkpoint.Checkpoint` of the state after an epoch:
-        every ``checkpoint_every`` epochs and when ``on_epoch`` asks to stop (so a pause
-        keeps its state), after ``on_epoch`` returned. Never after a diverged epoch.
+        every ``checkpoint_every`` epochs, after the last one, and when ``on_epoch`` asks
+        to stop (so a pause keeps its state), after ``on_epoch`` returned. Never after a
+        diverged epoch.
 
     Returns
     -------
@@ -175,10 +178,11 @@ def train(
             status = "diverged"
             break
         stop = _wants_stop(answer)
+        done = epoch + 1
         if on_checkpoint is not None and (
-            stop or (checkpoint_every and (epoch + 1) % checkpoint_every == 0)
+            stop or (checkpoint_every and (done % checkpoint_every == 0 or done == config.epochs))
         ):
-            on_checkpoint(loop.checkpoint(epoch + 1))
+            on_checkpoint(loop.checkpoint(done))
         if stop:
             status = "stopped"
             break

@@ -106,8 +106,23 @@ def test_fork_continues_the_parent_s_curve_with_what_was_changed(panda, spec_fac
     assert mine[:10] == theirs[:10]  # the shared history
     assert mine[10]["learning_rate"] == pytest.approx(0.0003)
     assert mine[-1]["train_cost"] != theirs[-1]["train_cost"]
+    # A completed trial is checkpointed at its end too: it can be trained further.
+    epochs = [c["epoch"] for c in api.get(f"/api/trials/{parent['id']}/checkpoints").json()]
+    assert epochs[-1] == 30
+    r = api.post(
+        f"/api/trials/{parent['id']}/fork", json={"from_epoch": 30, "changes": {"epochs": 33}}
+    )
+    assert r.status_code == 201, r.text
+    longer = r.json()
+    wait_until(
+        lambda: trial_of(api, study_id, longer["number"])["status"] == "completed",
+        what="the longer run",
+    )
+    extended = curve(api, longer["id"])
+    assert [m["epoch"] for m in extended] == list(range(1, 34))
+    assert extended[:30] == theirs
     study = api.get(f"/api/studies/{study_id}").json()
-    assert study["status"] == "completed" and study["total_trials"] == 2
+    assert study["status"] == "completed" and study["total_trials"] == 3
 
 
 def test_a_reviewed_panda_study_waits_for_the_person_after_each_trial(panda, spec_factory) -> None:  # type: ignore[no-untyped-def]

@@ -115,7 +115,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(
     full = train(cfg, moons)
     assert full.status == "completed"
     saved = _checkpoints(cfg, moons, every=3)
-    assert [c.epoch for c in saved] == [3, 6]
+    assert [c.epoch for c in saved] == [3, 6, 7]  # and after the last epoch
     # Through bytes, as the service stores it.
     ckpt = Checkpoint.from_bytes(saved[0].to_bytes())
     resumed = train(cfg, moons, resume=ckpt)
@@ -169,10 +169,24 @@ def test_a_checkpoint_is_a_snapshot_not_a_view(moons: Dataset) -> None:
     assert early.optimizer_state["t"] == early.step == 2 * 5  # 150 examples / 32 -> 5 steps
 
 
+def test_a_completed_run_continues_from_its_last_checkpoint(moons: Dataset) -> None:
+    # The run's end is checkpointed even off the schedule, so a completed trial can be
+    # given more epochs and land exactly where a longer run from the start would.
+    short = _config("adam", "dropout-epoch-staircase-decay", epochs=5)
+    last = _checkpoints(short, moons, every=3)[-1]
+    assert last.epoch == 5
+    longer = short.model_copy(update={"epochs": 8})
+    continued = train(longer, moons, resume=Checkpoint.from_bytes(last.to_bytes()))
+    full = train(longer, moons)
+    assert [h["epoch"] for h in continued.history] == [6, 7, 8]
+    assert _curve(continued) == _curve(full)[5:]
+    _assert_same_state(continued, full)
+
+
 def test_checkpoint_schedule_pause_and_divergence(moons: Dataset) -> None:
     cfg = _config("gd", "dropout-epoch-staircase-decay", epochs=10)
-    assert [c.epoch for c in _checkpoints(cfg, moons, every=3)] == [3, 6, 9]
-    assert [c.epoch for c in _checkpoints(cfg, moons, every=5)] == [5, 10]
+    assert [c.epoch for c in _checkpoints(cfg, moons, every=3)] == [3, 6, 9, 10]
+    assert [c.epoch for c in _checkpoints(cfg, moons, every=5)] == [5, 10]  # not twice
     saved: list[Checkpoint] = []
     result = train(
         cfg,
