@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hmac
+import html
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Request
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.requests import cookie_parser
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import Forbidden, Unauthorized
 
@@ -86,7 +90,7 @@ class Authenticator:
                     "set CAVIAR_TOKENS to serve other hosts"
                 )
             return None
-        token = self.authenticate(request.headers.get("authorization", ""))
+        token = self.authenticate(credentials(request.headers, request.cookies)[0])
         # write implies read: a submitter may look at what it submitted
         granted = token.scopes | ({"read"} if "write" in token.scopes else set())
         if scope not in granted:
@@ -94,15 +98,95 @@ class Authenticator:
         return token
 
 
-# Served to anyone: the liveness and readiness probes, and the API's own description.
-PUBLIC_PREFIXES = ("/healthz", "/readyz", "/openapi.json", "/docs", "/redoc")
-GUARDED_PREFIXES = ("/api/", "/metrics")
+# Served to anyone: the liveness and readiness probes (an orchestrator's probe carries no
+# token; they say only "alive" and "ready"), and the sign-in form that takes a token.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/login", "/logout"})
+
+# The dashboard signs in once and keeps its token in this cookie: HttpOnly (no script
+# reads it), SameSite=Strict (no other site's page can make the browser send it), Secure
+# on https. Bearer headers keep working for programs; a header wins over the cookie.
+COOKIE = "caviar_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def credentials(headers: Any, cookies: dict[str, str]) -> tuple[str, bool]:
+    """The `Authorization` value a request presents, and whether it came from the cookie."""
+    header = headers.get("authorization", "")
+    if header:
+        return header, False
+    secret = cookies.get(COOKIE, "")
+    return (f"Bearer {secret}", True) if secret else ("", False)
+
+
+def same_origin(headers: Any, scheme: str) -> bool:
+    """Whether a request's Origin (or, lacking one, Referer) is this service itself."""
+    source = headers.get("origin") or headers.get("referer")
+    if not source or source == "null":
+        return source is None
+    parts = urlsplit(source)
+    return parts.scheme == scheme and parts.netloc == headers.get("host", "")
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after signing in: a path of this service, never another site."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def login_page(*, next_path: str, error: str | None = None, status: int = 401) -> HTMLResponse:
+    """The sign-in form (self-contained: the dashboard's own files need a token)."""
+    message = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
+    body = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in - Caviar</title>
+<style>
+body {{ margin: 0; min-height: 100vh; display: grid; place-items: center; background: #f5f6f9;
+  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1b2130; }}
+form {{ background: #fff; border: 1px solid #e2e5ec; border-radius: 8px; padding: 28px 32px;
+  width: 360px; box-shadow: 0 2px 12px rgba(20, 26, 39, .06); }}
+h1 {{ font-size: 19px; margin: 0 0 6px; }}
+p {{ margin: 0 0 16px; color: #687186; }}
+label {{ display: block; font-weight: 600; margin-bottom: 6px; }}
+input[type=password] {{ width: 100%; box-sizing: border-box; padding: 8px 10px; font: inherit;
+  border: 1px solid #c9cfdb; border-radius: 6px; margin-bottom: 16px; }}
+button {{ background: #2456d6; color: #fff; border: 0; border-radius: 6px; padding: 8px 16px;
+  font: inherit; font-weight: 600; cursor: pointer; }}
+.error {{ color: #c2362b; }}
+</style></head>
+<body><form method="post" action="/login">
+<h1>Caviar</h1>
+<p>This service needs an API token. Ask its operator for one with the read scope
+(write to submit and cancel from the dashboard).</p>
+{message}
+<label for="token">API token</label>
+<input id="token" name="token" type="password" autocomplete="off" required autofocus>
+<input type="hidden" name="next" value="{html.escape(next_path)}">
+<button type="submit">Sign in</button>
+</form>
+<script>
+// The server never sees the page's #fragment (the dashboard's route): keep it too.
+const next = document.querySelector("input[name=next]");
+if (location.hash && !next.value.includes("#")) next.value += location.hash;
+</script>
+</body></html>
+"""
+    return HTMLResponse(body, status_code=status, headers={"cache-control": "no-store"})
+
+
+def _wants_html(scope: Scope, headers: dict[bytes, bytes]) -> bool:
+    return scope.get("method") == "GET" and b"text/html" in headers.get(b"accept", b"")
 
 
 class AuthenticationMiddleware:
-    """Once tokens are configured, a request to the API without a valid one gets 401 here,
-    before routing, body parsing or validation: an anonymous caller learns nothing about
-    a route, not even whether its body would have been valid. Scopes (403) are checked
+    """Once tokens are configured, a request without a valid one gets 401 here, before
+    routing, body parsing or validation: an anonymous caller learns nothing about a route,
+    not even whether its body would have been valid. That holds for every path but
+    `PUBLIC_PATHS`: the API, its OpenAPI document and docs, the dashboard and its files.
+    A browser asking for a page gets the sign-in form with the 401; a program gets a
+    problem document. A request signed by the cookie that changes something must come
+    from this service's own pages (Origin), on top of SameSite. Scopes (403) are checked
     per route by the dependencies in service.api.deps.
     """
 
@@ -115,14 +199,32 @@ class AuthenticationMiddleware:
             scope["type"] != "http"
             or not self.auth.tokens
             or scope.get("method") == "OPTIONS"  # CORS preflights carry no credentials
-            or not scope["path"].startswith(GUARDED_PREFIXES)
+            or scope["path"] in PUBLIC_PATHS
         ):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers", ()))
+        text = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()}
+        authorization, by_cookie = credentials(text, cookie_parser(text.get("cookie", "")))
         try:
-            self.auth.authenticate(headers.get(b"authorization", b"").decode("latin-1"))
-        except Unauthorized as exc:
+            self.auth.authenticate(authorization)
+            if (
+                by_cookie
+                and scope.get("method") not in SAFE_METHODS
+                and not same_origin(text, scope.get("scheme", "http"))
+            ):
+                raise Forbidden(
+                    "a change signed by the dashboard's cookie must come from the dashboard; "
+                    "programs send 'Authorization: Bearer <token>'"
+                )
+        except (Unauthorized, Forbidden) as exc:
+            if isinstance(exc, Unauthorized) and _wants_html(scope, headers):
+                path = scope["path"] + (
+                    "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
+                )
+                page = login_page(next_path=path)
+                await page(scope, receive, send)
+                return
             body = {
                 "type": f"/problems/{exc.slug}",
                 "title": exc.title,
@@ -133,8 +235,22 @@ class AuthenticationMiddleware:
                 body,
                 status_code=exc.status,
                 media_type="application/problem+json",
-                headers={"www-authenticate": "Bearer"},
+                headers={"www-authenticate": "Bearer"} if exc.status == 401 else None,
             )
             await response(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, _private(send))
+
+
+def _private(send: Send) -> Send:
+    """Mark what needed a token as for this browser only, checked again before reuse: no
+    shared cache keeps it, and after signing out the pages are not shown from the cache."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.setdefault("headers", [])
+            if not any(k.lower() == b"cache-control" for k, _ in headers):
+                message["headers"] = [*headers, (b"cache-control", b"private, no-cache")]
+        await send(message)
+
+    return sending

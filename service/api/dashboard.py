@@ -17,15 +17,18 @@ from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.api.deps import DbDep, ReadScope
-from service.errors import NotFound
+from service.auth import COOKIE, credentials, login_page, safe_next, same_origin
+from service.errors import NotFound, Unauthorized
 from service.models import Event, Metric, Round, Study, Trial, TrialStatus
 from service.queue import METRIC_FIELDS
 from service.schemas import MetricRead, RoundRead, StudyRead, TrialRead
@@ -76,6 +79,69 @@ def get_plotly_js(request: Request) -> Response:
         headers["Content-Encoding"] = "gzip"
         return Response(packed, media_type="text/javascript", headers=headers)
     return Response(raw, media_type="text/javascript", headers=headers)
+
+
+# --- signing in --------------------------------------------------------------------------
+# With tokens configured every page and file needs one (service.auth); a browser cannot
+# send a bearer header on navigation, so the dashboard signs in once with a form and the
+# token rides in an HttpOnly, SameSite=Strict cookie from then on.
+
+
+@router.get("/login", include_in_schema=False)
+def get_login(request: Request, next: str = "/") -> Response:
+    if not request.app.state.auth.tokens:  # nothing to sign in to
+        return RedirectResponse(safe_next(next), status_code=303)
+    return login_page(next_path=safe_next(next), status=200)
+
+
+@router.post("/login", include_in_schema=False)
+async def post_login(request: Request) -> Response:
+    """Check the form's token; if valid, keep it in the cookie and go where the user was."""
+    if not request.app.state.auth.tokens:
+        return RedirectResponse("/", status_code=303)
+    form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=4)
+    token = (form.get("token") or [""])[0].strip()
+    target = safe_next((form.get("next") or ["/"])[0])
+    if not same_origin(request.headers, request.url.scheme):
+        return login_page(next_path=target, error="Sign in from this service's own page.")
+    try:
+        request.app.state.auth.authenticate(f"Bearer {token}")
+    except Unauthorized:
+        return login_page(next_path=target, error="That token is not valid.")
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+@router.post("/logout", include_in_schema=False)
+def post_logout() -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+class SignedIn(BaseModel):
+    tokens_required: bool = Field(description="whether this service asks for API tokens")
+    name: str | None = Field(description="the signed-in token's name")
+    scopes: list[str] = Field(description="what the token may do (write implies read)")
+
+
+@router.get("/api/dashboard/session", response_model=SignedIn)
+def get_session(request: Request) -> dict[str, Any]:
+    """Who the dashboard is signed in as, and what it may do (any valid token may ask)."""
+    auth = request.app.state.auth
+    if not auth.tokens:
+        return {"tokens_required": False, "name": None, "scopes": ["read", "write"]}
+    token = auth.authenticate(credentials(request.headers, request.cookies)[0])
+    scopes = set(token.scopes) | ({"read"} if "write" in token.scopes else set())
+    return {"tokens_required": True, "name": token.name, "scopes": sorted(scopes)}
 
 
 # --- schemas ---------------------------------------------------------------------------

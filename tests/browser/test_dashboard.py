@@ -523,3 +523,46 @@ def test_an_unknown_study_shows_the_error(page, sqlite_url, live_service) -> Non
     page.goto(svc.url + "/#/studies/12345")
     page.locator(".error").wait_for()
     assert "study 12345 does not exist" in page.locator(".error").inner_text()
+
+
+def test_with_tokens_the_dashboard_signs_in_works_through_its_cookie_and_signs_out(  # type: ignore[no-untyped-def]
+    page, sqlite_url, live_service, spec_factory
+) -> None:
+    writer = "writer-secret-0123456789"
+    svc = live_service(sqlite_url, tokens=f"bob:write:{writer}")
+    # The browser logs the 401 of the page it was refused, and of the wrong token.
+    page.caviar_allowed_errors.append("status of 401")
+    r = page.goto(svc.url + "/#/workers")
+    assert r is not None and r.status == 401
+    page.get_by_label("API token").fill("not-the-token-0123456789")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text("That token is not valid.").wait_for()
+    shot(page, "sign-in", full_page=False)
+    page.get_by_label("API token").fill(writer)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(svc.url + "/#/workers")  # back where it was going
+    wait_ready(page, "workers")
+    cookies = page.context.cookies()
+    assert [(c["name"], c["httpOnly"], c["sameSite"]) for c in cookies] == [
+        ("caviar_token", True, "Strict")
+    ]
+    assert page.evaluate("document.cookie") == ""  # no script can read the token
+    page.locator("header .session").get_by_text("bob").wait_for()
+
+    # Writes go through the cookie from the dashboard's own page, and so does the stream.
+    page.goto(svc.url + "/#/")
+    wait_ready(page, "studies")
+    page.get_by_role("button", name="New study").click()
+    page.locator(".spec-status.ok").wait_for()
+    page.get_by_role("button", name="Create study").click()
+    page.wait_for_url(re.compile(r"#/studies/\d+$"))
+    wait_ready(page, "study")
+    page.wait_for_function("document.documentElement.dataset.live === 'events'")
+    headers = {"authorization": f"Bearer {writer}"}
+    assert httpx.get(f"{svc.url}/api/studies", headers=headers).json()["total"] == 1
+    shot(page, "signed-in-study", full_page=False)
+
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign in").wait_for()
+    assert page.context.cookies() == []
+    assert page.goto(svc.url + "/").status == 401

@@ -19,10 +19,16 @@ export async function api(path, { method = "GET", body, type, signal } = {}) {
     payload = JSON.stringify(body);
   }
   const r = await fetch(path, { method, headers, body: payload, signal });
+  if (r.status === 401) signIn();
   const isJson = (r.headers.get("content-type") || "").includes("json");
   const data = isJson ? await r.json() : await r.text();
   if (!r.ok) throw new ApiError(r.status, isJson ? data : { detail: data });
   return data;
+}
+
+/** The sign-in expired or was never made (tokens are on): back to the form, then here. */
+export function signIn() {
+  location.assign(`/login?next=${encodeURIComponent(location.pathname + location.hash)}`);
 }
 
 let openapi = null;

@@ -1,5 +1,6 @@
 // Caviar's dashboard: a hash router over four pages, each updating itself live.
 
+import { api } from "./api.js";
 import { esc } from "./util.js";
 
 const view = document.getElementById("view");
@@ -40,5 +41,19 @@ async function route() {
   }
 }
 
+// With tokens on, say who is signed in and offer to sign out (the cookie is HttpOnly: the
+// server ends the session).
+async function session() {
+  const me = await api("/api/dashboard/session").catch(() => null);
+  if (!me?.tokens_required) return;
+  const box = document.createElement("form");
+  box.className = "session";
+  box.method = "post";
+  box.action = "/logout";
+  box.innerHTML = `<span title="scopes: ${esc(me.scopes.join(", "))}">${esc(me.name)}</span><button type="submit">Sign out</button>`;
+  document.querySelector("header").append(box);
+}
+
 window.addEventListener("hashchange", route);
 route();
+session();
