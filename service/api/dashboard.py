@@ -23,12 +23,16 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from service.api.deps import DbDep, ReadScope
+from service.api.events import LAST_EVENT_ID
 from service.auth import COOKIE, credentials, login_page, safe_next, same_origin
-from service.errors import NotFound, Unauthorized
+from service.db import Database
+from service.errors import NotFound, Unauthorized, Unavailable
+from service.events import ORDER_LOCK
 from service.models import Event, Metric, Round, Study, Trial, TrialStatus
 from service.queue import METRIC_FIELDS
 from service.schemas import MetricRead, RoundRead, StudyRead, TrialRead
@@ -246,10 +250,41 @@ def records(s: Session, study: Study) -> list[tuple[int, float]]:
     return out
 
 
-def overview(s: Session, study_id: int, *, max_points: int = MAX_POINTS) -> dict[str, Any]:
+def settled_cursor(db: Database, study_id: int, *, attempts: int = 10) -> int:
+    """An event id up to which every event of the study is committed: where a page that
+    reads the study's state next follows the event stream from.
+
+    On SQLite the study's last event is that (one writer at a time commits ids in order).
+    On PostgreSQL ids come from a sequence and commit out of order, so the largest id seen
+    may have a smaller one still in flight: take the study's order lock the way the event
+    stream does (service.events), which waits out every transaction holding an id, and
+    use the sequence's last value, then let the lock go at once.
+    """
+    for _ in range(attempts):
+        with db.session(write=False) as s:
+            if db.dialect != "postgresql":
+                return s.scalar(select(func.max(Event.id)).where(Event.study_id == study_id)) or 0
+            s.execute(text("SET LOCAL lock_timeout = '200ms'"))
+            try:
+                s.execute(select(func.pg_advisory_xact_lock(ORDER_LOCK, study_id)))
+            except OperationalError as exc:
+                if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                    raise
+                continue
+            return int(s.scalar(select(LAST_EVENT_ID)) or 0)
+    raise Unavailable(
+        f"study {study_id}'s events are being written without pause; try again",
+        headers={"Retry-After": "1"},
+    )
+
+
+def overview(
+    s: Session, study_id: int, *, max_points: int = MAX_POINTS, last_event: int | None = None
+) -> dict[str, Any]:
+    """The study page's data; `last_event` from `settled_cursor`, read before `s` began."""
     study = _study(s, study_id)
-    # Read first: an event that lands while the rest is read is replayed, never missed.
-    last_event = s.scalar(select(func.max(Event.id)).where(Event.study_id == study_id)) or 0
+    if last_event is None:  # one session: correct on SQLite, where ids commit in order
+        last_event = s.scalar(select(func.max(Event.id)).where(Event.study_id == study_id)) or 0
     summary = study_dict(s, study)
     counts = summary["counts"]
     finished = sum(counts[k] for k in ("completed", "failed", "pruned", "stopped") if k in counts)
@@ -367,8 +402,10 @@ def get_overview(
     points: Annotated[int, Query(ge=10, le=MAX_POINTS)] = MAX_POINTS,
 ) -> dict[str, Any]:
     """Everything the study page draws, aggregated in SQL: counts, records and a sample."""
+    # The cursor first: an event that lands while the rest is read is replayed, not missed.
+    cursor = settled_cursor(db, study_id)
     with db.session(write=False) as s:
-        return overview(s, study_id, max_points=points)
+        return overview(s, study_id, max_points=points, last_event=cursor)
 
 
 @router.get(
@@ -441,10 +478,9 @@ def get_trial_cursor(trial_id: int, db: DbDep) -> dict[str, Any]:
     """Where the event stream of a trial's study is now: a page reads this before loading."""
     with db.session(write=False) as s:
         study_id = s.scalar(select(Trial.study_id).where(Trial.id == trial_id))
-        if study_id is None:
-            raise NotFound(f"trial {trial_id} does not exist")
-        last = s.scalar(select(func.max(Event.id)).where(Event.study_id == study_id)) or 0
-        return {"study_id": study_id, "last_event_id": last}
+    if study_id is None:
+        raise NotFound(f"trial {trial_id} does not exist")
+    return {"study_id": study_id, "last_event_id": settled_cursor(db, study_id)}
 
 
 class MetricsTail(BaseModel):

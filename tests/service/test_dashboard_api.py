@@ -145,3 +145,36 @@ def test_plotly_js_is_served_from_the_plotly_package(seeded) -> None:  # type: i
     assert "content-encoding" not in plain.headers and plain.content == r.content
     again = client.get("/static/vendor/plotly.min.js", headers={"if-none-match": r.headers["etag"]})
     assert again.status_code == 304 and again.content == b""
+
+
+def test_the_page_cursor_never_passes_an_event_still_being_written(  # type: ignore[no-untyped-def]
+    postgres_url: str, settings_for, spec_factory
+) -> None:
+    """PostgreSQL hands out event ids before commit: a later id can commit first. The cursor
+    a page follows the stream from must wait for the earlier one, or it skips it for good."""
+    from service.api.dashboard import settled_cursor
+    from service.errors import Unavailable
+    from service.events import emit, events_after
+
+    with TestClient(create_app(settings_for(postgres_url))) as client:
+        study_id = client.post("/api/studies", json=spec_factory()).json()["id"]
+        db = get_database(postgres_url)
+        with db.session(write=False) as s:
+            before = max(e["id"] for e in events_after(s, study_id=study_id, after=0))
+        slow = db._write()  # a transaction that takes its id first and commits last
+        emit(slow, study_id=study_id, type="trial.stop_requested")
+        with db.session() as s:
+            emit(s, study_id=study_id, type="trial.stop_requested")
+        with db.session(write=False) as s:
+            seen = [e["id"] for e in events_after(s, study_id=study_id, after=before)]
+        assert len(seen) == 1  # only the later id is visible: max(id) would skip the other
+        with pytest.raises(Unavailable):
+            settled_cursor(db, study_id, attempts=1)
+        r = client.get(f"/api/dashboard/studies/{study_id}")
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        slow.commit()
+        slow.close()
+        cursor = client.get(f"/api/dashboard/studies/{study_id}").json()["last_event_id"]
+        with db.session(write=False) as s:
+            both = [e["id"] for e in events_after(s, study_id=study_id, after=before, upto=cursor)]
+        assert len(both) == 2 and max(both) <= cursor
