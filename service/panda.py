@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from service.db import Database, db_epoch
@@ -36,6 +36,12 @@ from trainer.config import TrainConfig
 # trainer owns the list, since it is the trainer that must honour it on resume.
 FORKABLE = FORKABLE_FIELDS
 MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
+# A caviar study trains many models and nobody babysits them: each trial keeps its latest
+# checkpoints (a requeued attempt resumes from the last; a finished trial can be continued
+# from its end), not one per `checkpoint_every` epochs of every trial, which would fill the
+# disk (10 checkpoints of a 2.8 MB Adam state per trial are 28 GB per thousand trials).
+# A panda study keeps them all: forking from any epoch is what it is for.
+CAVIAR_CHECKPOINTS_KEPT = 2
 
 
 def _trial(s: Session, trial_id: int) -> Trial:
@@ -260,8 +266,30 @@ def store_checkpoint(
         )
         s.add(ckpt)
         s.flush()
+        if s.scalar(select(Study.mode).where(Study.id == trial.study_id)) == "caviar":
+            _prune_checkpoints(s, trial)
         emit(s, study_id=trial.study_id, type="trial.checkpointed", trial_id=trial_id, epoch=epoch)
         return ckpt.id
+
+
+def _prune_checkpoints(s: Session, trial: Trial) -> None:
+    """Drop all but the trial's latest checkpoints, and never one a trial resumes from."""
+    latest = (
+        select(Checkpoint.id)
+        .where(Checkpoint.trial_id == trial.id)
+        .order_by(Checkpoint.attempt.desc(), Checkpoint.epoch.desc())
+        .limit(CAVIAR_CHECKPOINTS_KEPT)
+    )
+    in_use = select(Trial.resume_checkpoint_id).where(
+        Trial.study_id == trial.study_id, Trial.resume_checkpoint_id.is_not(None)
+    )
+    s.execute(
+        delete(Checkpoint).where(
+            Checkpoint.trial_id == trial.id,
+            Checkpoint.id.not_in(latest),
+            Checkpoint.id.not_in(in_use),
+        )
+    )
 
 
 def checkpoint_content(*, db: Database, checkpoint_id: int) -> bytes:

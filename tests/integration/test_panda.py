@@ -147,3 +147,27 @@ def test_a_reviewed_panda_study_waits_for_the_person_after_each_trial(panda, spe
     assert api.post(f"/api/studies/{study_id}/cancel").status_code == 200
     study = api.get(f"/api/studies/{study_id}").json()
     assert study["status"] == "cancelled" and study["counts"]["stopped"] == 1
+
+
+def test_a_caviar_study_keeps_only_each_trial_s_latest_checkpoints(panda, spec_factory) -> None:  # type: ignore[no-untyped-def]
+    api, _ = panda
+    spec = slow(spec_factory, name="many")
+    spec["execution"] = {"mode": "caviar", "checkpoint_every": 5, "seed": 3}
+    spec["strategy"] = {"type": "random", "trials": 2}
+    study_id = api.post("/api/studies", json=spec).json()["id"]
+    wait_until(
+        lambda: api.get(f"/api/studies/{study_id}").json()["status"] == "completed",
+        what="the study",
+    )
+    for number in (0, 1):
+        trial = trial_of(api, study_id, number)
+        epochs = [c["epoch"] for c in api.get(f"/api/trials/{trial['id']}/checkpoints").json()]
+        assert epochs == [25, 30], epochs  # not 5, 10, ... 30
+    # The latest is enough to go on: a longer run from the end.
+    first = trial_of(api, study_id, 0)
+    r = api.post(
+        f"/api/trials/{first['id']}/fork", json={"from_epoch": 30, "changes": {"epochs": 31}}
+    )
+    assert r.status_code == 201, r.text
+    r = api.post(f"/api/trials/{first['id']}/fork", json={"from_epoch": 10, "changes": {}})
+    assert r.status_code == 422 and "25, 30" in r.json()["errors"][0]["msg"]
