@@ -10,17 +10,32 @@ from __future__ import annotations
 import math
 import secrets
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import String, and_, cast, exists, func, insert, literal, select, update
+from sqlalchemy import (
+    Float,
+    Integer,
+    String,
+    Table,
+    and_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from service.db import Database, db_epoch
-from service.errors import LeaseLost, NotFound
-from service.events import emit
+from service.errors import CaviarError, LeaseLost, NotFound
+from service.events import emit, emit_many
 from service.models import (
     TERMINAL_TRIAL,
     Checkpoint,
@@ -89,46 +104,28 @@ def claim_trials(
     under a lock on the study row, so two replicas cannot both take the last free slot.
     """
     claimed: list[Claimed] = []
-    is_pg = db.dialect == "postgresql"
     with db.session() as s:
-        _touch_worker(s, worker_id)
-        has_queued = exists().where(
-            and_(Trial.study_id == Study.id, Trial.status == TrialStatus.queued)
-        )
-        candidates = (
-            select(Study.id)
-            .where(
-                Study.status.in_([StudyStatus.queued, StudyStatus.running]),
-                Study.awaiting_review.is_(False),
-                has_queued,
-            )
-            .order_by(Study.last_claim_at.asc().nulls_first(), Study.id)
-            .limit(16)
-        )
-        studies: Sequence[int] = []
-        if is_pg:
+        conn = s.connection()
+        conn.execute(_TOUCH_WORKER, {"b_worker": worker_id})
+        if conn.dialect.name == "postgresql":
             # The study rows stay locked to the end of the transaction: a replica that
             # finds one locked serves another study, and max_parallel is counted under
             # the lock, so two replicas cannot both fill the last free slot. NO KEY
             # UPDATE, not UPDATE: see rounds.after_trial_finished.
-            studies = s.scalars(
-                candidates.with_for_update(skip_locked=True, of=Study, key_share=True)
-            ).all()
+            studies = conn.execute(_CANDIDATES_SKIP_LOCKED).all()
             if not studies:
                 # Every study with work is locked by a short claim or finish: wait for
                 # one rather than send the worker to sleep with work in the queue.
-                studies = s.scalars(
-                    candidates.limit(1).with_for_update(of=Study, key_share=True)
-                ).all()
+                studies = conn.execute(_CANDIDATES_WAIT).all()
         else:
-            studies = s.scalars(candidates).all()
-        for study_id in studies:
+            studies = conn.execute(_CANDIDATES).all()
+        for study in studies:
             if len(claimed) >= max_trials:
                 break
             claimed.extend(
                 _claim_from_study(
                     s,
-                    study_id=study_id,
+                    study=study,
                     worker_id=worker_id,
                     want=max_trials - len(claimed),
                     lease_seconds=lease_seconds,
@@ -137,59 +134,109 @@ def claim_trials(
     return claimed
 
 
-def _claim_from_study(
-    s: Session, *, study_id: int, worker_id: str, want: int, lease_seconds: float
-) -> list[Claimed]:
-    study = s.get(Study, study_id)
-    assert study is not None
-    cap = 1 if study.mode == "panda" else study.max_parallel
-    running = s.scalar(
-        select(func.count())
-        .select_from(Trial)
-        .where(Trial.study_id == study_id, Trial.status == TrialStatus.running)
+# Core tables, not the ORM entities: the hot paths need no identity map or unit of work.
+_S: Table = Study.__table__  # type: ignore[assignment]
+_T: Table = Trial.__table__  # type: ignore[assignment]
+_M: Table = Metric.__table__  # type: ignore[assignment]
+_W: Table = Worker.__table__  # type: ignore[assignment]
+
+_TOUCH_WORKER = update(_W).where(_W.c.id == bindparam("b_worker")).values(last_heartbeat=db_epoch())
+_CANDIDATES = (
+    select(_S.c.id, _S.c.mode, _S.c.max_parallel, _S.c.status, _S.c.spec)
+    .where(
+        _S.c.status.in_([StudyStatus.queued, StudyStatus.running]),
+        _S.c.awaiting_review.is_(False),
+        exists().where(and_(_T.c.study_id == _S.c.id, _T.c.status == TrialStatus.queued)),
     )
+    .order_by(_S.c.last_claim_at.asc().nulls_first(), _S.c.id)
+    .limit(16)
+)
+_CANDIDATES_SKIP_LOCKED = _CANDIDATES.with_for_update(skip_locked=True, of=_S, key_share=True)
+_CANDIDATES_WAIT = _CANDIDATES.limit(1).with_for_update(of=_S, key_share=True)
+_COUNT_RUNNING = (
+    select(func.count())
+    .select_from(_T)
+    .where(_T.c.study_id == bindparam("b_study"), _T.c.status == TrialStatus.running)
+)
+# One statement takes the trials: a CTE picks queued rows (on PostgreSQL locking them
+# FOR UPDATE SKIP LOCKED, so replicas pass over each other's picks instead of waiting)
+# and the UPDATE ... RETURNING leases them. SQLite, whose write transactions are serial
+# under BEGIN IMMEDIATE, runs the same statement without the lock clause.
+_PICKED = (
+    select(_T.c.id)
+    .where(_T.c.study_id == bindparam("b_study"), _T.c.status == TrialStatus.queued)
+    .order_by(_T.c.id)
+    .limit(bindparam("b_limit", type_=Integer))
+    .with_for_update(skip_locked=True)
+    .cte("picked")
+)
+_LEASE = (
+    update(_T)
+    .where(_T.c.id.in_(select(_PICKED.c.id)), _T.c.status == TrialStatus.queued)
+    .values(
+        status=TrialStatus.running,
+        attempt=_T.c.attempt + 1,
+        # unguessable (the batch part) and distinct per trial (the id part)
+        lease_token=bindparam("b_batch", type_=String) + cast(_T.c.id, String),
+        lease_expires_at=db_epoch() + bindparam("b_lease", type_=Float),
+        worker_id=bindparam("b_worker", type_=String),
+        stop_requested=False,
+        started_at=func.coalesce(_T.c.started_at, func.now()),
+    )
+    .returning(
+        _T.c.id,
+        _T.c.number,
+        _T.c.attempt,
+        _T.c.config,
+        _T.c.lease_token,
+        _T.c.resume_checkpoint_id,
+    )
+)
+# The claim stamp orders studies for the next claim (oldest first). Claims come faster
+# than the clock ticks (SQLite's has milliseconds), so a stamp is also later than every
+# other open study's: two claims in one tick still hand out studies in turn.
+_LAST_STAMP = (
+    select(func.max(_S.c.last_claim_at) + 1e-6)
+    .where(_S.c.status.in_([StudyStatus.queued, StudyStatus.running]))
+    .scalar_subquery()
+)
+_STUDY_CLAIMED = (
+    update(_S)
+    .where(
+        _S.c.id == bindparam("b_study"),
+        _S.c.status.in_([StudyStatus.queued, StudyStatus.running]),
+    )
+    .values(last_claim_at=case((db_epoch() < _LAST_STAMP, _LAST_STAMP), else_=db_epoch()))
+)
+_STUDY_STARTED = _STUDY_CLAIMED.values(status=StudyStatus.running, started_at=func.now())
+
+
+def _claim_from_study(
+    s: Session, *, study: Any, worker_id: str, want: int, lease_seconds: float
+) -> list[Claimed]:
+    conn = s.connection()
+    cap = 1 if study.mode == "panda" else study.max_parallel
+    running = conn.execute(_COUNT_RUNNING, {"b_study": study.id}).scalar()
     free = cap - (running or 0)
     if free <= 0:
         return []
-    # One statement takes the trials: a CTE picks queued rows (on PostgreSQL locking them
-    # FOR UPDATE SKIP LOCKED, so replicas pass over each other's picks instead of
-    # waiting) and the UPDATE ... RETURNING leases them. SQLite, whose write transactions
-    # are serial under BEGIN IMMEDIATE, runs the same statement without the lock clause.
-    picked = (
-        select(Trial.id)
-        .where(Trial.study_id == study_id, Trial.status == TrialStatus.queued)
-        .order_by(Trial.id)
-        .limit(min(free, want))
-        .with_for_update(skip_locked=True)
-        .cte("picked")
-    )
-    batch = secrets.token_hex(16)
-    rows = s.execute(
-        update(Trial)
-        .where(Trial.id.in_(select(picked.c.id)), Trial.status == TrialStatus.queued)
-        .values(
-            status=TrialStatus.running,
-            attempt=Trial.attempt + 1,
-            # unguessable (the batch part) and distinct per trial (the id part)
-            lease_token=literal(f"{batch}-") + cast(Trial.id, String),
-            lease_expires_at=db_epoch() + lease_seconds,
-            worker_id=worker_id,
-            stop_requested=False,
-            started_at=func.coalesce(Trial.started_at, func.now()),
-        )
-        .returning(
-            Trial.id,
-            Trial.number,
-            Trial.attempt,
-            Trial.config,
-            Trial.lease_token,
-            Trial.resume_checkpoint_id,
-        )
+    rows = conn.execute(
+        _LEASE,
+        {
+            "b_study": study.id,
+            "b_limit": min(free, want),
+            "b_batch": f"{secrets.token_hex(16)}-",
+            "b_lease": lease_seconds,
+            "b_worker": worker_id,
+        },
     ).all()
-    checkpoint_every = int(study.spec.get("execution", {}).get("checkpoint_every") or 0)
-    pruning = PruningSpec(**(study.spec.get("pruning") or {}))
+    if not rows:
+        return []
+    spec = study.spec
+    checkpoint_every = int(spec.get("execution", {}).get("checkpoint_every") or 0)
+    pruning = _pruning_spec(s, study.id, spec)
     # Unset fields stay unset, so the trainer applies its own defaults.
-    dataset = {k: v for k, v in study.spec.get("dataset", {}).items() if v is not None}
+    dataset = {k: v for k, v in spec.get("dataset", {}).items() if v is not None}
     out: list[Claimed] = []
     for row in sorted(rows, key=lambda r: r.id):
         resume = None
@@ -197,19 +244,10 @@ def _claim_from_study(
             resume = _carry_curve(
                 s, trial_id=row.id, attempt=row.attempt, checkpoint_id=row.resume_checkpoint_id
             )
-        emit(
-            s,
-            study_id=study_id,
-            type="trial.started",
-            trial_id=row.id,
-            number=row.number,
-            attempt=row.attempt,
-            worker_id=worker_id,
-        )
         out.append(
             Claimed(
                 trial_id=row.id,
-                study_id=study_id,
+                study_id=study.id,
                 number=row.number,
                 attempt=row.attempt,
                 lease_token=row.lease_token,
@@ -221,22 +259,25 @@ def _claim_from_study(
                 # a trial stops at the rung rather than at its next periodic report.
                 report_at=(
                     rungs(pruning, int(row.config.get("epochs") or 0))
-                    if pruning.type == "asha"
+                    if pruning is not None and pruning.type == "asha"
                     else []
                 ),
             )
         )
-    if out:
-        values: dict[str, Any] = {"last_claim_at": db_epoch()}
-        if study.status == StudyStatus.queued:
-            values.update(status=StudyStatus.running, started_at=func.now())
-        s.execute(
-            update(Study)
-            .where(
-                Study.id == study_id, Study.status.in_([StudyStatus.queued, StudyStatus.running])
-            )
-            .values(**values)
-        )
+    emit_many(
+        s,
+        [
+            {
+                "study_id": study.id,
+                "type": "trial.started",
+                "trial_id": c.trial_id,
+                "data": {"number": c.number, "attempt": c.attempt, "worker_id": worker_id},
+            }
+            for c in out
+        ],
+    )
+    started = study.status == StudyStatus.queued
+    conn.execute(_STUDY_STARTED if started else _STUDY_CLAIMED, {"b_study": study.id})
     return out
 
 
@@ -264,7 +305,7 @@ def _carry_curve(s: Session, *, trial_id: int, attempt: int, checkpoint_id: int)
 
 
 def _touch_worker(s: Session, worker_id: str) -> None:
-    s.execute(update(Worker).where(Worker.id == worker_id).values(last_heartbeat=db_epoch()))
+    s.connection().execute(_TOUCH_WORKER, {"b_worker": worker_id})
 
 
 def _leased(s: Session, trial_id: int, token: str) -> Trial:
@@ -286,24 +327,30 @@ def _leased(s: Session, trial_id: int, token: str) -> Trial:
     return trial
 
 
+_HEARTBEAT = (
+    update(_T)
+    .where(
+        _T.c.id == bindparam("b_id"),
+        _T.c.status == TrialStatus.running,
+        _T.c.lease_token == bindparam("b_token"),
+    )
+    .values(lease_expires_at=db_epoch() + bindparam("b_lease", type_=Float))
+    .returning(_T.c.stop_requested, _T.c.worker_id)
+)
+
+
 def heartbeat(*, db: Database, trial_id: int, lease_token: str, lease_seconds: float) -> bool:
     """Extend the lease; returns whether the trial has been asked to stop."""
     with db.session() as s:
-        stop = s.execute(
-            update(Trial)
-            .where(
-                Trial.id == trial_id,
-                Trial.status == TrialStatus.running,
-                Trial.lease_token == lease_token,
-            )
-            .values(lease_expires_at=db_epoch() + lease_seconds)
-            .returning(Trial.stop_requested, Trial.worker_id)
+        conn = s.connection()
+        stop = conn.execute(
+            _HEARTBEAT, {"b_id": trial_id, "b_token": lease_token, "b_lease": lease_seconds}
         ).one_or_none()
         if stop is None:
             _leased(s, trial_id, lease_token)  # raises the precise error
         assert stop is not None
         if stop.worker_id:
-            _touch_worker(s, stop.worker_id)
+            conn.execute(_TOUCH_WORKER, {"b_worker": stop.worker_id})
         return bool(stop.stop_requested)
 
 
@@ -314,30 +361,44 @@ def _clean(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _insert_metrics(s: Session, *, trial: Trial, epochs: Sequence[Mapping[str, Any]]) -> int:
+def _insert_metrics(s: Session, *, trial: Any, epochs: Sequence[Mapping[str, Any]]) -> int:
     """Store epochs of the trial's current attempt; returns the last epoch now done.
 
     The trial row is not touched here: callers fold `epochs_done` into the one UPDATE
     they make anyway.
     """
-    rows = [
-        {
-            "trial_id": trial.id,
-            "attempt": trial.attempt,
-            "epoch": int(e["epoch"]),
-            **{k: _clean(e.get(k)) for k in METRIC_FIELDS},
-        }
-        for e in epochs
-    ]
+    rows = _metric_rows(trial.id, trial.attempt, epochs)
     if not rows:
-        return trial.epochs_done
-    dialect = s.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # A re-sent batch (the worker retried after a lost response) is ignored, not doubled.
-    stmt = insert(Metric).on_conflict_do_nothing(index_elements=["trial_id", "attempt", "epoch"])
-    s.execute(stmt, rows)
+        return int(trial.epochs_done)
+    conn = s.connection()
+    conn.execute(_METRIC_INSERTS[conn.dialect.name], rows)
     # epochs count from 1, as the trainer's; a late, re-sent batch never lowers it
     return max(trial.epochs_done, *(int(e["epoch"]) for e in epochs))
+
+
+# The one trial a metrics report is about, locked as `_leased` locks it.
+_LOCK_REPORTING = (
+    select(
+        _T.c.id,
+        _T.c.status,
+        _T.c.lease_token,
+        _T.c.attempt,
+        _T.c.study_id,
+        _T.c.config,
+        _T.c.stop_requested,
+        _T.c.epochs_done,
+    )
+    .where(_T.c.id == bindparam("b_id"))
+    .with_for_update(key_share=True)
+)
+_REPORTED = (
+    update(_T)
+    .where(_T.c.id == bindparam("b_id"))
+    .values(
+        lease_expires_at=db_epoch() + bindparam("b_lease", type_=Float),
+        epochs_done=bindparam("b_done"),
+    )
+)
 
 
 def report_metrics(
@@ -350,37 +411,51 @@ def report_metrics(
 ) -> bool:
     """Store a batch of epochs of the current attempt; returns whether to stop."""
     with db.session() as s:
-        trial = _leased(s, trial_id, lease_token)
+        conn = s.connection()
+        trial = conn.execute(_LOCK_REPORTING, {"b_id": trial_id}).one_or_none()
+        if trial is None:
+            raise NotFound(f"trial {trial_id} does not exist")
+        if trial.status != TrialStatus.running or trial.lease_token != lease_token:
+            raise LeaseLost(
+                f"trial {trial_id}: the lease is no longer held (status {trial.status})"
+            )
         done = _insert_metrics(s, trial=trial, epochs=epochs)
+        events: list[dict[str, Any]] = []
         if epochs:
             latest = max(epochs, key=lambda e: int(e["epoch"]))
-            emit(
-                s,
-                study_id=trial.study_id,
-                type="trial.metrics",
-                trial_id=trial_id,
-                attempt=trial.attempt,
-                **{
-                    "epoch": int(latest["epoch"]),
-                    **{k: _clean(latest.get(k)) for k in METRIC_FIELDS},
-                },
+            events.append(
+                {
+                    "study_id": trial.study_id,
+                    "type": "trial.metrics",
+                    "trial_id": trial_id,
+                    "data": {
+                        "attempt": trial.attempt,
+                        "epoch": int(latest["epoch"]),
+                        **{k: _clean(latest.get(k)) for k in METRIC_FIELDS},
+                    },
+                }
             )
-        values: dict[str, Any] = {"lease_expires_at": db_epoch() + lease_seconds}
-        values["epochs_done"] = done
         stop = bool(trial.stop_requested)
         if epochs and not stop:
             reason = _prune_reason(s, trial=trial, epochs=[int(e["epoch"]) for e in epochs])
             if reason is not None:
-                values.update(stop_requested=True, stop_reason="prune", prune_reason=reason)
-                emit(
-                    s,
-                    study_id=trial.study_id,
-                    type="trial.stop_requested",
-                    trial_id=trial_id,
-                    reason=reason,
+                s.execute(
+                    update(Trial)
+                    .where(Trial.id == trial_id)
+                    .values(stop_requested=True, stop_reason="prune", prune_reason=reason)
+                    .execution_options(synchronize_session=False)
+                )
+                events.append(
+                    {
+                        "study_id": trial.study_id,
+                        "type": "trial.stop_requested",
+                        "trial_id": trial_id,
+                        "data": {"reason": reason},
+                    }
                 )
                 stop = True
-        s.execute(update(Trial).where(Trial.id == trial_id).values(**values))
+        emit_many(s, events)
+        conn.execute(_REPORTED, {"b_id": trial_id, "b_lease": lease_seconds, "b_done": done})
         return stop
 
 
@@ -388,18 +463,26 @@ def report_metrics(
 _PRUNING: dict[tuple[str, int], PruningSpec | None] = {}
 
 
-def _prune_reason(s: Session, *, trial: Trial, epochs: Sequence[int]) -> str | None:
+def _pruning_spec(
+    s: Session, study_id: int, spec: Mapping[str, Any] | None = None
+) -> PruningSpec | None:
+    """The study's pruning block (None without pruning), parsed once per process."""
+    key = (str(s.get_bind().engine.url), study_id)
+    if key not in _PRUNING:
+        if spec is None:
+            spec = s.scalar(select(Study.spec).where(Study.id == study_id)) or {}
+        pruning = PruningSpec(**(spec.get("pruning") or {}))
+        _PRUNING[key] = pruning if pruning.type != "none" else None
+    return _PRUNING[key]
+
+
+def _prune_reason(s: Session, *, trial: Any, epochs: Sequence[int]) -> str | None:
     """Ask the study's pruner about each reported epoch, in order; the first reason wins.
 
     The decision is made here, in the transaction that stores the trial's epochs, from
     what is stored: the trial's lease serializes its reports, so each is judged once.
     """
-    key = (str(s.get_bind().engine.url), trial.study_id)
-    if key not in _PRUNING:
-        block = s.scalar(select(Study.spec).where(Study.id == trial.study_id)) or {}
-        spec = PruningSpec(**(block.get("pruning") or {}))
-        _PRUNING[key] = spec if spec.type != "none" else None
-    pruning = _PRUNING[key]
+    pruning = _pruning_spec(s, trial.study_id)
     if pruning is None:
         return None
     metric, direction, _ = study_objective(s, trial.study_id)
@@ -448,9 +531,12 @@ def study_objective(s: Session, study_id: int) -> tuple[str, str, str]:
 
 
 def objective_value_sql(
-    *, trial_id: int, attempt: int, metric: str, direction: str, at: str
+    *, trial_id: Any, attempt: Any, metric: str, direction: str, at: str
 ) -> Any:
-    """The objective of one attempt of a trial, as a scalar subquery over its metrics."""
+    """The objective of one attempt of a trial, as a scalar subquery over its metrics.
+
+    `trial_id` and `attempt` are values or bind parameters (an executemany's).
+    """
     column = getattr(Metric, metric)
     where = (Metric.trial_id == trial_id, Metric.attempt == attempt, column.is_not(None))
     if at == "best":
@@ -474,114 +560,243 @@ def finish_trial(
     A diverged trial is `failed` with the reason and keeps its curve; its value stays
     empty, so it ranks below every trial that finished.
     """
+    result = {
+        "trial_id": trial_id,
+        "lease_token": lease_token,
+        "outcome": outcome,
+        "error": error,
+        "epochs": epochs,
+    }
     with db.session() as s:
-        study_id, status = _finish(
-            s,
-            trial_id=trial_id,
-            lease_token=lease_token,
-            outcome=outcome,
-            error=error,
-            epochs=epochs,
-        )
-        after_trial_finished(s, study_id=study_id)
-        return status
+        [answer], studies = _finish_many(s, [result])
+        if isinstance(answer, CaviarError):
+            raise answer
+        for study_id in studies:
+            after_trial_finished(s, study_id=study_id)
+        return answer
 
 
 def finish_trials(*, db: Database, results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Record several trials' ends in one transaction (short trials, reported together).
 
     A result whose lease was lost is refused alone, before anything of it is written
-    (the lease is checked first, under a row lock): the answer says, per trial, its new
+    (the leases are checked first, under row locks): the answer says, per trial, its new
     status, or why it was refused.
     """
-    answers: list[dict[str, Any]] = []
-    studies: set[int] = set()
     with db.session() as s:
-        for r in results:
-            trial_id = int(r["trial_id"])
-            try:
-                study_id, status = _finish(
-                    s,
-                    trial_id=trial_id,
-                    lease_token=r["lease_token"],
-                    outcome=r["outcome"],
-                    error=r.get("error"),
-                    epochs=r.get("epochs", ()),
-                )
-            except (LeaseLost, NotFound) as exc:
-                answers.append({"trial_id": trial_id, "status": None, "error": exc.detail})
-                continue
-            answers.append({"trial_id": trial_id, "status": status.value, "error": None})
-            studies.add(study_id)
+        answers, studies = _finish_many(s, results)
         for study_id in sorted(studies):  # a fixed order: no deadlock between replicas
             after_trial_finished(s, study_id=study_id)
-    return answers
+    return [
+        {"trial_id": int(r["trial_id"]), "status": None, "error": a.detail}
+        if isinstance(a, CaviarError)
+        else {"trial_id": int(r["trial_id"]), "status": a.value, "error": None}
+        for r, a in zip(results, answers, strict=True)
+    ]
 
 
-def _finish(
-    s: Session,
-    *,
-    trial_id: int,
-    lease_token: str,
-    outcome: str,
-    error: str | None,
-    epochs: Sequence[Mapping[str, Any]],
-) -> tuple[int, TrialStatus]:
-    """What a finish changes in the trial, its metrics and its event; returns its study."""
-    trial = _leased(s, trial_id, lease_token)
-    if outcome == "stopped" and trial.stop_reason in ("pause", "prune"):
-        outcome = "paused" if trial.stop_reason == "pause" else "pruned"
-    status = {
-        "completed": TrialStatus.completed,
-        "stopped": TrialStatus.stopped,
-        "pruned": TrialStatus.pruned,
-        "paused": TrialStatus.paused,
-    }.get(outcome, TrialStatus.failed)
-    done = _insert_metrics(s, trial=trial, epochs=epochs)
-    if outcome == "diverged" and not error:
-        error = f"diverged after {done} epochs: the cost or a gradient was not finite"
-    value: Any = None
-    if status not in (TrialStatus.failed, TrialStatus.paused):
-        metric, direction, at = study_objective(s, trial.study_id)
-        value = objective_value_sql(
-            trial_id=trial_id, attempt=trial.attempt, metric=metric, direction=direction, at=at
-        )
-    stored = s.execute(
-        update(Trial)
-        .where(Trial.id == trial_id, Trial.lease_token == lease_token)
-        .values(
-            status=status,
-            outcome=outcome,
-            value=value,
-            epochs_done=done,
-            error=error[:4000] if error else None,
-            lease_token=None,
-            lease_expires_at=None,
-            stop_requested=False,
-            finished_at=None if status == TrialStatus.paused else func.now(),
-        )
-        .returning(Trial.value)
-        .execution_options(synchronize_session=False)
-    ).scalar_one()
-    if trial.worker_id:
-        s.execute(
-            update(Worker)
-            .where(Worker.id == trial.worker_id)
-            .values(trials_done=Worker.trials_done + 1, last_heartbeat=db_epoch())
-        )
-    emit(
-        s,
-        study_id=trial.study_id,
-        type="trial.paused" if status == TrialStatus.paused else "trial.finished",
-        trial_id=trial_id,
-        number=trial.number,
-        status=status.value,
-        outcome=outcome,
-        value=stored,
-        epochs_done=done,
-        error=error,
+# The trials of a batch, locked in id order (replicas finishing overlapping batches take
+# the locks in one order, so they cannot deadlock), FOR NO KEY UPDATE as `_leased`.
+_LOCK_TRIALS = (
+    select(
+        _T.c.id,
+        _T.c.status,
+        _T.c.lease_token,
+        _T.c.attempt,
+        _T.c.study_id,
+        _T.c.number,
+        _T.c.stop_reason,
+        _T.c.worker_id,
+        _T.c.epochs_done,
     )
-    return trial.study_id, status
+    .where(_T.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_T.c.id)
+    .with_for_update(key_share=True)
+)
+_STORED_VALUES = select(_T.c.id, _T.c.value).where(_T.c.id.in_(bindparam("ids", expanding=True)))
+_WORKER_DONE = (
+    update(_W)
+    .where(_W.c.id == bindparam("b_worker"))
+    .values(trials_done=_W.c.trials_done + bindparam("b_n"), last_heartbeat=db_epoch())
+)
+_OUTCOME_STATUS = {
+    "completed": TrialStatus.completed,
+    "stopped": TrialStatus.stopped,
+    "pruned": TrialStatus.pruned,
+    "paused": TrialStatus.paused,
+}
+# Finish statements, built once per (objective, kind): executemany over a batch.
+_FINISH_STATEMENTS: dict[tuple[str, str, str, str], Any] = {}
+
+
+def _metric_insert(dialect: str) -> Any:
+    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # A re-sent batch (the worker retried after a lost response) is ignored, not doubled.
+    return insert_(_M).on_conflict_do_nothing(index_elements=["trial_id", "attempt", "epoch"])
+
+
+_METRIC_INSERTS = {d: _metric_insert(d) for d in ("postgresql", "sqlite")}
+
+
+def _finish_statement(kind: str, objective: tuple[str, str, str]) -> Any:
+    """The UPDATE that ends one trial of a batch, guarded by its lease token.
+
+    kind: `valued` (the objective is read from the attempt's stored curve), `failed`
+    (no value), `paused` (no value, not finished).
+    """
+    key = (kind, *objective)
+    stmt = _FINISH_STATEMENTS.get(key)
+    if stmt is None:
+        metric, direction, at = objective
+        value: Any = None
+        if kind == "valued":
+            value = objective_value_sql(
+                trial_id=bindparam("b_id"),
+                attempt=bindparam("b_attempt"),
+                metric=metric,
+                direction=direction,
+                at=at,
+            )
+        stmt = _FINISH_STATEMENTS[key] = (
+            update(_T)
+            .where(
+                _T.c.id == bindparam("b_id"),
+                _T.c.status == TrialStatus.running,
+                _T.c.lease_token == bindparam("b_token"),
+            )
+            .values(
+                status=bindparam("b_status", type_=_T.c.status.type),
+                outcome=bindparam("b_outcome"),
+                value=value,
+                epochs_done=bindparam("b_done"),
+                error=bindparam("b_error"),
+                lease_token=None,
+                lease_expires_at=None,
+                stop_requested=False,
+                finished_at=None if kind == "paused" else func.now(),
+            )
+        )
+    return stmt
+
+
+def _finish_many(
+    s: Session, results: Sequence[Mapping[str, Any]]
+) -> tuple[list[TrialStatus | CaviarError], set[int]]:
+    """Store a batch of trial ends, set-based; returns per result its new status or why it
+    was refused (LeaseLost, NotFound), and the studies whose trials ended.
+
+    The leases of the whole batch are checked first, under row locks (PostgreSQL) or the
+    write lock (SQLite), so no reaper or replica can take one between the check and the
+    writes: then one insert for all metrics, one executemany of guarded UPDATEs per kind
+    of end, one update per worker, one insert for all events.
+    """
+    conn = s.connection()
+    ids = sorted({int(r["trial_id"]) for r in results})
+    rows = {row.id: row for row in conn.execute(_LOCK_TRIALS, {"ids": ids})}
+    answers: list[TrialStatus | CaviarError] = []
+    metric_rows: list[dict[str, Any]] = []
+    updates: dict[tuple[str, tuple[str, str, str]], list[dict[str, Any]]] = {}
+    workers: dict[str, int] = {}
+    accepted: list[tuple[Any, TrialStatus, str, str | None, int]] = []
+    taken: dict[int, TrialStatus] = {}
+    for r in results:
+        trial_id = int(r["trial_id"])
+        row = rows.get(trial_id)
+        if row is None:
+            answers.append(NotFound(f"trial {trial_id} does not exist"))
+            continue
+        if trial_id in taken or row.status != TrialStatus.running:
+            shown = taken.get(trial_id, row.status)
+            answers.append(
+                LeaseLost(f"trial {trial_id}: the lease is no longer held (status {shown})")
+            )
+            continue
+        if row.lease_token != r["lease_token"]:
+            answers.append(
+                LeaseLost(f"trial {trial_id}: the lease is no longer held (status {row.status})")
+            )
+            continue
+        outcome = str(r["outcome"])
+        if outcome == "stopped" and row.stop_reason in ("pause", "prune"):
+            outcome = "paused" if row.stop_reason == "pause" else "pruned"
+        status = _OUTCOME_STATUS.get(outcome, TrialStatus.failed)
+        epochs = r.get("epochs") or ()
+        metric_rows.extend(_metric_rows(trial_id, row.attempt, epochs))
+        # epochs count from 1, as the trainer's; a late, re-sent batch never lowers it
+        done = max([row.epochs_done, *(int(e["epoch"]) for e in epochs)])
+        error = r.get("error")
+        if outcome == "diverged" and not error:
+            error = f"diverged after {done} epochs: the cost or a gradient was not finite"
+        kind = (
+            "paused"
+            if status == TrialStatus.paused
+            else "failed"
+            if status == TrialStatus.failed
+            else "valued"
+        )
+        objective = study_objective(s, row.study_id) if kind == "valued" else ("", "", "")
+        updates.setdefault((kind, objective), []).append(
+            {
+                "b_id": trial_id,
+                "b_token": row.lease_token,
+                "b_attempt": row.attempt,
+                "b_status": status,
+                "b_outcome": outcome,
+                "b_done": done,
+                "b_error": error[:4000] if error else None,
+            }
+        )
+        if row.worker_id:
+            workers[row.worker_id] = workers.get(row.worker_id, 0) + 1
+        taken[trial_id] = status
+        accepted.append((row, status, outcome, error, done))
+        answers.append(status)
+    if not accepted:
+        return answers, set()
+    if metric_rows:
+        conn.execute(_METRIC_INSERTS[conn.dialect.name], metric_rows)
+    for (kind, objective), params in updates.items():
+        moved = conn.execute(_finish_statement(kind, objective), params).rowcount
+        # The leases were checked under lock: every guarded UPDATE must have matched.
+        assert moved in (-1, len(params)), (moved, len(params))
+    for worker_id, n in sorted(workers.items()):
+        conn.execute(_WORKER_DONE, {"b_worker": worker_id, "b_n": n})
+    valued = [row.id for row, status, *_ in accepted if status != TrialStatus.failed]
+    stored = (
+        {r.id: r.value for r in conn.execute(_STORED_VALUES, {"ids": valued})} if valued else {}
+    )
+    emit_many(
+        s,
+        [
+            {
+                "study_id": row.study_id,
+                "type": "trial.paused" if status == TrialStatus.paused else "trial.finished",
+                "trial_id": row.id,
+                "data": {
+                    "number": row.number,
+                    "status": status.value,
+                    "outcome": outcome,
+                    "value": stored.get(row.id),
+                    "epochs_done": done,
+                    "error": error,
+                },
+            }
+            for row, status, outcome, error, done in accepted
+        ],
+    )
+    return answers, {row.study_id for row, *_ in accepted}
+
+
+def _metric_rows(trial_id: int, attempt: int, epochs: Iterable[Mapping[str, Any]]) -> list[Any]:
+    return [
+        {
+            "trial_id": trial_id,
+            "attempt": attempt,
+            "epoch": int(e["epoch"]),
+            **{k: _clean(e.get(k)) for k in METRIC_FIELDS},
+        }
+        for e in epochs
+    ]
 
 
 def release_trial(*, db: Database, trial_id: int, lease_token: str) -> None:
