@@ -26,6 +26,10 @@ FLUSH_SECONDS = 1.0  # metrics are sent in batches at most this often (and at th
 # A result waits at most this long to travel with the next claim; a trial that itself
 # took longer is reported at once. Short trials thus cost one request per batch.
 FINISH_DELAY_SECONDS = 0.25
+# A claim leases about this much work, judged from the trials run so far (at most
+# `claim_batch` trials, at least one): short trials share a round trip, long ones do not
+# sit leased behind each other while another worker idles.
+LEASE_TARGET_SECONDS = 1.0
 DATASET_CACHE_SIZE = 8  # data sets kept in memory, keyed by their spec
 UPLOADED_PREFIX = "ds-"  # ids of uploaded data sets (the service's service/datasets.py)
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "caviar"
@@ -45,20 +49,18 @@ class TrialRun:
         self.last_flush = time.monotonic()
         self.report_at = frozenset(claimed.get("report_at") or ())
 
-    def heartbeat_loop(self) -> None:
-        # Waits on an event, so the thread ends the moment the trial does.
-        while not self.done.wait(self.worker.heartbeat_seconds):
-            try:
-                answer = self.worker.hb_client.post(
-                    f"/api/worker/trials/{self.trial_id}/heartbeat", {"lease_token": self.token}
-                )
-                if answer and answer.get("stop"):
-                    self.stop_asked.set()
-            except LeaseLostError:
-                self.lease_lost.set()
-                return
-            except ApiError as exc:
-                log.warning("heartbeat failed: %s", exc, extra={"trial_id": self.trial_id})
+    def beat(self) -> None:
+        """Extend the lease once (the worker's heartbeat thread calls this)."""
+        try:
+            answer = self.worker.hb_client.post(
+                f"/api/worker/trials/{self.trial_id}/heartbeat", {"lease_token": self.token}
+            )
+            if answer and answer.get("stop"):
+                self.stop_asked.set()
+        except LeaseLostError:
+            self.lease_lost.set()
+        except ApiError as exc:
+            log.warning("heartbeat failed: %s", exc, extra={"trial_id": self.trial_id})
 
     def flush(self) -> None:
         if not self.buffer:
@@ -108,7 +110,9 @@ class Worker:
     api_url, token : where the service is and the worker-scoped token it wants.
     name : shown in the dashboard's worker list.
     max_trials : leave after this many trials (the pool starts a fresh process), or None.
-    claim_batch : trials leased per round trip; short trials amortize the request.
+    claim_batch : at most this many trials leased per round trip; the worker leases as
+        many as it expects to finish in about LEASE_TARGET_SECONDS (from the durations
+        it has seen), so short trials amortize the request and long ones go one by one.
     exit_when_idle : leave once a claim comes back empty (``caviar run`` uses this).
     """
 
@@ -140,6 +144,39 @@ class Worker:
         self.cache_dir = (cache_dir or DEFAULT_CACHE_DIR) / "datasets"
         self._finished: list[dict[str, Any]] = []  # results not yet reported
         self._finished_since = 0.0
+        # Every lease this process holds, started or not: the heartbeat thread extends
+        # them all, so a trial waiting in a batch keeps its lease as the running one does.
+        self._held: dict[int, TrialRun] = {}
+        self._held_lock = threading.Lock()
+        self._beating = threading.Event()  # set: the heartbeat thread should end
+        self._trial_seconds: float | None = None  # a moving average of trial durations
+
+    def lease_size(self) -> int:
+        """How many trials the next claim asks for."""
+        if self._trial_seconds is None:
+            return 1  # nothing seen yet: one trial, then judge
+        fits = int(LEASE_TARGET_SECONDS / max(self._trial_seconds, 1e-4))
+        return max(1, min(self.claim_batch, fits))
+
+    def _heartbeat_loop(self) -> None:
+        # Waits on an event, so the thread ends the moment the worker does.
+        while not self._beating.wait(self.heartbeat_seconds):
+            with self._held_lock:
+                runs = list(self._held.values())
+            for run in runs:
+                if not run.done.is_set() and not run.lease_lost.is_set():
+                    run.beat()
+
+    def _hold(self, claimed: list[dict[str, Any]]) -> list[TrialRun]:
+        runs = [TrialRun(self, c) for c in claimed]
+        with self._held_lock:
+            self._held.update((r.trial_id, r) for r in runs)
+        return runs
+
+    def _let_go(self, run: TrialRun) -> None:
+        run.done.set()
+        with self._held_lock:
+            self._held.pop(run.trial_id, None)
 
     def run(self) -> int:
         """The main loop; returns the number of trials this process ran."""
@@ -156,11 +193,13 @@ class Worker:
         self.heartbeat_seconds = float(reg["heartbeat_seconds"])
         log.info("worker %s registered", self.worker_id, extra={"action": "register"})
         idle = IDLE_SLEEP_SECONDS
+        beat = threading.Thread(target=self._heartbeat_loop, daemon=True, name="caviar-heartbeat")
+        beat.start()
         try:
             while not self.shutdown.is_set():
                 if self.max_trials is not None and self.trials_done >= self.max_trials:
                     break
-                want = self.claim_batch
+                want = self.lease_size()
                 if self.max_trials is not None:
                     want = min(want, self.max_trials - self.trials_done)
                 try:
@@ -177,13 +216,24 @@ class Worker:
                     idle = min(idle * 2, IDLE_MAX_SECONDS)
                     continue
                 idle = IDLE_SLEEP_SECONDS
-                for i, trial in enumerate(claimed):
+                runs = self._hold(claimed)
+                for i, (trial, run) in enumerate(zip(claimed, runs, strict=True)):
                     if self.shutdown.is_set():  # hand back what we leased but did not start
-                        for rest in claimed[i:]:
-                            self._release(rest["trial_id"], rest["lease_token"])
+                        for rest in runs[i:]:
+                            self._release(rest.trial_id, rest.token)
+                            self._let_go(rest)
                         break
                     started = time.monotonic()
-                    result = self.run_trial(trial)
+                    try:
+                        result = self.run_trial(trial, run)
+                    finally:
+                        self._let_go(run)
+                    took = time.monotonic() - started
+                    self._trial_seconds = (
+                        took
+                        if self._trial_seconds is None
+                        else 0.7 * self._trial_seconds + 0.3 * took
+                    )
                     self.trials_done += 1
                     if result is None:
                         continue
@@ -192,15 +242,17 @@ class Worker:
                     self._finished.append(result)
                     last = i == len(claimed) - 1
                     waited = time.monotonic() - self._finished_since
-                    slow = time.monotonic() - started > FINISH_DELAY_SECONDS
+                    slow = took > FINISH_DELAY_SECONDS
                     if not last and (slow or waited > FINISH_DELAY_SECONDS):
                         self._claim(0)  # report now; the next claim would come too late
         finally:
+            self._beating.set()
             try:
                 if self._finished:
                     self._claim(0)
             except (ApiError, LeaseLostError) as exc:
                 log.warning("could not report %d results: %s", len(self._finished), exc)
+            beat.join(timeout=5)
             self.client.close()
             self.hb_client.close()
         return self.trials_done
@@ -266,14 +318,15 @@ class Worker:
         except (LeaseLostError, ApiError) as exc:
             log.warning("could not hand back trial %s: %s", trial_id, exc)
 
-    def run_trial(self, claimed: dict[str, Any]) -> dict[str, Any] | None:
-        """Train one leased trial; returns its result to report, or None if there is none
-        (the lease was lost, or the trial was handed back at shutdown)."""
-        run = TrialRun(self, claimed)
+    def run_trial(self, claimed: dict[str, Any], run: TrialRun) -> dict[str, Any] | None:
+        """Train one leased trial (`run` holds its lease, see `_hold`); returns its result
+        to report, or None if there is none (the lease was lost, or the trial was handed
+        back at shutdown)."""
         extra = {"trial_id": run.trial_id, "action": "train"}
+        if run.lease_lost.is_set():  # lost while it waited in its batch: not ours to run
+            log.warning("trial %s: lease lost before it started", run.trial_id, extra=extra)
+            return None
         log.info("trial %s: attempt %s starts", run.trial_id, claimed["attempt"], extra=extra)
-        beat = threading.Thread(target=run.heartbeat_loop, daemon=True, name="caviar-heartbeat")
-        beat.start()
         outcome, error = "failed", None
         try:
             config = TrainConfig(**claimed["config"])
@@ -297,7 +350,6 @@ class Worker:
             log.warning("trial %s failed: %s", run.trial_id, error, extra=extra)
         finally:
             run.done.set()
-            beat.join(timeout=5)
         if run.lease_lost.is_set():
             log.warning("trial %s: lease lost; dropping it", run.trial_id, extra=extra)
             return None
