@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -11,7 +12,20 @@ from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+import orjson
+from sqlalchemy import (
+    Select,
+    String,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -184,8 +198,6 @@ def _study(s: Session, study_id: int) -> Study:
 # Every column a trial's summary shows: all but `config`, a JSON document per trial that
 # only the trial's own page needs (decoding it dominated the cost of a trials page).
 SUMMARY_COLUMNS = tuple(c for c in Trial.__table__.c if c.name != "config")
-# Built once: coercing two dozen columns into a SELECT on every request showed in profiles.
-_SUMMARY_SELECT = select(*SUMMARY_COLUMNS)
 
 
 def trial_dict(t: Any) -> dict[str, Any]:
@@ -228,6 +240,10 @@ def best_trial(s: Session, study: Study) -> Trial | None:
 
 
 def study_dict(s: Session, study: Study, *, with_best: bool = True) -> dict[str, Any]:
+    """A study's status from its entity, inside a unit of work that changed it.
+
+    The same document as `get_study`, which reads it faster (see "Hot reads" below).
+    """
     counts = dict.fromkeys((st.value for st in TrialStatus), 0)
     for status, n in s.execute(
         select(Trial.status, func.count()).where(Trial.study_id == study.id).group_by(Trial.status)
@@ -259,9 +275,220 @@ def study_dict(s: Session, study: Study, *, with_best: bool = True) -> dict[str,
     }
 
 
+# -- Hot reads ---------------------------------------------------------------------------------
+#
+# A study's status and its pages of trials are what every dashboard, `submit --wait` and
+# script polls (bench/api_load.py). They are read without the ORM: Core statements built
+# once at import (so SQLAlchemy computes their cache key once and finds them compiled), on
+# a plain connection, into row tuples: no session, identity map or entities. JSON columns
+# are selected as their stored text and parsed by orjson, several times faster than the
+# json module SQLAlchemy's JSON type calls; statuses as their stored names.
+
+_S = Study.__table__
+_T = Trial.__table__
+
+
+# A trial's summary (the keys of `trial_dict`, in its order) from the columns below.
+_TRIAL_KEYS = (
+    "id",
+    "study_id",
+    "number",
+    "round",
+    "status",
+    "params",
+    "value",
+    "attempt",
+    "retries",
+    "epochs_done",
+    "outcome",
+    "error",
+    "worker_id",
+    "parent_trial_id",
+    "fork_epoch",
+    "prune_reason",
+    "created_at",
+    "started_at",
+    "finished_at",
+)
+_TRIAL_STATUS_NAMES = {s.name: s.value for s in TrialStatus}
+_STUDY_STATUS_NAMES = {s.name: s.value for s in StudyStatus}
+
+
+def _summary_columns(t: Any) -> list[Any]:
+    return [
+        t.c.id,
+        t.c.study_id,
+        t.c.number,
+        t.c.round_index,
+        type_coerce(t.c.status, String),
+        cast(t.c.params, Text),
+        t.c.value,
+        t.c.attempt,
+        t.c.retries,
+        t.c.epochs_done,
+        t.c.outcome,
+        t.c.error,
+        t.c.worker_id,
+        t.c.parent_trial_id,
+        t.c.fork_epoch,
+        t.c.prune_reason,
+        t.c.created_at,
+        t.c.started_at,
+        t.c.finished_at,
+    ]
+
+
+def _json(text: str | None) -> Any:
+    """A JSON column's value from its stored text, as SQLAlchemy's JSON type would read it."""
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # NaN or Infinity (json.dumps writes them), or beyond orjson
+        return json.loads(text)
+
+
+def _summary(row: Sequence[Any]) -> dict[str, Any]:
+    """`trial_dict` of a row that starts with the summary columns."""
+    t = dict(zip(_TRIAL_KEYS, row, strict=False))
+    t["status"] = _TRIAL_STATUS_NAMES[t["status"]]
+    t["params"] = _json(t["params"])
+    return t
+
+
+def _best_id(direction: str) -> Any:
+    """The id of the study's best completed trial (ties: the first), correlated to `_S`."""
+    b = _T.alias("b")
+    order = b.c.value.desc() if direction == "maximize" else b.c.value.asc()
+    return (
+        select(b.c.id)
+        .where(
+            b.c.study_id == _S.c.id,
+            b.c.status == TrialStatus.completed,
+            b.c.value.is_not(None),
+        )
+        .order_by(order, b.c.id)
+        .limit(1)
+        .correlate(_S)
+        .scalar_subquery()
+    )
+
+
+def _count_in(status: TrialStatus) -> Any:
+    c = _T.alias(f"n_{status.name}")
+    return (
+        select(func.count())
+        .select_from(c)
+        .where(c.c.study_id == _S.c.id, c.c.status == status)
+        .correlate(_S)
+        .scalar_subquery()
+    )
+
+
+_STUDY_KEYS = (
+    "id",
+    "name",
+    "status",
+    "strategy",
+    "mode",
+    "metric",
+    "direction",
+    "current_round",
+    "total_rounds",
+    "parent_study_id",
+    "error",
+    "awaiting_review",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "spec",
+    "at",
+)
+_best = _T.alias("best")
+# One statement for the whole status: the study, the count of trials in each status (an
+# index search each, on ix_trials_study_status), and its best trial joined by primary key.
+# One statement is one snapshot, and one round trip on PostgreSQL.
+_STUDY_STATUS = (
+    select(
+        _S.c.id,
+        _S.c.name,
+        type_coerce(_S.c.status, String),
+        _S.c.strategy,
+        _S.c.mode,
+        _S.c.metric,
+        _S.c.direction,
+        _S.c.current_round,
+        _S.c.total_rounds,
+        _S.c.parent_study_id,
+        _S.c.error,
+        _S.c.awaiting_review,
+        _S.c.created_at,
+        _S.c.started_at,
+        _S.c.finished_at,
+        cast(_S.c.spec, Text),
+        _S.c.spec["objective"]["at"].as_string(),
+        *(_count_in(st) for st in TrialStatus),
+        *_summary_columns(_best),
+        cast(_best.c.config, Text),
+    )
+    .select_from(
+        _S.outerjoin(
+            _best,
+            _best.c.id
+            == case(
+                (_S.c.direction == "maximize", _best_id("maximize")),
+                else_=_best_id("minimize"),
+            ),
+        )
+    )
+    .where(_S.c.id == bindparam("study_id"))
+)
+_N_STUDY = len(_STUDY_KEYS)
+_N_COUNTS = len(TrialStatus)
+
+
 def get_study(*, db: Database, study_id: int) -> dict[str, Any]:
-    with db.session(write=False) as s:
-        return study_dict(s, _study(s, study_id))
+    """A study's status (StudyRead): counts of trials in each status, the best trial."""
+    with db.engine.connect() as conn:
+        row = conn.execute(_STUDY_STATUS, {"study_id": study_id}).first()
+    if row is None:
+        raise NotFound(f"study {study_id} does not exist")
+    study = dict(zip(_STUDY_KEYS, row, strict=False))
+    counts = dict(
+        zip(
+            (st.value for st in TrialStatus),
+            (n or 0 for n in row[_N_STUDY : _N_STUDY + _N_COUNTS]),
+            strict=True,
+        )
+    )
+    best_row = row[_N_STUDY + _N_COUNTS :]
+    best = None
+    if best_row[0] is not None:
+        best = _summary(best_row)
+        best["config"] = _json(best_row[-1])
+    return {
+        "id": study["id"],
+        "name": study["name"],
+        "status": _STUDY_STATUS_NAMES[study["status"]],
+        "strategy": study["strategy"],
+        "mode": study["mode"],
+        "objective": {
+            "metric": study["metric"],
+            "direction": study["direction"],
+            "at": study["at"] or "last",
+        },
+        "rounds": {"current": study["current_round"], "total": study["total_rounds"]},
+        "counts": counts,
+        "total_trials": sum(counts.values()),
+        "best_trial": best,
+        "parent_study_id": study["parent_study_id"],
+        "error": study["error"],
+        "awaiting_review": bool(study["awaiting_review"]),
+        "created_at": study["created_at"],
+        "started_at": study["started_at"],
+        "finished_at": study["finished_at"],
+        "spec": _json(study["spec"]),
+    }
 
 
 def list_studies(
@@ -283,6 +510,35 @@ def list_studies(
         return [study_dict(s, st) for st in studies], total
 
 
+def _trial_filters(by_status: bool, by_round: bool) -> list[Any]:
+    where = [_T.c.study_id == bindparam("study_id")]
+    if by_status:
+        where.append(_T.c.status == bindparam("status"))
+    if by_round:
+        where.append(_T.c.round_index == bindparam("round_index"))
+    return where
+
+
+@functools.cache
+def _page_head(by_status: bool, by_round: bool) -> Select[Any]:
+    """The study's direction (no row: no such study) and how many trials match."""
+    total = select(func.count()).select_from(_T).where(*_trial_filters(by_status, by_round))
+    return select(_S.c.direction, total.scalar_subquery()).where(_S.c.id == bindparam("study_id"))
+
+
+@functools.cache
+def _page(by_status: bool, by_round: bool, order: str) -> Select[Any]:
+    """A page of trial summaries; `order` is "number", or the study's direction for best
+    first (trials without a value last, ties by number)."""
+    page = select(*_summary_columns(_T)).where(*_trial_filters(by_status, by_round))
+    if order == "number":
+        page = page.order_by(_T.c.number)
+    else:
+        best_first = _T.c.value.desc() if order == "maximize" else _T.c.value.asc()
+        page = page.order_by(_T.c.value.is_(None), best_first, _T.c.number)
+    return page.limit(bindparam("limit")).offset(bindparam("offset"))
+
+
 def list_trials(
     *,
     db: Database,
@@ -293,26 +549,28 @@ def list_trials(
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[list[dict[str, Any]], int]:
-    with db.session(write=False) as s:
-        # Only the direction: loading the whole study (its spec is JSON) cost as much as
-        # the page of trials itself.
-        direction = s.scalar(select(Study.direction).where(Study.id == study_id))
-        if direction is None:
+    """A page of a study's trials (summaries, no config) and how many match in all.
+
+    `sort`: "number" (creation order) or "value" (best objective first, then unfinished).
+    """
+    params: dict[str, Any] = {"study_id": study_id, "limit": limit, "offset": offset}
+    if status is not None:
+        params["status"] = TrialStatus(status)
+    if round_index is not None:
+        params["round_index"] = round_index
+    by_status, by_round = status is not None, round_index is not None
+    with db.engine.connect() as conn:
+        # One transaction: on SQLite one snapshot from the first SELECT, so the total and
+        # the page agree (on PostgreSQL, read committed, each statement has its own).
+        found = conn.execute(_page_head(by_status, by_round), params).first()
+        if found is None:
             raise NotFound(f"study {study_id} does not exist")
-        where = [Trial.study_id == study_id]
-        if status is not None:
-            where.append(Trial.status == status)
-        if round_index is not None:
-            where.append(Trial.round_index == round_index)
-        total = s.scalar(select(func.count()).select_from(Trial).where(*where)) or 0
-        q = _SUMMARY_SELECT.where(*where)
-        if sort == "value":
-            best_first = Trial.value.desc() if direction == "maximize" else Trial.value.asc()
-            q = q.order_by(Trial.value.is_(None), best_first, Trial.number)
-        else:
-            q = q.order_by(Trial.number)
-        rows = s.execute(q.limit(limit).offset(offset)).all()
-        return [trial_dict(r) for r in rows], total
+        direction, total = found
+        order = "number" if sort == "number" else direction
+        rows = (
+            conn.execute(_page(by_status, by_round, order), params).all() if total > offset else ()
+        )
+    return [_summary(r) for r in rows], total
 
 
 def get_trial(*, db: Database, trial_id: int) -> dict[str, Any]:

@@ -310,3 +310,87 @@ def test_zoom_starts_coarse_to_fine_around_the_best_trials(client, spec_factory)
     ]
     assert all(lr_box["low"] <= lr <= lr_box["high"] for lr in lrs)
     assert client.post("/api/studies/999/zoom").status_code == 404
+
+
+def _orm_reference(db_url: str, study_id: int) -> tuple[Any, list[Any]]:
+    """The study's status and all its trial summaries, built from ORM entities (the way
+    the writes' responses are), as JSON: what the hot reads must agree with."""
+    import json
+
+    from service.api.render import json_bytes
+    from service.studies import study_dict, trial_dict
+
+    with get_database(db_url).session(write=False) as s:
+        study = s.get(Study, study_id)
+        status = json.loads(json_bytes(study_dict(s, study)))
+        trials = s.scalars(select(Trial).where(Trial.study_id == study_id)).all()
+        summaries = [json.loads(json_bytes(trial_dict(t))) for t in trials]
+    return status, summaries
+
+
+def test_status_and_trials_pages_agree_with_the_entities(  # type: ignore[no-untyped-def]
+    client, db_url, spec_factory
+) -> None:
+    # Hot reads (service.studies "Hot reads") select raw columns instead of entities: every
+    # field, filter, order and page must come out as the entities say.
+    study_id = client.post(
+        "/api/studies", json=spec_factory(strategy={"type": "random", "trials": 7})
+    ).json()["id"]
+    other = client.post("/api/studies", json=spec_factory(name="other")).json()["id"]
+    wid = worker_session(client)
+    claimed = client.post("/api/worker/claim", json={"worker_id": wid, "max_trials": 6}).json()
+    mine = [t for t in claimed["trials"] if t["study_id"] == study_id][:5]
+    # two ties at 0.8: the first by number wins, and both keep number order
+    for t, final, outcome in zip(
+        mine, [0.8, 0.6, 0.8, 0.9, 0.3], ["completed"] * 3 + ["diverged", "completed"], strict=True
+    ):
+        r = client.post(
+            f"/api/worker/trials/{t['trial_id']}/finish",
+            json={"lease_token": t["lease_token"], "outcome": outcome, "epochs": epochs([final])},
+        )
+        assert r.status_code == 200, r.text
+    with get_database(db_url).session() as s:  # a stored timestamp with microseconds
+        s.get(Trial, mine[0]["trial_id"]).started_at = s.scalar(select(func.now())).replace(
+            microsecond=123456
+        )
+    status, summaries = _orm_reference(db_url, study_id)
+    assert client.get(f"/api/studies/{study_id}").json() == status
+    assert status["best_trial"]["value"] == pytest.approx(0.8)
+    assert status["best_trial"]["id"] == mine[0]["trial_id"]
+
+    by_number = sorted(summaries, key=lambda t: t["number"])
+    done = [t for t in by_number if t["value"] is not None]
+    best_first = sorted(done, key=lambda t: -t["value"]) + [
+        t for t in by_number if t["value"] is None
+    ]
+    cases: list[tuple[str, list[Any]]] = [
+        ("", by_number),
+        ("?sort=value", best_first),
+        ("?status=completed", [t for t in by_number if t["status"] == "completed"]),
+        ("?status=queued&round=0", [t for t in by_number if t["status"] == "queued"]),
+        ("?round=1", []),
+        ("?sort=value&status=failed", [t for t in best_first if t["status"] == "failed"]),
+    ]
+    for query, expected in cases:
+        for limit, offset in ((100, 0), (2, 1), (3, 6), (5, 50)):
+            sep = "&" if query else "?"
+            page = client.get(
+                f"/api/studies/{study_id}/trials{query}{sep}limit={limit}&offset={offset}"
+            ).json()
+            assert page["total"] == len(expected), query
+            assert page["items"] == expected[offset : offset + limit], (query, limit, offset)
+    assert client.get(f"/api/studies/{other}/trials").json()["total"] == 4
+    assert client.get("/api/studies/999/trials").status_code == 404
+
+
+def test_a_stored_nan_is_null_in_every_read(sqlite_url, settings_for, spec_factory) -> None:  # type: ignore[no-untyped-def]
+    # json.dumps stores NaN as a bare token (SQLite keeps the text as written); JSON has no
+    # such number, so reads answer null, as for NaN floats anywhere.
+    with TestClient(create_app(settings_for(sqlite_url))) as c:
+        study_id = c.post("/api/studies", json=spec_factory()).json()["id"]
+        with get_database(sqlite_url).session() as s:
+            trial = s.scalars(select(Trial).where(Trial.study_id == study_id)).first()
+            trial.params = {**trial.params, "odd": float("nan")}
+        items = c.get(f"/api/studies/{study_id}/trials").json()["items"]
+        assert items[0]["params"]["odd"] is None
+        assert "learning_rate" in items[0]["params"]
