@@ -265,7 +265,7 @@ def create_app(settings: Settings | None = None, *, extra_tokens: list[Token] = 
     app.include_router(dashboard_routes.router)  # before the /static mount: it serves plotly.js
 
     @app.get("/healthz", response_model=Health, tags=["health"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         """Alive: answers as long as the process serves requests."""
         return {"status": "ok", "version": VERSION}
 

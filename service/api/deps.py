@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Request
+from starlette.concurrency import run_in_threadpool
 
 from service.db import Database
 from service.errors import RateLimited
@@ -24,6 +26,23 @@ async def get_db(request: Request) -> Database:
 async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+T = TypeVar("T")
+
+
+async def run_read(read: Callable[..., T], /, *, db: Database, **kwargs: Any) -> T:
+    """`read(db=db, **kwargs)`, a short database read, for an `async def` route.
+
+    On SQLite it runs right here, on the event loop: the database is a local file, a WAL
+    reader never waits for a writer, and the read is mostly Python holding the GIL, which
+    would stall the loop just as long from a worker thread; the hop to the thread pool and
+    back cost more CPU than the read itself (bench/api_load.py). Anywhere else the read
+    waits on the network, so it goes to the thread pool like a sync route.
+    """
+    if db.dialect == "sqlite":
+        return read(db=db, **kwargs)
+    return await run_in_threadpool(read, db=db, **kwargs)
 
 
 # Ids are 32-bit INTEGER columns: a larger number names nothing, and is refused as such

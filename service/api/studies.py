@@ -18,6 +18,7 @@ from service.api.deps import (
     SubmitRate,
     TrialId,
     WriteScope,
+    run_read,
 )
 from service.api.docs import problem_responses
 from service.api.render import json_bytes
@@ -182,10 +183,11 @@ def get_studies(
 
 
 @router.get("/studies/{study_id}", response_model=StudyRead, dependencies=[ReadScope])
-def get_one_study(study_id: StudyId, db: DbDep) -> Response:
+async def get_one_study(study_id: StudyId, db: DbDep) -> Response:
     """A study: its status, the count of trials in each status and the best trial."""
-    # Polled by every dashboard and `submit --wait`: rendered directly, like trials pages.
-    study = get_study(db=db, study_id=study_id)
+    # Polled by every dashboard and `submit --wait`: read without a thread hop on SQLite
+    # (run_read) and rendered directly, like trials pages.
+    study = await run_read(get_study, db=db, study_id=study_id)
     return Response(json_bytes(study), media_type="application/json")
 
 
@@ -240,7 +242,7 @@ def post_zoom(
 
 
 @router.get("/studies/{study_id}/trials", response_model=TrialsPage, dependencies=[ReadScope])
-def get_trials(
+async def get_trials(
     study_id: StudyId,
     db: DbDep,
     status: TrialStatus | None = None,
@@ -253,7 +255,8 @@ def get_trials(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
     """A study's trials, by number or best objective first, filtered by status or round."""
-    items, total = list_trials(
+    items, total = await run_read(
+        list_trials,
         db=db,
         study_id=study_id,
         status=status,
