@@ -527,15 +527,30 @@ def _page_head(by_status: bool, by_round: bool) -> Select[Any]:
 
 
 @functools.cache
+def _valued(by_status: bool, by_round: bool) -> Select[Any]:
+    """How many of the matching trials have a value."""
+    where = _trial_filters(by_status, by_round)
+    return select(func.count()).select_from(_T).where(*where, _T.c.value.is_not(None))
+
+
+@functools.cache
 def _page(by_status: bool, by_round: bool, order: str) -> Select[Any]:
-    """A page of trial summaries; `order` is "number", or the study's direction for best
-    first (trials without a value last, ties by number)."""
+    """A page of trial summaries in `order`: "number"; "maximize" or "minimize", the
+    trials with a value, best first (ties by number); "unvalued", those without, by number.
+
+    Best first is read as two pages, valued then unvalued, rather than one ordered by
+    `value IS NULL, value, number`: that expression no index holds, so each page sorted
+    every trial of the study (2.6 ms at 10,000 trials, 8 ms deep in the list), while
+    `value` alone walks ix_trials_study_value and stops at the page's end.
+    """
     page = select(*_summary_columns(_T)).where(*_trial_filters(by_status, by_round))
     if order == "number":
         page = page.order_by(_T.c.number)
+    elif order == "unvalued":
+        page = page.where(_T.c.value.is_(None)).order_by(_T.c.number)
     else:
         best_first = _T.c.value.desc() if order == "maximize" else _T.c.value.asc()
-        page = page.order_by(_T.c.value.is_(None), best_first, _T.c.number)
+        page = page.where(_T.c.value.is_not(None)).order_by(best_first, _T.c.number)
     return page.limit(bindparam("limit")).offset(bindparam("offset"))
 
 
@@ -566,10 +581,18 @@ def list_trials(
         if found is None:
             raise NotFound(f"study {study_id} does not exist")
         direction, total = found
-        order = "number" if sort == "number" else direction
-        rows = (
-            conn.execute(_page(by_status, by_round, order), params).all() if total > offset else ()
-        )
+        rows: list[Any] = []
+        if offset < total:
+            order = "number" if sort == "number" else direction
+            rows += conn.execute(_page(by_status, by_round, order), params).all()
+        if sort != "number" and len(rows) < limit and offset + len(rows) < total:
+            # The valued trials ran out on this page: the unvalued follow, by number.
+            if rows:
+                valued = offset + len(rows)
+            else:
+                valued = conn.execute(_valued(by_status, by_round), params).scalar_one()
+            rest = {**params, "limit": limit - len(rows), "offset": max(0, offset - valued)}
+            rows += conn.execute(_page(by_status, by_round, "unvalued"), rest).all()
     return [_summary(r) for r in rows], total
 
 

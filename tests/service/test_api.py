@@ -372,7 +372,7 @@ def test_status_and_trials_pages_agree_with_the_entities(  # type: ignore[no-unt
         ("?sort=value&status=failed", [t for t in best_first if t["status"] == "failed"]),
     ]
     for query, expected in cases:
-        for limit, offset in ((100, 0), (2, 1), (3, 6), (5, 50)):
+        for limit, offset in ((100, 0), (2, 1), (3, 2), (3, 6), (5, 50)):
             sep = "&" if query else "?"
             page = client.get(
                 f"/api/studies/{study_id}/trials{query}{sep}limit={limit}&offset={offset}"
