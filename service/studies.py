@@ -426,7 +426,7 @@ _STUDY_STATUS = (
         _S.c.started_at,
         _S.c.finished_at,
         cast(_S.c.spec, Text),
-        _S.c.spec["objective"]["at"].as_string(),
+        _S.c.spec[("objective", "at")].as_string(),
         *(_count_in(st) for st in TrialStatus),
         *_summary_columns(_best),
         cast(_best.c.config, Text),

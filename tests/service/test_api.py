@@ -336,10 +336,22 @@ def test_status_and_trials_pages_agree_with_the_entities(  # type: ignore[no-unt
     study_id = client.post(
         "/api/studies", json=spec_factory(strategy={"type": "random", "trials": 7})
     ).json()["id"]
-    other = client.post("/api/studies", json=spec_factory(name="other")).json()["id"]
+    objective = {"metric": "dev_cost", "direction": "minimize", "at": "best"}
+    other = client.post("/api/studies", json=spec_factory(objective=objective)).json()["id"]
     wid = worker_session(client)
-    claimed = client.post("/api/worker/claim", json={"worker_id": wid, "max_trials": 6}).json()
+    claimed = client.post("/api/worker/claim", json={"worker_id": wid, "max_trials": 11}).json()
     mine = [t for t in claimed["trials"] if t["study_id"] == study_id][:5]
+    theirs = [t for t in claimed["trials"] if t["study_id"] == other][:2]
+    for t, final in zip(theirs, [0.7, 0.9], strict=True):
+        r = client.post(  # dev_cost = 1 - final: the second is best when minimizing
+            f"/api/worker/trials/{t['trial_id']}/finish",
+            json={
+                "lease_token": t["lease_token"],
+                "outcome": "completed",
+                "epochs": epochs([final]),
+            },
+        )
+        assert r.status_code == 200, r.text
     # two ties at 0.8: the first by number wins, and both keep number order
     for t, final, outcome in zip(
         mine, [0.8, 0.6, 0.8, 0.9, 0.3], ["completed"] * 3 + ["diverged", "completed"], strict=True
@@ -380,6 +392,10 @@ def test_status_and_trials_pages_agree_with_the_entities(  # type: ignore[no-unt
             assert page["total"] == len(expected), query
             assert page["items"] == expected[offset : offset + limit], (query, limit, offset)
     assert client.get(f"/api/studies/{other}/trials").json()["total"] == 4
+    status, _ = _orm_reference(db_url, other)
+    assert client.get(f"/api/studies/{other}").json() == status
+    assert status["objective"]["at"] == "best"
+    assert status["best_trial"]["value"] == pytest.approx(0.1)
     assert client.get("/api/studies/999/trials").status_code == 404
 
 
