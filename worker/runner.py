@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ class TrialRun:
         self.done = threading.Event()
         self.last_flush = time.monotonic()
         self.report_at = frozenset(claimed.get("report_at") or ())
+        self.uploads: list[Future[None]] = []  # checkpoints (and epochs before them) in flight
 
     def beat(self) -> None:
         """Extend the lease once (the worker's heartbeat thread calls this)."""
@@ -63,32 +65,60 @@ class TrialRun:
             log.warning("heartbeat failed: %s", exc, extra={"trial_id": self.trial_id})
 
     def flush(self) -> None:
+        """Send the buffered epochs now, after whatever is still being uploaded."""
+        self.drain()
         if not self.buffer:
             return
-        answer = self.worker.client.post(
+        epochs, self.buffer = self.buffer, []
+        self._send_epochs(epochs, self.worker.client)
+
+    def _send_epochs(self, epochs: list[dict[str, Any]], client: Client) -> None:
+        answer = client.post(
             f"/api/worker/trials/{self.trial_id}/metrics",
-            {"lease_token": self.token, "epochs": self.buffer},
+            {"lease_token": self.token, "epochs": epochs},
         )
-        self.buffer = []
         self.last_flush = time.monotonic()
         if answer and answer.get("stop"):
             self.stop_asked.set()
 
     def on_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Send the epochs so far, then the checkpoint: a resume finds the curve up to it."""
+        """Send the epochs so far, then the checkpoint: a resume finds the curve up to it.
+
+        Both go out from the worker's upload thread while training goes on: the bytes
+        are taken here, at the epoch, and the trial's result is reported only after its
+        uploads (see `drain`), so its lease still holds when they arrive.
+        """
         if self.lease_lost.is_set():
             return
+        epochs, self.buffer = self.buffer, []
+        content = checkpoint.to_bytes()
+        self.uploads.append(
+            self.worker.uploader.submit(self._upload, epochs, checkpoint.epoch, content)
+        )
+
+    def _upload(self, epochs: list[dict[str, Any]], epoch: int, content: bytes) -> None:
+        if self.lease_lost.is_set():
+            return
+        client = self.worker.upload_client
         try:
-            self.flush()
-            self.worker.client.request(
+            if epochs:
+                self._send_epochs(epochs, client)
+            client.request(
                 "POST",
                 f"/api/worker/trials/{self.trial_id}/checkpoints",
-                params={"epoch": checkpoint.epoch},
-                content=checkpoint.to_bytes(),
+                params={"epoch": epoch},
+                content=content,
                 headers={"x-lease-token": self.token, "content-type": "application/octet-stream"},
             )
         except LeaseLostError:
             self.lease_lost.set()
+
+    def drain(self) -> None:
+        """Wait for this trial's uploads; an upload's error (not a lost lease) is raised
+        here, in the training thread, and fails the trial as it would have in line."""
+        uploads, self.uploads = self.uploads, []
+        for upload in uploads:
+            upload.result()
 
     def on_epoch(self, metrics: dict[str, Any]) -> bool:
         """The trainer's callback: buffer, send now and then; True asks training to stop."""
@@ -132,6 +162,9 @@ class Worker:
         self.shutdown = shutdown or threading.Event()
         self.client = Client(api_url, token, stop=self.shutdown)
         self.hb_client = Client(api_url, token, stop=self.shutdown)
+        # Checkpoints go out from one thread of their own, in order, while training goes on.
+        self.upload_client = Client(api_url, token, stop=self.shutdown)
+        self.uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caviar-upload")
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.max_trials = max_trials
         self.claim_batch = claim_batch
@@ -253,8 +286,10 @@ class Worker:
             except (ApiError, LeaseLostError) as exc:
                 log.warning("could not report %d results: %s", len(self._finished), exc)
             beat.join(timeout=5)
+            self.uploader.shutdown(wait=True)
             self.client.close()
             self.hb_client.close()
+            self.upload_client.close()
         return self.trials_done
 
     def _claim(self, want: int) -> dict[str, Any]:
@@ -344,11 +379,16 @@ class Worker:
                 checkpoint_every=int(claimed.get("checkpoint_every") or 0),
                 on_checkpoint=run.on_checkpoint,
             )
+            run.drain()  # the checkpoints are stored before the result is reported
             outcome = result.status
         except Exception as exc:  # a trainer error fails this trial; the worker goes on
             outcome, error = "failed", f"{type(exc).__name__}: {exc}"
             log.warning("trial %s failed: %s", run.trial_id, error, extra=extra)
         finally:
+            try:
+                run.drain()  # after a failure too: nothing of this trial is left in flight
+            except Exception as exc:
+                log.warning("trial %s: upload failed: %s", run.trial_id, exc, extra=extra)
             run.done.set()
         if run.lease_lost.is_set():
             log.warning("trial %s: lease lost; dropping it", run.trial_id, extra=extra)
