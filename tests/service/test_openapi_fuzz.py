@@ -61,7 +61,10 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def api_schema(fuzz_app: Any) -> Any:
-    schema = schemathesis.openapi.from_asgi("/openapi.json", fuzz_app)
+    # With tokens, the document itself needs one (7f248d1).
+    schema = schemathesis.openapi.from_asgi(
+        "/openapi.json", fuzz_app, headers={"Authorization": f"Bearer {SECRET}"}
+    )
     # Unknown query parameters are ignored, as HTTP APIs do, not refused; and the bearer
     # token is ours to send (with it, or without it), not the generator's.
     schema.config.generation.update(allow_extra_parameters=False, with_security_parameters=False)
