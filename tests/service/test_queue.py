@@ -7,14 +7,16 @@ import time
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from service.db import Database
 from service.errors import LeaseLost
-from service.models import Trial, TrialStatus
+from service.models import Event, Metric, Trial, TrialStatus
+from service.models import Worker as WorkerRow
 from service.queue import (
     claim_trials,
     finish_trial,
+    finish_trials,
     heartbeat,
     reap_expired,
     register_worker,
@@ -173,3 +175,92 @@ def test_concurrent_claims_never_hand_a_trial_out_twice(db: Database, spec_facto
     assert not errors, errors
     assert len(owners) == 60
     assert set(owners.values()) == {1}
+
+
+def test_a_batch_of_results_is_judged_per_trial(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+    """One set-based finish: each result stands or falls by its own lease, once."""
+    make_study(db, spec_factory(strategy={"type": "random", "trials": 5}))
+    wid = register_worker(db=db, name="w", host="h", pid=1)
+    t = claim(db, wid, 5)
+
+    def result(c: Any, outcome: str, *, token: str | None = None, **more: Any) -> dict[str, Any]:
+        return {
+            "trial_id": c.trial_id,
+            "lease_token": token or c.lease_token,
+            "outcome": outcome,
+            **more,
+        }
+
+    curve = [{"epoch": 1, "dev_accuracy": 0.25}, {"epoch": 2, "dev_accuracy": 0.75}]
+    answers = finish_trials(
+        db=db,
+        results=[
+            result(t[0], "completed", epochs=curve),
+            result(t[1], "completed", token="stale", epochs=curve),
+            result(t[2], "failed", error="ValueError: boom"),
+            result(t[0], "completed", epochs=curve),  # sent twice: the second is refused
+            {"trial_id": 10**9, "lease_token": "x", "outcome": "completed"},
+            result(t[3], "diverged", epochs=curve[:1]),
+        ],
+    )
+    assert [a["status"] for a in answers] == ["completed", None, "failed", None, None, "failed"]
+    assert "lease" in answers[1]["error"] and "lease" in answers[3]["error"]
+    assert "does not exist" in answers[4]["error"]
+    with db.session(write=False) as s:
+        trials = {tr.id: tr for tr in s.scalars(select(Trial))}
+        metrics = s.execute(select(Metric.trial_id, Metric.attempt, Metric.epoch)).all()
+        worker = s.get(WorkerRow, wid)
+        finished = s.scalars(select(Event).where(Event.type == "trial.finished")).all()
+    assert trials[t[0].trial_id].value == 0.75 and trials[t[0].trial_id].epochs_done == 2
+    assert trials[t[0].trial_id].lease_token is None
+    # the refused result changed nothing: the trial still runs under its lease
+    stale = trials[t[1].trial_id]
+    assert (stale.status, stale.lease_token) == (TrialStatus.running, t[1].lease_token)
+    assert trials[t[2].trial_id].error == "ValueError: boom"
+    assert trials[t[3].trial_id].status == TrialStatus.failed
+    assert "diverged after 1 epochs" in (trials[t[3].trial_id].error or "")
+    assert trials[t[3].trial_id].value is None
+    assert sorted(metrics) == sorted(
+        [(t[0].trial_id, 1, 1), (t[0].trial_id, 1, 2), (t[3].trial_id, 1, 1)]
+    )
+    assert worker is not None and worker.trials_done == 3
+    assert sorted(e.trial_id for e in finished) == sorted(c.trial_id for c in (t[0], t[2], t[3]))
+    assert {e.data["value"] for e in finished if e.trial_id == t[0].trial_id} == {0.75}
+    # the rest still finish normally
+    answers = finish_trials(db=db, results=[result(t[1], "completed"), result(t[4], "completed")])
+    assert [a["status"] for a in answers] == ["completed", "completed"]
+    assert get_study(db=db, study_id=t[0].study_id)["status"] == "completed"
+
+
+def test_a_batch_that_closes_a_round_opens_the_next_once(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+    study_id = make_study(
+        db,
+        spec_factory(
+            strategy={"type": "coarse_to_fine", "rounds": 2, "trials_per_round": 3},
+            execution={"max_parallel": 8, "seed": 5},
+        ),
+    )
+    wid = register_worker(db=db, name="w", host="h", pid=1)
+    for _ in range(2):
+        batch = claim(db, wid, 8)
+        assert len(batch) == 3
+        answers = finish_trials(
+            db=db,
+            results=[
+                {
+                    "trial_id": c.trial_id,
+                    "lease_token": c.lease_token,
+                    "outcome": "completed",
+                    "epochs": [{"epoch": 1, "dev_accuracy": 0.1 * i}],
+                }
+                for i, c in enumerate(batch)
+            ],
+        )
+        assert all(a["status"] == "completed" for a in answers)
+    with db.session(write=False) as s:
+        created = s.scalars(select(Event).where(Event.type == "round.created")).all()
+        rounds = [e.data["index"] for e in created]
+        ended = s.scalars(select(Event.type).where(Event.type == "study.finished")).all()
+        count = s.scalar(select(func.count()).select_from(Trial))
+    assert (rounds, len(ended), count) == ([0, 1], 1, 6)  # round 1 opened exactly once
+    assert get_study(db=db, study_id=study_id)["status"] == "completed"
