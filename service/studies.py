@@ -408,41 +408,38 @@ _best = _T.alias("best")
 # One statement for the whole status: the study, the count of trials in each status (an
 # index search each, on ix_trials_study_status), and its best trial joined by primary key.
 # One statement is one snapshot, and one round trip on PostgreSQL.
-_STUDY_STATUS = (
-    select(
-        _S.c.id,
-        _S.c.name,
-        type_coerce(_S.c.status, String),
-        _S.c.strategy,
-        _S.c.mode,
-        _S.c.metric,
-        _S.c.direction,
-        _S.c.current_round,
-        _S.c.total_rounds,
-        _S.c.parent_study_id,
-        _S.c.error,
-        _S.c.awaiting_review,
-        _S.c.created_at,
-        _S.c.started_at,
-        _S.c.finished_at,
-        cast(_S.c.spec, Text),
-        _S.c.spec[("objective", "at")].as_string(),
-        *(_count_in(st) for st in TrialStatus),
-        *_summary_columns(_best),
-        cast(_best.c.config, Text),
+_STUDY_ROWS = select(
+    _S.c.id,
+    _S.c.name,
+    type_coerce(_S.c.status, String),
+    _S.c.strategy,
+    _S.c.mode,
+    _S.c.metric,
+    _S.c.direction,
+    _S.c.current_round,
+    _S.c.total_rounds,
+    _S.c.parent_study_id,
+    _S.c.error,
+    _S.c.awaiting_review,
+    _S.c.created_at,
+    _S.c.started_at,
+    _S.c.finished_at,
+    cast(_S.c.spec, Text),
+    _S.c.spec[("objective", "at")].as_string(),
+    *(_count_in(st) for st in TrialStatus),
+    *_summary_columns(_best),
+    cast(_best.c.config, Text),
+).select_from(
+    _S.outerjoin(
+        _best,
+        _best.c.id
+        == case(
+            (_S.c.direction == "maximize", _best_id("maximize")),
+            else_=_best_id("minimize"),
+        ),
     )
-    .select_from(
-        _S.outerjoin(
-            _best,
-            _best.c.id
-            == case(
-                (_S.c.direction == "maximize", _best_id("maximize")),
-                else_=_best_id("minimize"),
-            ),
-        )
-    )
-    .where(_S.c.id == bindparam("study_id"))
 )
+_STUDY_STATUS = _STUDY_ROWS.where(_S.c.id == bindparam("study_id"))
 _N_STUDY = len(_STUDY_KEYS)
 _N_COUNTS = len(TrialStatus)
 
@@ -453,6 +450,11 @@ def get_study(*, db: Database, study_id: int) -> dict[str, Any]:
         row = conn.execute(_STUDY_STATUS, {"study_id": study_id}).first()
     if row is None:
         raise NotFound(f"study {study_id} does not exist")
+    return _study_status(row)
+
+
+def _study_status(row: Sequence[Any]) -> dict[str, Any]:
+    """The status document of a row of _STUDY_ROWS."""
     study = dict(zip(_STUDY_KEYS, row, strict=False))
     counts = dict(
         zip(
@@ -499,15 +501,17 @@ def list_studies(
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[dict[str, Any]], int]:
-    with db.session(write=False) as s:
-        q = select(Study)
-        if status is not None:
-            q = q.where(Study.status == status)
-        if name:
-            q = q.where(Study.name.contains(name, autoescape=True))
-        total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
-        studies = s.scalars(q.order_by(Study.id.desc()).limit(limit).offset(offset)).all()
-        return [study_dict(s, st) for st in studies], total
+    """A page of studies' status documents, newest first, and how many match in all."""
+    where = []
+    if status is not None:
+        where.append(_S.c.status == status)
+    if name:
+        where.append(_S.c.name.contains(name, autoescape=True))
+    with db.engine.connect() as conn:  # one snapshot on SQLite, as in list_trials
+        total = conn.execute(select(func.count()).select_from(_S).where(*where)).scalar_one()
+        page = _STUDY_ROWS.where(*where).order_by(_S.c.id.desc()).limit(limit).offset(offset)
+        rows = conn.execute(page).all() if offset < total else []
+    return [_study_status(r) for r in rows], total
 
 
 def _trial_filters(by_status: bool, by_round: bool) -> list[Any]:

@@ -392,10 +392,23 @@ def test_status_and_trials_pages_agree_with_the_entities(  # type: ignore[no-unt
             assert page["total"] == len(expected), query
             assert page["items"] == expected[offset : offset + limit], (query, limit, offset)
     assert client.get(f"/api/studies/{other}/trials").json()["total"] == 4
-    status, _ = _orm_reference(db_url, other)
-    assert client.get(f"/api/studies/{other}").json() == status
-    assert status["objective"]["at"] == "best"
-    assert status["best_trial"]["value"] == pytest.approx(0.1)
+    other_status, _ = _orm_reference(db_url, other)
+    assert client.get(f"/api/studies/{other}").json() == other_status
+    assert other_status["objective"]["at"] == "best"
+    assert other_status["best_trial"]["value"] == pytest.approx(0.1)
+
+    import json
+
+    from service.api.render import json_bytes
+    from service.studies import list_studies
+
+    db = get_database(db_url)
+    items, total = list_studies(db=db)
+    assert total == 2
+    assert [json.loads(json_bytes(i)) for i in items] == [other_status, status]
+    items, total = list_studies(db=db, status="running", limit=1, offset=0)
+    assert total == 2 and len(items) == 1
+    assert list_studies(db=db, name="tiny", offset=5) == ([], 2)
     assert client.get("/api/studies/999/trials").status_code == 404
 
 
