@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from service.db import Database, db_epoch
-from service.errors import Conflict, InvalidSpec, NotFound
+from service.errors import Conflict, InvalidSpec, LeaseLost, NotFound
 from service.events import emit
 from service.models import (
     TERMINAL_STUDY,
@@ -27,7 +27,6 @@ from service.models import (
     Trial,
     TrialStatus,
 )
-from service.queue import _leased
 from service.studies import trial_dict
 from trainer.checkpoint import FORKABLE_FIELDS
 from trainer.config import TrainConfig
@@ -245,51 +244,70 @@ def store_checkpoint(
                 }
             ]
         )
+    # Core, not the unit of work: a worker sends one every `checkpoint_every` epochs of
+    # every trial, and this is service CPU that competes with the workers' training.
     with db.session() as s:
-        trial = _leased(s, trial_id, lease_token)
-        existing = s.scalar(
-            select(Checkpoint.id).where(
-                Checkpoint.trial_id == trial_id,
-                Checkpoint.attempt == trial.attempt,
-                Checkpoint.epoch == epoch,
-            )
-        )
+        conn = s.connection()
+        row = conn.execute(_LEASE_OF_TRIAL, {"trial_id": trial_id}).first()
+        if row is None:
+            raise NotFound(f"trial {trial_id} does not exist")
+        if row.status != TrialStatus.running or row.lease_token != lease_token:
+            raise LeaseLost(f"trial {trial_id}: the lease is no longer held (status {row.status})")
+        key = {"trial_id": trial_id, "attempt": row.attempt, "epoch": epoch}
+        existing = conn.execute(_CHECKPOINT_AT, key).scalar()
         if existing is not None:  # a re-sent upload
             return int(existing)
-        ckpt = Checkpoint(
-            trial_id=trial_id,
-            attempt=trial.attempt,
-            epoch=epoch,
-            size_bytes=len(content),
-            content=content,
-            created_at=select(db_epoch()).scalar_subquery(),
+        checkpoint_id = int(
+            conn.execute(
+                _INSERT_CHECKPOINT, {**key, "size_bytes": len(content), "content": content}
+            ).scalar_one()
         )
-        s.add(ckpt)
-        s.flush()
-        if s.scalar(select(Study.mode).where(Study.id == trial.study_id)) == "caviar":
-            _prune_checkpoints(s, trial)
-        emit(s, study_id=trial.study_id, type="trial.checkpointed", trial_id=trial_id, epoch=epoch)
-        return ckpt.id
+        if row.mode == "caviar":
+            conn.execute(_PRUNE, {"trial_id": trial_id, "study_id": row.study_id})
+        emit(s, study_id=row.study_id, type="trial.checkpointed", trial_id=trial_id, epoch=epoch)
+        return checkpoint_id
 
 
-def _prune_checkpoints(s: Session, trial: Trial) -> None:
-    """Drop all but the trial's latest checkpoints, and never one a trial resumes from."""
-    latest = (
+# The trial's lease and its study's mode; on PostgreSQL the trial row stays locked (key
+# share) to the end of the transaction, so the lease cannot move before the insert.
+_LEASE_OF_TRIAL = (
+    select(Trial.status, Trial.lease_token, Trial.attempt, Trial.study_id, Study.mode)
+    .join(Study, Study.id == Trial.study_id)
+    .where(Trial.id == bindparam("trial_id"))
+    .with_for_update(of=Trial, key_share=True)
+)
+_CHECKPOINT_AT = select(Checkpoint.id).where(
+    Checkpoint.trial_id == bindparam("trial_id"),
+    Checkpoint.attempt == bindparam("attempt"),
+    Checkpoint.epoch == bindparam("epoch"),
+)
+_INSERT_CHECKPOINT = (
+    insert(Checkpoint)
+    .values(
+        trial_id=bindparam("trial_id"),
+        attempt=bindparam("attempt"),
+        epoch=bindparam("epoch"),
+        size_bytes=bindparam("size_bytes"),
+        content=bindparam("content"),
+        created_at=db_epoch(),
+    )
+    .returning(Checkpoint.id)
+)
+# All but the trial's latest checkpoints, and never one a trial of the study resumes from.
+_PRUNE = delete(Checkpoint).where(
+    Checkpoint.trial_id == bindparam("trial_id"),
+    Checkpoint.id.not_in(
         select(Checkpoint.id)
-        .where(Checkpoint.trial_id == trial.id)
+        .where(Checkpoint.trial_id == bindparam("trial_id"))
         .order_by(Checkpoint.attempt.desc(), Checkpoint.epoch.desc())
         .limit(CAVIAR_CHECKPOINTS_KEPT)
-    )
-    in_use = select(Trial.resume_checkpoint_id).where(
-        Trial.study_id == trial.study_id, Trial.resume_checkpoint_id.is_not(None)
-    )
-    s.execute(
-        delete(Checkpoint).where(
-            Checkpoint.trial_id == trial.id,
-            Checkpoint.id.not_in(latest),
-            Checkpoint.id.not_in(in_use),
+    ),
+    Checkpoint.id.not_in(
+        select(Trial.resume_checkpoint_id).where(
+            Trial.study_id == bindparam("study_id"), Trial.resume_checkpoint_id.is_not(None)
         )
-    )
+    ),
+)
 
 
 def checkpoint_content(*, db: Database, checkpoint_id: int) -> bytes:

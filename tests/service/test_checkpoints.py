@@ -1,0 +1,90 @@
+"""Storing a worker's checkpoints: lease-guarded, idempotent, and kept within bounds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from service.db import Database
+from service.errors import LeaseLost, NotFound
+from service.models import Checkpoint, Trial
+from service.panda import CAVIAR_CHECKPOINTS_KEPT, store_checkpoint
+from service.queue import claim_trials, register_worker
+from service.settings import Settings
+from service.studies import create_study
+from tests.conftest import small_spec
+
+
+def running_trials(db: Database, mode: str, n: int = 2) -> list[Any]:
+    spec = small_spec(
+        strategy={"type": "random", "trials": n},
+        execution={"mode": mode, "max_parallel": n, "checkpoint_every": 1, "seed": 1},
+    )
+    create_study(db=db, data=spec, settings=Settings(database_url=db.url))
+    worker = register_worker(db=db, name="w", host="h", pid=1)
+    return claim_trials(db=db, worker_id=worker, max_trials=n, lease_seconds=600)
+
+
+def epochs_kept(db: Database, trial_id: int) -> list[int]:
+    with db.session(write=False) as s:
+        rows = s.scalars(
+            select(Checkpoint.epoch).where(Checkpoint.trial_id == trial_id).order_by("epoch")
+        )
+        return list(rows)
+
+
+def test_a_checkpoint_needs_the_lease_and_a_resent_one_is_stored_once(db: Database) -> None:
+    (trial,) = running_trials(db, "panda", n=1)
+    first = store_checkpoint(
+        db=db, trial_id=trial.trial_id, lease_token=trial.lease_token, epoch=1, content=b"x" * 64
+    )
+    again = store_checkpoint(
+        db=db, trial_id=trial.trial_id, lease_token=trial.lease_token, epoch=1, content=b"x" * 64
+    )
+    assert again == first and epochs_kept(db, trial.trial_id) == [1]
+    with pytest.raises(LeaseLost):
+        store_checkpoint(
+            db=db, trial_id=trial.trial_id, lease_token="not-mine", epoch=2, content=b"y"
+        )
+    with pytest.raises(NotFound):
+        store_checkpoint(db=db, trial_id=10**9, lease_token="x", epoch=1, content=b"y")
+    assert epochs_kept(db, trial.trial_id) == [1]
+
+
+def test_panda_keeps_every_checkpoint_caviar_the_latest(db: Database) -> None:
+    (babysat,) = running_trials(db, "panda", n=1)
+    for epoch in range(1, 6):
+        store_checkpoint(
+            db=db,
+            trial_id=babysat.trial_id,
+            lease_token=babysat.lease_token,
+            epoch=epoch,
+            content=b"p",
+        )
+    assert epochs_kept(db, babysat.trial_id) == [1, 2, 3, 4, 5]
+
+    one, other = running_trials(db, "caviar", n=2)
+    first = store_checkpoint(
+        db=db, trial_id=one.trial_id, lease_token=one.lease_token, epoch=1, content=b"c"
+    )
+    # Another trial of the study resumes from the first one (a fork, say): it must stay.
+    with db.session() as s:
+        s.execute(
+            update(Trial).where(Trial.id == other.trial_id).values(resume_checkpoint_id=first)
+        )
+    for epoch in range(2, 7):
+        store_checkpoint(
+            db=db, trial_id=one.trial_id, lease_token=one.lease_token, epoch=epoch, content=b"c"
+        )
+        store_checkpoint(
+            db=db,
+            trial_id=other.trial_id,
+            lease_token=other.lease_token,
+            epoch=epoch,
+            content=b"c",
+        )
+    assert CAVIAR_CHECKPOINTS_KEPT == 2
+    assert epochs_kept(db, one.trial_id) == [1, 5, 6]
+    assert epochs_kept(db, other.trial_id) == [5, 6]
