@@ -143,7 +143,7 @@ class Worker:
     claim_batch : at most this many trials leased per round trip; the worker leases as
         many as it expects to finish in about LEASE_TARGET_SECONDS (from the durations
         it has seen), so short trials amortize the request and long ones go one by one.
-    exit_when_idle : leave once a claim comes back empty (``caviar run`` uses this).
+    exit_when_idle : leave once a claim comes back empty (tests and benchmarks).
     """
 
     def __init__(
@@ -153,7 +153,7 @@ class Worker:
         *,
         name: str | None = None,
         max_trials: int | None = None,
-        claim_batch: int = 1,
+        claim_batch: int = 16,
         exit_when_idle: bool = False,
         shutdown: threading.Event | None = None,
         train_fn: Callable[..., Any] = train,

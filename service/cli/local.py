@@ -235,7 +235,11 @@ def worker(
     token: str | None = typer.Option(None, help="a worker token (default: CAVIAR_TOKEN)"),
     processes: int = typer.Option(1, help="worker processes, one BLAS thread each"),
     max_trials: int = typer.Option(200, help="trials per process before a fresh one replaces it"),
-    claim_batch: int = typer.Option(1, help="trials leased per request (for short trials)"),
+    claim_batch: int = typer.Option(
+        16,
+        help="at most this many trials leased per request; each lease is sized to about a "
+        "second of work from the trials seen, so long trials still go one at a time",
+    ),
 ) -> None:
     """Lease trials from a service and train them, until SIGTERM."""
     from worker.client import parse_urls
