@@ -78,6 +78,24 @@ def rungs(pruning: PruningSpec, epochs: int) -> list[int]:
     return out
 
 
+MEDIAN_DECISIONS = 10  # epochs after the warm-up at which the median rule is asked
+
+
+def decision_epochs(pruning: PruningSpec, epochs: int) -> list[int]:
+    """The epochs a worker reports at once, so the service can decide there.
+
+    ASHA's rungs; for the median rule, up to MEDIAN_DECISIONS evenly spaced epochs from
+    ``warmup_epochs`` on (below the last). Metrics otherwise travel about once a second,
+    which for trials shorter than that would be never: nothing would be pruned.
+    """
+    if pruning.type == "asha":
+        return rungs(pruning, epochs)
+    if pruning.type != "median" or epochs <= pruning.warmup_epochs:
+        return []
+    stride = max(1, math.ceil((epochs - pruning.warmup_epochs) / MEDIAN_DECISIONS))
+    return list(range(max(1, pruning.warmup_epochs), epochs, stride))
+
+
 def should_prune(
     *,
     pruning: PruningSpec,

@@ -46,7 +46,7 @@ from service.models import (
     TrialStatus,
     Worker,
 )
-from service.pruning import rungs, should_prune
+from service.pruning import decision_epochs, should_prune
 from service.rounds import after_trial_finished
 from service.spec import PruningSpec
 
@@ -72,6 +72,10 @@ class Claimed:
     config: dict[str, Any]
     dataset: dict[str, Any]
     checkpoint_every: int = 0
+    # At least this many seconds between periodic checkpoints (0: every checkpoint_every
+    # epochs). A caviar study's checkpoints are for a requeued trial to resume and a
+    # finished one to go on, not for forks from any epoch: one per few seconds is enough.
+    checkpoint_seconds: float = 0.0
     resume: dict[str, Any] | None = None  # {"checkpoint_id", "epoch"}: start from there
     report_at: list[int] = field(default_factory=list)  # epochs to report at once (rungs)
 
@@ -95,7 +99,12 @@ def register_worker(*, db: Database, name: str, host: str | None, pid: int | Non
 
 
 def claim_trials(
-    *, db: Database, worker_id: str, max_trials: int, lease_seconds: float
+    *,
+    db: Database,
+    worker_id: str,
+    max_trials: int,
+    lease_seconds: float,
+    caviar_checkpoint_seconds: float = 0.0,
 ) -> list[Claimed]:
     """Lease up to `max_trials` queued trials to `worker_id`.
 
@@ -129,6 +138,7 @@ def claim_trials(
                     worker_id=worker_id,
                     want=max_trials - len(claimed),
                     lease_seconds=lease_seconds,
+                    caviar_checkpoint_seconds=caviar_checkpoint_seconds,
                 )
             )
     return claimed
@@ -212,7 +222,13 @@ _STUDY_STARTED = _STUDY_CLAIMED.values(status=StudyStatus.running, started_at=fu
 
 
 def _claim_from_study(
-    s: Session, *, study: Any, worker_id: str, want: int, lease_seconds: float
+    s: Session,
+    *,
+    study: Any,
+    worker_id: str,
+    want: int,
+    lease_seconds: float,
+    caviar_checkpoint_seconds: float = 0.0,
 ) -> list[Claimed]:
     conn = s.connection()
     cap = 1 if study.mode == "panda" else study.max_parallel
@@ -254,12 +270,14 @@ def _claim_from_study(
                 config=row.config,
                 dataset=dataset,
                 checkpoint_every=checkpoint_every,
+                checkpoint_seconds=caviar_checkpoint_seconds if study.mode == "caviar" else 0.0,
                 resume=resume,
-                # ASHA decides at its rungs: the worker reports those epochs at once, so
-                # a trial stops at the rung rather than at its next periodic report.
+                # Pruning decides at these epochs (ASHA's rungs, the median rule's evenly
+                # spaced ones): the worker reports them at once, so a trial stops there
+                # rather than at its next periodic report, or never if it is short.
                 report_at=(
-                    rungs(pruning, int(row.config.get("epochs") or 0))
-                    if pruning is not None and pruning.type == "asha"
+                    decision_epochs(pruning, int(row.config.get("epochs") or 0))
+                    if pruning is not None
                     else []
                 ),
             )

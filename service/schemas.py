@@ -415,9 +415,14 @@ class ClaimedTrial(BaseModel):
     config: dict[str, Any]
     dataset: dict[str, Any]
     checkpoint_every: int = Field(0, description="save a checkpoint every this many epochs")
+    checkpoint_seconds: float = Field(
+        0.0,
+        description="but at most one per this many seconds, besides the last epoch's (0: no limit)",
+    )
     resume: ResumeFrom | None = Field(None, description="start from this checkpoint")
     report_at: list[int] = Field(
-        default_factory=list, description="epochs to report as soon as they end (ASHA rungs)"
+        default_factory=list,
+        description="epochs to report as soon as they end (where pruning decides)",
     )
 
 

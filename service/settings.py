@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(30.0, gt=0)
     heartbeat_seconds: float = Field(5.0, gt=0)
     reap_interval_seconds: float = Field(2.0, gt=0)
+    # A caviar study's trials checkpoint every `checkpoint_every` epochs but at most once
+    # per this many seconds (and after their last epoch): enough to resume a requeued
+    # trial or go on with a finished one, without a round trip every few short epochs.
+    # Panda studies checkpoint on every schedule, for forks from any epoch. 0: no limit.
+    caviar_checkpoint_seconds: float = Field(10.0, ge=0)
 
     # Caps against abuse (each can be raised by the operator).
     max_trials_per_study: int = Field(10_000, ge=1)

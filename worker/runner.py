@@ -50,6 +50,14 @@ class TrialRun:
         self.last_flush = time.monotonic()
         self.report_at = frozenset(claimed.get("report_at") or ())
         self.uploads: list[Future[None]] = []  # checkpoints (and epochs before them) in flight
+        # Periodic checkpoints at most this often (a caviar study's); the last epoch's and
+        # a stop's are always sent.
+        self.checkpoint_seconds = float(claimed.get("checkpoint_seconds") or 0.0)
+        self.last_checkpoint = time.monotonic()
+        epochs = claimed["config"].get("epochs")
+        self.epochs = int(
+            epochs if epochs is not None else TrainConfig.model_fields["epochs"].default
+        )
 
     def beat(self) -> None:
         """Extend the lease once (the worker's heartbeat thread calls this)."""
@@ -90,6 +98,15 @@ class TrialRun:
         """
         if self.lease_lost.is_set():
             return
+        now = time.monotonic()
+        if (
+            self.checkpoint_seconds
+            and checkpoint.epoch < self.epochs
+            and not self.stop_asked.is_set()
+            and now - self.last_checkpoint < self.checkpoint_seconds
+        ):
+            return
+        self.last_checkpoint = now
         epochs, self.buffer = self.buffer, []
         content = checkpoint.to_bytes()
         self.uploads.append(

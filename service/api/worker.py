@@ -82,6 +82,7 @@ def post_claim(body: ClaimAndReport, db: DbDep, settings: SettingsDep) -> Respon
             worker_id=body.worker_id,
             max_trials=body.max_trials,
             lease_seconds=settings.lease_seconds,
+            caviar_checkpoint_seconds=settings.caviar_checkpoint_seconds,
         )
     # The busiest route: rendered here, not validated again against the response model
     # (which the document still shows, and the contract tests check answers against).

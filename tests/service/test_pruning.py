@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.pruning import MEDIAN_MIN_TRIALS, Direction, rungs, should_prune
+from service.pruning import MEDIAN_MIN_TRIALS, Direction, decision_epochs, rungs, should_prune
 from service.spec import PruningSpec
 
 MEDIAN = PruningSpec(type="median", warmup_epochs=3)
@@ -44,6 +44,19 @@ def decide(
 
 
 # -- rungs ------------------------------------------------------------------------------
+
+
+def test_the_median_rule_decides_at_ten_spaced_epochs_after_its_warmup() -> None:
+    # Reported at once: metrics otherwise travel once a second, and a trial shorter than
+    # that would never be judged.
+    median = PruningSpec(type="median", warmup_epochs=5)
+    assert decision_epochs(median, 27) == [5, 8, 11, 14, 17, 20, 23, 26]
+    assert decision_epochs(median, 12) == [5, 6, 7, 8, 9, 10, 11]
+    assert decision_epochs(median, 5) == []
+    assert len(decision_epochs(median, 1000)) == 10
+    asha = PruningSpec(type="asha", min_epochs=5, reduction_factor=3)
+    assert decision_epochs(asha, 100) == rungs(asha, 100) == [5, 15, 45]
+    assert decision_epochs(PruningSpec(type="none"), 100) == []
 
 
 def test_rungs_are_geometric_and_stop_before_the_last_epoch() -> None:
