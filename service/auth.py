@@ -25,6 +25,12 @@ class Token:
     scopes: frozenset[str]
     secret: str
 
+    @property
+    def granted(self) -> frozenset[str]:
+        """What the token may do: write implies read (a submitter may look at what it
+        submitted)."""
+        return self.scopes | ({"read"} if "write" in self.scopes else set())
+
 
 def parse_tokens(text: str) -> list[Token]:
     """Parse `name:scope1,scope2:secret` entries separated by `;`.
@@ -91,9 +97,7 @@ class Authenticator:
                 )
             return None
         token = self.authenticate(credentials(request.headers, request.cookies)[0])
-        # write implies read: a submitter may look at what it submitted
-        granted = token.scopes | ({"read"} if "write" in token.scopes else set())
-        if scope not in granted:
+        if scope not in token.granted:
             raise Forbidden(f"this route needs the {scope!r} scope")
         return token
 

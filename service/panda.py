@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from service.db import Database, db_epoch
-from service.errors import Conflict, InvalidSpec, LeaseLost, NotFound
+from service.errors import Conflict, InvalidSpec, NotFound
 from service.events import emit
 from service.models import (
     TERMINAL_STUDY,
@@ -27,6 +27,7 @@ from service.models import (
     Trial,
     TrialStatus,
 )
+from service.queue import lease_problem
 from service.studies import trial_dict
 from trainer.checkpoint import FORKABLE_FIELDS
 from trainer.config import TrainConfig
@@ -249,10 +250,9 @@ def store_checkpoint(
     with db.session() as s:
         conn = s.connection()
         row = conn.execute(_LEASE_OF_TRIAL, {"trial_id": trial_id}).first()
-        if row is None:
-            raise NotFound(f"trial {trial_id} does not exist")
-        if row.status != TrialStatus.running or row.lease_token != lease_token:
-            raise LeaseLost(f"trial {trial_id}: the lease is no longer held (status {row.status})")
+        if problem := lease_problem(trial_id, row, lease_token):
+            raise problem
+        assert row is not None
         key = {"trial_id": trial_id, "attempt": row.attempt, "epoch": epoch}
         existing = conn.execute(_CHECKPOINT_AT, key).scalar()
         if existing is not None:  # a re-sent upload

@@ -326,6 +326,18 @@ def _touch_worker(s: Session, worker_id: str) -> None:
     s.connection().execute(_TOUCH_WORKER, {"b_worker": worker_id})
 
 
+def lease_problem(trial_id: int, row: Any, token: str) -> NotFound | LeaseLost | None:
+    """Why `token` may not write for trial `trial_id`, or None if it holds the lease.
+
+    `row` is the trial as read (anything with `status` and `lease_token`), None if absent.
+    """
+    if row is None:
+        return NotFound(f"trial {trial_id} does not exist")
+    if row.status != TrialStatus.running or row.lease_token != token:
+        return LeaseLost(f"trial {trial_id}: the lease is no longer held (status {row.status})")
+    return None
+
+
 def _leased(s: Session, trial_id: int, token: str) -> Trial:
     """The running trial held by `token`, or LeaseLost (NotFound if no such trial).
 
@@ -338,10 +350,9 @@ def _leased(s: Session, trial_id: int, token: str) -> Trial:
         .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     ).first()
-    if trial is None:
-        raise NotFound(f"trial {trial_id} does not exist")
-    if trial.status != TrialStatus.running or trial.lease_token != token:
-        raise LeaseLost(f"trial {trial_id}: the lease is no longer held (status {trial.status})")
+    if problem := lease_problem(trial_id, trial, token):
+        raise problem
+    assert trial is not None
     return trial
 
 
@@ -431,12 +442,9 @@ def report_metrics(
     with db.session() as s:
         conn = s.connection()
         trial = conn.execute(_LOCK_REPORTING, {"b_id": trial_id}).one_or_none()
-        if trial is None:
-            raise NotFound(f"trial {trial_id} does not exist")
-        if trial.status != TrialStatus.running or trial.lease_token != lease_token:
-            raise LeaseLost(
-                f"trial {trial_id}: the lease is no longer held (status {trial.status})"
-            )
+        if problem := lease_problem(trial_id, trial, lease_token):
+            raise problem
+        assert trial is not None
         done = _insert_metrics(s, trial=trial, epochs=epochs)
         events: list[dict[str, Any]] = []
         if epochs:
@@ -720,20 +728,16 @@ def _finish_many(
     for r in results:
         trial_id = int(r["trial_id"])
         row = rows.get(trial_id)
-        if row is None:
-            answers.append(NotFound(f"trial {trial_id} does not exist"))
-            continue
-        if trial_id in taken or row.status != TrialStatus.running:
-            shown = taken.get(trial_id, row.status)
+        if trial_id in taken:  # a second result for it in this batch
+            shown = taken[trial_id]
             answers.append(
                 LeaseLost(f"trial {trial_id}: the lease is no longer held (status {shown})")
             )
             continue
-        if row.lease_token != r["lease_token"]:
-            answers.append(
-                LeaseLost(f"trial {trial_id}: the lease is no longer held (status {row.status})")
-            )
+        if problem := lease_problem(trial_id, row, r["lease_token"]):
+            answers.append(problem)
             continue
+        assert row is not None
         outcome = str(r["outcome"])
         if outcome == "stopped" and row.stop_reason in ("pause", "prune"):
             outcome = "paused" if row.stop_reason == "pause" else "pruned"

@@ -23,16 +23,14 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, func, or_, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.api.deps import DbDep, ReadScope
-from service.api.events import LAST_EVENT_ID
+from service.api.events import LAST_EVENT_ID, take_order_lock
 from service.auth import COOKIE, credentials, login_page, safe_next, same_origin
 from service.db import Database
 from service.errors import NotFound, Unauthorized, Unavailable
-from service.events import ORDER_LOCK
 from service.models import Event, Metric, Round, Study, Trial, TrialStatus
 from service.queue import METRIC_FIELDS
 from service.schemas import MetricRead, RoundRead, StudyRead, TrialRead
@@ -144,8 +142,7 @@ def get_session(request: Request) -> dict[str, Any]:
     if not auth.tokens:
         return {"tokens_required": False, "name": None, "scopes": ["read", "write"]}
     token = auth.authenticate(credentials(request.headers, request.cookies)[0])
-    scopes = set(token.scopes) | ({"read"} if "write" in token.scopes else set())
-    return {"tokens_required": True, "name": token.name, "scopes": sorted(scopes)}
+    return {"tokens_required": True, "name": token.name, "scopes": sorted(token.granted)}
 
 
 # --- schemas ---------------------------------------------------------------------------
@@ -264,14 +261,8 @@ def settled_cursor(db: Database, study_id: int, *, attempts: int = 10) -> int:
         with db.session(write=False) as s:
             if db.dialect != "postgresql":
                 return s.scalar(select(func.max(Event.id)).where(Event.study_id == study_id)) or 0
-            s.execute(text("SET LOCAL lock_timeout = '200ms'"))
-            try:
-                s.execute(select(func.pg_advisory_xact_lock(ORDER_LOCK, study_id)))
-            except OperationalError as exc:
-                if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
-                    raise
-                continue
-            return int(s.scalar(select(LAST_EVENT_ID)) or 0)
+            if take_order_lock(s, study_id):
+                return int(s.scalar(select(LAST_EVENT_ID)) or 0)
     raise Unavailable(
         f"study {study_id}'s events are being written without pause; try again",
         headers={"Retry-After": "1"},

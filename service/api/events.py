@@ -26,6 +26,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import REGCLASS
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import DbDep, ReadScope
@@ -172,6 +173,24 @@ LAST_EVENT_ID = func.pg_sequence_last_value(
 )
 
 
+def take_order_lock(s: Session, study_id: int) -> bool:
+    """Take the study's event order lock exclusively, for this transaction (PostgreSQL).
+
+    Once held, no transaction that took an event id for the study is still running, so
+    every id up to the sequence's last value (LAST_EVENT_ID) is settled. False, with the
+    transaction rolled back, if the writers kept it longer than ORDER_WAIT: try again.
+    """
+    s.execute(text(f"SET LOCAL lock_timeout = '{ORDER_WAIT}'"))
+    try:
+        s.execute(select(func.pg_advisory_xact_lock(ORDER_LOCK, study_id)))
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+            raise
+        s.rollback()
+        return False
+    return True
+
+
 def _read(db: Database, study_id: int, after: int) -> tuple[list[dict[str, Any]], bool, bool]:
     """(events after `after`, whether the study has ended, whether the read was complete).
 
@@ -185,13 +204,7 @@ def _read(db: Database, study_id: int, after: int) -> tuple[list[dict[str, Any]]
     with db.session(write=False) as s:
         upto = None
         if db.dialect == "postgresql":
-            s.execute(text(f"SET LOCAL lock_timeout = '{ORDER_WAIT}'"))
-            try:
-                s.execute(select(func.pg_advisory_xact_lock(ORDER_LOCK, study_id)))
-            except OperationalError as exc:
-                if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
-                    raise
-                s.rollback()
+            if not take_order_lock(s, study_id):
                 return [], False, False
             # Read under the lock: a study seen ended has its last event at or below `upto`.
             found = s.execute(

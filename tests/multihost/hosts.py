@@ -26,12 +26,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.integration.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CAVIAR = [sys.executable, "-m", "service.cli"]
@@ -270,16 +272,6 @@ def start_workers(
     if token:
         env["CAVIAR_TOKEN"] = token
     return procs.start(name, args, env)
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @dataclass
