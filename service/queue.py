@@ -144,6 +144,14 @@ def claim_trials(
     return claimed
 
 
+def trials_waiting(*, db: Database) -> bool:
+    """Whether queued trials wait for a free slot (an open study at its `max_parallel`, a
+    panda study running its one trial): a claim that came back empty does not mean the
+    queue is empty. Trials of a study awaiting a person's review do not count."""
+    with db.session(write=False) as s:
+        return bool(s.connection().execute(_WAITING).scalar())
+
+
 # Core tables, not the ORM entities: the hot paths need no identity map or unit of work.
 _S: Table = Study.__table__  # type: ignore[assignment]
 _T: Table = Trial.__table__  # type: ignore[assignment]
@@ -162,6 +170,14 @@ _CANDIDATES = (
     .limit(16)
 )
 _CANDIDATES_SKIP_LOCKED = _CANDIDATES.with_for_update(skip_locked=True, of=_S, key_share=True)
+_WAITING = select(
+    exists().where(
+        _T.c.status == TrialStatus.queued,
+        _T.c.study_id == _S.c.id,
+        _S.c.status.in_([StudyStatus.queued, StudyStatus.running]),
+        _S.c.awaiting_review.is_(False),
+    )
+)
 _CANDIDATES_WAIT = _CANDIDATES.limit(1).with_for_update(of=_S, key_share=True)
 _COUNT_RUNNING = (
     select(func.count())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -10,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +33,13 @@ FINISH_DELAY_SECONDS = 0.25
 # `claim_batch` trials, at least one): short trials share a round trip, long ones do not
 # sit leased behind each other while another worker idles.
 LEASE_TARGET_SECONDS = 1.0
+# The next claim goes out while the last leased trial trains, when about this many claim
+# round trips of it are left (within these bounds): the next trial is then at hand when
+# it ends, and is leased at most about a round trip early, so at the end of a queue one
+# process does not sit on a trial the other is free to run.
+PREFETCH_ROUND_TRIPS = 3.0
+PREFETCH_LEAD_MIN_SECONDS = 0.05
+PREFETCH_LEAD_MAX_SECONDS = 1.0
 DATASET_CACHE_SIZE = 8  # data sets kept in memory, keyed by their spec
 UPLOADED_PREFIX = "ds-"  # ids of uploaded data sets (the service's service/datasets.py)
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "caviar"
@@ -49,6 +58,9 @@ class TrialRun:
         self.done = threading.Event()
         self.last_flush = time.monotonic()
         self.report_at = frozenset(claimed.get("report_at") or ())
+        self.started = 0.0  # when training began (time.monotonic())
+        self.epochs_run = 0  # epochs trained by this run (a resumed trial starts later)
+        self.last_of_lease = False  # nothing else leased waits behind it: may prefetch
         self.uploads: list[Future[None]] = []  # checkpoints (and epochs before them) in flight
         # Periodic checkpoints at most this often (a caviar study's); the last epoch's and
         # a stop's are always sent.
@@ -140,6 +152,9 @@ class TrialRun:
     def on_epoch(self, metrics: dict[str, Any]) -> bool:
         """The trainer's callback: buffer, send now and then; True asks training to stop."""
         self.buffer.append(metrics)
+        self.epochs_run += 1
+        if self.last_of_lease:
+            self.worker.prefetch_if_due(self, int(metrics.get("epoch") or 0))
         due = metrics.get("epoch") in self.report_at  # a pruning rung: decide now
         if due or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
             try:
@@ -152,6 +167,11 @@ class TrialRun:
 class Worker:
     """Leases trials from the service and trains them, one at a time, until told to stop.
 
+    Claims run on a thread of their own, in order: while the last leased trial trains,
+    the next claim goes out (see `prefetch_if_due`), so the next trial is at hand when it
+    ends and the process does not wait on the service between trials. Results travel
+    with the next claim when it comes soon enough, else on their own from that thread.
+
     Parameters
     ----------
     api_url, token : where the service is and the worker-scoped token it wants.
@@ -160,7 +180,8 @@ class Worker:
     claim_batch : at most this many trials leased per round trip; the worker leases as
         many as it expects to finish in about LEASE_TARGET_SECONDS (from the durations
         it has seen), so short trials amortize the request and long ones go one by one.
-    exit_when_idle : leave once a claim comes back empty (tests and benchmarks).
+    exit_when_idle : leave once the queue is empty (tests and benchmarks): a claim came
+        back empty and the service says no queued trial waits for a free slot.
     """
 
     def __init__(
@@ -182,6 +203,9 @@ class Worker:
         # Checkpoints go out from one thread of their own, in order, while training goes on.
         self.upload_client = Client(api_url, token, stop=self.shutdown)
         self.uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caviar-upload")
+        # Claims and reports of results: one thread, so they reach the service in order.
+        self.claim_client = Client(api_url, token, stop=self.shutdown)
+        self.claimer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caviar-claim")
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.max_trials = max_trials
         self.claim_batch = claim_batch
@@ -190,23 +214,66 @@ class Worker:
         self.worker_id = ""
         self.heartbeat_seconds = 5.0
         self.trials_done = 0
+        self.stall_seconds = 0.0  # time the training thread spent waiting on claims
         self._datasets: dict[str, Any] = {}
         self.cache_dir = (cache_dir or DEFAULT_CACHE_DIR) / "datasets"
-        self._finished: list[dict[str, Any]] = []  # results not yet reported
+        self._finished: list[dict[str, Any]] = []  # results not yet sent
         self._finished_since = 0.0
+        self._prefetch: Future[tuple[dict[str, Any], list[TrialRun]]] | None = None
+        self._reports: list[Future[Any]] = []  # results on their way without a claim
         # Every lease this process holds, started or not: the heartbeat thread extends
         # them all, so a trial waiting in a batch keeps its lease as the running one does.
         self._held: dict[int, TrialRun] = {}
         self._held_lock = threading.Lock()
         self._beating = threading.Event()  # set: the heartbeat thread should end
         self._trial_seconds: float | None = None  # a moving average of trial durations
+        self._round_trip: float | None = None  # a moving average of claim round trips
 
-    def lease_size(self) -> int:
-        """How many trials the next claim asks for."""
-        if self._trial_seconds is None:
+    def lease_size(self, running: float | None = None) -> int:
+        """How many trials the next claim asks for; `running` is the expected duration of
+        a trial still training (an early claim's), counted in as if it had ended."""
+        seconds = self._trial_seconds
+        if running is not None:
+            seconds = running if seconds is None else 0.7 * seconds + 0.3 * running
+        if seconds is None:
             return 1  # nothing seen yet: one trial, then judge
-        fits = int(LEASE_TARGET_SECONDS / max(self._trial_seconds, 1e-4))
+        fits = int(LEASE_TARGET_SECONDS / max(seconds, 1e-4))
         return max(1, min(self.claim_batch, fits))
+
+    def _want(self, *, running: float | None = None) -> int:
+        """The next claim's size, within what `max_trials` leaves (besides a trial still
+        `running`, of that expected duration)."""
+        want = self.lease_size(running)
+        if self.max_trials is not None:
+            want = min(want, self.max_trials - self.trials_done - (running is not None))
+        return want
+
+    def prefetch_if_due(self, run: TrialRun, epoch: int) -> None:
+        """Send the next claim now if `run`, the last leased trial, is about to end.
+
+        Called after each of its epochs: the time left is judged from its epochs so far,
+        and the claim goes out when that is within a few claim round trips, so it is
+        answered before the trial ends but the trial it leases does not wait long.
+        """
+        if (
+            self._prefetch is not None
+            or self.shutdown.is_set()
+            or run.stop_asked.is_set()
+            or run.lease_lost.is_set()
+            or run.epochs_run == 0
+        ):
+            return
+        elapsed = time.monotonic() - run.started
+        left = max(run.epochs - epoch, 0) * elapsed / run.epochs_run
+        trip = self._round_trip if self._round_trip is not None else PREFETCH_LEAD_MIN_SECONDS
+        lead = min(
+            max(PREFETCH_ROUND_TRIPS * trip, PREFETCH_LEAD_MIN_SECONDS), PREFETCH_LEAD_MAX_SECONDS
+        )
+        if left > lead:
+            return
+        want = self._want(running=elapsed + left)
+        if want > 0:
+            self._prefetch = self._send_claim(want)
 
     def _heartbeat_loop(self) -> None:
         # Waits on an event, so the thread ends the moment the worker does.
@@ -242,80 +309,107 @@ class Worker:
         self.worker_id = reg["worker_id"]
         self.heartbeat_seconds = float(reg["heartbeat_seconds"])
         log.info("worker %s registered", self.worker_id, extra={"action": "register"})
-        idle = IDLE_SLEEP_SECONDS
         beat = threading.Thread(target=self._heartbeat_loop, daemon=True, name="caviar-heartbeat")
         beat.start()
+        pending: deque[tuple[dict[str, Any], TrialRun]] = deque()  # leased, not started
         try:
-            while not self.shutdown.is_set():
-                if self.max_trials is not None and self.trials_done >= self.max_trials:
-                    break
-                want = self.lease_size()
-                if self.max_trials is not None:
-                    want = min(want, self.max_trials - self.trials_done)
+            self._loop(pending)
+        finally:
+            self._wind_down(pending)
+            beat.join(timeout=5)
+        return self.trials_done
+
+    def _loop(self, pending: deque[tuple[dict[str, Any], TrialRun]]) -> None:
+        idle = IDLE_SLEEP_SECONDS
+        while not self.shutdown.is_set():
+            if self.max_trials is not None and self.trials_done >= self.max_trials:
+                return
+            if not pending:
                 try:
-                    answer = self._claim(want)
+                    answer, runs = self._next_lease()
                 except ApiError:
                     if self.shutdown.is_set():
-                        break
+                        return
                     raise
-                claimed = answer["trials"]
-                if not claimed:
-                    if self.exit_when_idle:
-                        break
+                if not runs:
+                    if self.exit_when_idle and not answer.get("waiting"):
+                        return
                     self.shutdown.wait(idle)
                     idle = min(idle * 2, IDLE_MAX_SECONDS)
                     continue
                 idle = IDLE_SLEEP_SECONDS
-                runs = self._hold(claimed)
-                for i, (trial, run) in enumerate(zip(claimed, runs, strict=True)):
-                    if self.shutdown.is_set():  # hand back what we leased but did not start
-                        for rest in runs[i:]:
-                            self._release(rest.trial_id, rest.token)
-                            self._let_go(rest)
-                        break
-                    started = time.monotonic()
-                    try:
-                        result = self.run_trial(trial, run)
-                    finally:
-                        self._let_go(run)
-                    took = time.monotonic() - started
-                    self._trial_seconds = (
-                        took
-                        if self._trial_seconds is None
-                        else 0.7 * self._trial_seconds + 0.3 * took
-                    )
-                    self.trials_done += 1
-                    if result is None:
-                        continue
-                    if not self._finished:
-                        self._finished_since = time.monotonic()
-                    self._finished.append(result)
-                    last = i == len(claimed) - 1
-                    waited = time.monotonic() - self._finished_since
-                    slow = took > FINISH_DELAY_SECONDS
-                    if not last and (slow or waited > FINISH_DELAY_SECONDS):
-                        self._claim(0)  # report now; the next claim would come too late
-        finally:
-            self._beating.set()
+                pending.extend(zip(answer["trials"], runs, strict=True))
+            trial, run = pending.popleft()
+            run.last_of_lease = not pending
+            started = time.monotonic()
             try:
-                if self._finished:
-                    self._claim(0)
-            except (ApiError, LeaseLostError) as exc:
-                log.warning("could not report %d results: %s", len(self._finished), exc)
-            beat.join(timeout=5)
-            self.uploader.shutdown(wait=True)
-            self.client.close()
-            self.hb_client.close()
-            self.upload_client.close()
-        return self.trials_done
+                result = self.run_trial(trial, run)
+            finally:
+                self._let_go(run)
+            took = time.monotonic() - started
+            self._trial_seconds = (
+                took if self._trial_seconds is None else 0.7 * self._trial_seconds + 0.3 * took
+            )
+            self.trials_done += 1
+            if result is None:
+                continue
+            if not self._finished:
+                self._finished_since = started  # a result's age counts from its trial's start
+            self._finished.append(result)
+            if pending:  # else _next_lease decides, once it knows whether a claim comes now
+                self._report_if_due()
 
-    def _claim(self, want: int) -> dict[str, Any]:
-        """Report the finished trials and lease up to `want` new ones, in one request."""
-        answer: dict[str, Any] = self.client.post(
-            "/api/worker/claim",
-            {"worker_id": self.worker_id, "max_trials": want, "finished": self._finished},
-        )
-        self._finished = []
+    def _report_if_due(self) -> None:
+        """Send the results on their own, now, if they are older than FINISH_DELAY_SECONDS
+        (the next claim is not about to carry them)."""
+        if self._finished and time.monotonic() - self._finished_since > FINISH_DELAY_SECONDS:
+            self._reports = [r for r in self._reports if not r.done()]  # _claim logs errors
+            self._reports.append(self._send_claim(0))
+
+    def _next_lease(self) -> tuple[dict[str, Any], list[TrialRun]]:
+        """The trials to run next: those of the claim sent early, or of one sent now.
+
+        An early claim that found nothing is followed by one now: the trial that just
+        ended may have freed the slot it waited for, trials may have been queued since,
+        and the results ride with it.
+        """
+        waited = time.monotonic()
+        try:
+            if self._prefetch is not None:
+                early, self._prefetch = self._prefetch, None
+                answer, runs = early.result()
+                if runs:
+                    self._report_if_due()
+                    return answer, runs
+            want = self._want()
+            return self._send_claim(want).result() if want > 0 else ({"trials": []}, [])
+        finally:
+            self.stall_seconds += time.monotonic() - waited
+
+    def _send_claim(self, want: int) -> Future[tuple[dict[str, Any], list[TrialRun]]]:
+        """Queue a claim of `want` trials (0: only report) carrying the results so far."""
+        finished, self._finished = self._finished, []
+        return self.claimer.submit(self._claim, want, finished)
+
+    def _claim(
+        self, want: int, finished: list[dict[str, Any]]
+    ) -> tuple[dict[str, Any], list[TrialRun]]:
+        """Report `finished` and lease up to `want` trials, in one request (claim thread).
+
+        The leases are held (heartbeats extend them) from the moment they arrive.
+        """
+        sent = time.monotonic()
+        try:
+            answer: dict[str, Any] = self.claim_client.post(
+                "/api/worker/claim",
+                {"worker_id": self.worker_id, "max_trials": want, "finished": finished},
+            )
+        except ApiError as exc:
+            if finished:
+                log.warning("could not report %d results: %s", len(finished), exc)
+            raise
+        trip = time.monotonic() - sent
+        self._round_trip = trip if self._round_trip is None else 0.8 * self._round_trip + 0.2 * trip
         for done in answer.get("finished", []):
             extra = {"trial_id": done["trial_id"], "action": "finish"}
             if done["status"] is None:
@@ -324,7 +418,32 @@ class Worker:
                 )
             else:
                 log.info("trial %s: %s", done["trial_id"], done["status"], extra=extra)
-        return answer
+        return answer, self._hold(answer["trials"])
+
+    def _wind_down(self, pending: deque[tuple[dict[str, Any], TrialRun]]) -> None:
+        """Hand back what was leased but not started, send every result, close up."""
+        if self._prefetch is not None:
+            early, self._prefetch = self._prefetch, None
+            try:
+                answer, runs = early.result()
+                pending.extend(zip(answer["trials"], runs, strict=True))
+            except (ApiError, LeaseLostError) as exc:
+                log.warning("the last claim failed: %s", exc)
+        for _, run in pending:
+            self._release(run.trial_id, run.token)
+            self._let_go(run)
+        pending.clear()
+        self._beating.set()
+        if self._finished:
+            self._reports.append(self._send_claim(0))
+        for report in self._reports:
+            with contextlib.suppress(ApiError, LeaseLostError):  # _claim logged it
+                report.result()
+        self._reports.clear()
+        self.claimer.shutdown(wait=True)
+        self.uploader.shutdown(wait=True)
+        for client in (self.client, self.hb_client, self.upload_client, self.claim_client):
+            client.close()
 
     def _dataset(self, spec: dict[str, Any]) -> Any:
         key = json.dumps(spec, sort_keys=True)
@@ -380,6 +499,7 @@ class Worker:
             return None
         log.info("trial %s: attempt %s starts", run.trial_id, claimed["attempt"], extra=extra)
         outcome, error = "failed", None
+        run.started = time.monotonic()
         try:
             config = TrainConfig(**claimed["config"])
             dataset = self._dataset(claimed["dataset"])

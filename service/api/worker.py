@@ -19,6 +19,7 @@ from service.queue import (
     register_worker,
     release_trial,
     report_metrics,
+    trials_waiting,
 )
 from service.schemas import (
     ClaimRequest,
@@ -66,6 +67,11 @@ class FinishAnswer(BaseModel):
 
 class ClaimAndReportResponse(ClaimResponse):
     finished: list[FinishAnswer]
+    waiting: bool = Field(
+        False,
+        description="no trial was leased, but queued ones wait for a free slot (a study at "
+        "its max_parallel, a panda study's running trial): the queue is not empty",
+    )
 
 
 @router.post("/claim", response_model=ClaimAndReportResponse)
@@ -86,7 +92,9 @@ def post_claim(body: ClaimAndReport, db: DbDep, settings: SettingsDep) -> Respon
         )
     # The busiest route: rendered here, not validated again against the response model
     # (which the document still shows, and the contract tests check answers against).
-    content = {"trials": [c.__dict__ for c in claimed], "finished": answers}
+    content: dict[str, Any] = {"trials": [c.__dict__ for c in claimed], "finished": answers}
+    if body.max_trials and not claimed:
+        content["waiting"] = trials_waiting(db=db)
     return Response(json_bytes(content), media_type="application/json")
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 from service.db import Database
 from service.errors import LeaseLost
 from service.models import Event, Metric, Trial, TrialStatus
+from service.models import Study as StudyRow
 from service.models import Worker as WorkerRow
 from service.queue import (
     claim_trials,
@@ -21,6 +22,7 @@ from service.queue import (
     reap_expired,
     register_worker,
     release_trial,
+    trials_waiting,
 )
 from service.settings import Settings
 from service.studies import create_study, get_study
@@ -60,6 +62,27 @@ def test_max_parallel_caps_running_trials(db: Database, spec_factory) -> None:  
         epochs=[{"epoch": 1, "dev_accuracy": 0.5}],
     )
     assert len(claim(db, wid, 5)) == 1
+
+
+def test_an_empty_claim_says_whether_trials_wait_for_a_slot(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+    # A worker that leaves when its claim comes back empty (exit_when_idle) must not take
+    # "every slot is taken" for "the queue is empty".
+    study_id = make_study(
+        db,
+        spec_factory(
+            strategy={"type": "random", "trials": 2}, execution={"max_parallel": 1, "seed": 1}
+        ),
+    )
+    wid = register_worker(db=db, name="w", host="h", pid=1)
+    (first,) = claim(db, wid, 5)
+    assert claim(db, wid, 5) == [] and trials_waiting(db=db)
+    finish_trial(db=db, trial_id=first.trial_id, lease_token=first.lease_token, outcome="completed")
+    (second,) = claim(db, wid, 5)
+    assert claim(db, wid, 5) == [] and not trials_waiting(db=db)  # the last one runs
+    with db.session() as s:  # a study waiting for a person's review holds no slot
+        s.execute(update(Trial).where(Trial.id == second.trial_id).values(status="queued"))
+        s.execute(update(StudyRow).where(StudyRow.id == study_id).values(awaiting_review=True))
+    assert not trials_waiting(db=db)
 
 
 def test_a_panda_study_never_runs_two_trials(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ started or still waiting in its batch, is kept alive by its heartbeats."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy import select
 
 from service.db import get_database
 from service.models import Event, Trial, TrialStatus
+from tests.integration.waiting import wait_until
 from worker import runner
 from worker.runner import Worker
 
@@ -42,7 +44,7 @@ def test_trials_waiting_in_a_batch_keep_their_leases(  # type: ignore[no-untyped
     worker = Worker(svc.url, exit_when_idle=True, claim_batch=4, train_fn=slow_train)
     sizes: list[int] = []
     lease_size = worker.lease_size
-    monkeypatch.setattr(worker, "lease_size", lambda: sizes.append(lease_size()) or sizes[-1])
+    monkeypatch.setattr(worker, "lease_size", lambda *a: sizes.append(lease_size(*a)) or sizes[-1])
     assert worker.run() == 5
     assert sizes[:2] == [1, 4]  # one to judge, then as many as fit (capped)
     study = api.get(f"/api/studies/{study_id}").json()
@@ -53,3 +55,77 @@ def test_trials_waiting_in_a_batch_keep_their_leases(  # type: ignore[no-untyped
         requeued = s.scalars(select(Event.id).where(Event.type == "trial.requeued")).all()
     assert requeued == []
     assert set(attempts) == {(1, 0, TrialStatus.completed)}
+
+
+def _statuses(db_url: str) -> list[str]:
+    with get_database(db_url).session(write=False) as s:
+        return [str(v) for v in s.scalars(select(Trial.status).order_by(Trial.id))]
+
+
+def test_the_next_claim_goes_out_while_the_last_trial_trains(  # type: ignore[no-untyped-def]
+    db_url, live_service, spec_factory
+) -> None:
+    # A process should not wait on the service between trials: near the end of its last
+    # leased trial it claims the next one, but not so early that the trial sits leased
+    # while another process could run it.
+    svc = live_service(db_url)
+    spec = spec_factory(
+        strategy={"type": "random", "trials": 2},
+        model={"hidden_layers": [4], "epochs": 20},
+    )
+    study_id = httpx.post(f"{svc.url}/api/studies", json=spec, timeout=30).json()["id"]
+    seen: dict[str, list[str]] = {}
+
+    def train_fn(config: Any, dataset: Any, *, on_epoch: Any = None, **_: Any) -> _Done:
+        first = not seen
+        for epoch in range(1, 21):  # 1.6 s: more than the longest lead (1 s) after epoch 1
+            time.sleep(0.08)
+            on_epoch({"epoch": epoch, "dev_accuracy": 0.5})
+            if first and epoch == 1:
+                seen["epoch 1"] = _statuses(db_url)
+        if first:  # the last epoch is done, the trial not yet: the next one is leased now
+            seen["end"] = wait_until(
+                lambda: (s := _statuses(db_url)) == ["running", "running"] and s,
+                timeout=10,
+                what="the second trial leased while the first still trains",
+            )
+        return _Done()
+
+    worker = Worker(svc.url, exit_when_idle=True, claim_batch=1, train_fn=train_fn)
+    assert worker.run() == 2
+    assert seen["epoch 1"] == ["running", "queued"]  # not leased at the start
+    assert seen["end"] == ["running", "running"]
+    study = httpx.get(f"{svc.url}/api/studies/{study_id}", timeout=30).json()
+    assert study["counts"]["completed"] == 2
+
+
+def test_an_idle_worker_stays_while_trials_wait_for_a_slot(  # type: ignore[no-untyped-def]
+    db_url, live_service, spec_factory
+) -> None:
+    # max_parallel 1: while one worker runs a trial, another's claim comes back empty
+    # with trials still queued. A worker told to leave when idle must wait, not leave.
+    svc = live_service(db_url)
+    spec = spec_factory(
+        strategy={"type": "random", "trials": 3}, execution={"max_parallel": 1, "seed": 2}
+    )
+    study_id = httpx.post(f"{svc.url}/api/studies", json=spec, timeout=30).json()["id"]
+
+    def slow(config: Any, dataset: Any, *, on_epoch: Any = None, **_: Any) -> _Done:
+        time.sleep(0.4)
+        on_epoch({"epoch": 1, "dev_accuracy": 0.5})
+        return _Done()
+
+    first = Worker(svc.url, exit_when_idle=True, claim_batch=1, train_fn=slow)
+    thread = threading.Thread(target=first.run)
+    thread.start()
+    try:
+        wait_until(lambda: "running" in _statuses(db_url), timeout=30, what="a running trial")
+        second = Worker(svc.url, exit_when_idle=True, claim_batch=1, train_fn=slow)
+        second.run()
+        assert "queued" not in _statuses(db_url)  # it left only once the queue was empty
+    finally:
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+    study = httpx.get(f"{svc.url}/api/studies/{study_id}", timeout=30).json()
+    assert study["counts"]["completed"] == 3
+    assert first.trials_done + second.trials_done == 3
