@@ -13,7 +13,7 @@ Caviar's workers lease as many no-op trials per round trip as they expect to fin
 about a second (up to NOOP_CLAIM_CAP), real trials one at a time. The service's CPU time
 per trial is printed too: on a shared machine it moves far less than the rates.
 
-    python bench/queue_vs_optuna.py [--trials 2000] [--no-postgres]
+    python bench/queue_vs_optuna.py [--trials 2000] [--no-postgres] [--parts noop,many,real]
 
 Each worker process imports everything, then waits at a start line; the clock runs from
 the start signal until the last process has finished, for Optuna and Caviar alike.
@@ -310,6 +310,108 @@ def _timed(target: Any, arglist: list[tuple[Any, ...]]) -> float:
     return _LAST[0]
 
 
+def _fresh(kind: str, tmp: Path) -> str:
+    return fresh_sqlite(tmp) if kind == "sqlite" else fresh_postgres()
+
+
+def _done(kind: str, url: str) -> None:
+    if kind == "postgres":
+        from service.db import forget_database
+
+        forget_database(url)
+        drop_postgres(url)
+
+
+def compare_noop(kinds: list[str], trials: int, tmp: Path) -> float:
+    """No-op trials per second, Caviar against Optuna; returns the worst ratio."""
+    print(f"{trials} no-op trials; cpu count {os.cpu_count()}")
+    print(
+        f"{'database':<9} {'procs':>5} {'optuna t/s':>11} {'caviar t/s':>11} {'ratio':>7}"
+        f" {'service cpu ms/trial':>21}"
+    )
+    ratios = []
+    for kind in kinds:
+        for procs in (1, 2):
+            url = _fresh(kind, tmp)
+            o = optuna_rate(url, trials, procs)
+            _done(kind, url)
+            url = _fresh(kind, tmp)
+            c = caviar_rate(url, trials, procs)
+            _done(kind, url)
+            ratios.append(c / o)
+            print(
+                f"{kind:<9} {procs:>5} {o:>11.1f} {c:>11.1f} {c / o:>6.1f}x"
+                f" {_SERVICE_CPU[-1]:>21.2f}",
+                flush=True,
+            )
+    return min(ratios)
+
+
+def compare_many(kinds: list[str], many: int, tmp: Path) -> None:
+    """Caviar's rate with 50,000 trials already in the database against 500."""
+    print(f"\nCaviar with many trials already in the database (2 worker processes, {many}")
+    print("no-op trials a run, median of 3 runs each, interleaved: one run lasts a second or")
+    print("two, so single rates move with the machine's load; the service CPU per trial")
+    print("shows whether the queue itself slowed)")
+    print(
+        f"{'database':<9} {'at 500 t/s':>11} {'at 50,000 t/s':>14} {'change':>8}"
+        f" {'service cpu ms/trial':>21}"
+    )
+    for kind in kinds:
+        urls = {}
+        for existing in (500, 50_000):
+            urls[existing] = _fresh(kind, tmp)
+            seed_trials(urls[existing], existing)
+        measured: dict[int, list[tuple[float, float]]] = {500: [], 50_000: []}
+        for _ in range(3):
+            for existing, url in urls.items():
+                # Each run queues `many` more trials in the same database: the 500 stay
+                # few and the 50,000 many next to what a run adds.
+                measured[existing].append((caviar_rate(url, many, 2), _SERVICE_CPU[-1]))
+        for url in urls.values():
+            _done(kind, url)
+        rates = [statistics.median(r for r, _ in measured[e]) for e in (500, 50_000)]
+        cpus = [statistics.median(c for _, c in measured[e]) for e in (500, 50_000)]
+        change = rates[1] / rates[0] - 1
+        cpu = f"{cpus[0]:.2f} -> {cpus[1]:.2f}"
+        print(
+            f"{kind:<9} {rates[0]:>11.1f} {rates[1]:>14.1f} {change:>+7.0%} {cpu:>21}",
+            flush=True,
+        )
+
+
+def compare_real(trials: int, tmp: Path) -> None:
+    """Real trials through a caviar pool of 2 processes against 1, beside plain processes."""
+    print(f"\nReal trials ({trials} x moons 4000, [64, 64], 60 epochs), SQLite")
+    print("the same trials through trainer.train in plain processes (one BLAS thread each,")
+    print("no service, no HTTP) give the machine's own ceiling for 2 processes against 1")
+    print(
+        f"{'procs':>5} {'plain t/s':>10} {'caviar t/s':>11} {'caviar/plain':>13}"
+        f" {'service cpu ms/trial':>21}"
+    )
+    real, plain = [], []
+    for procs in (1, 2):
+        # Median of 3 interleaved runs of each: a single 5-second run can lose a second
+        # to anything else the machine does.
+        plains, reals, cpus = [], [], []
+        for _ in range(3):
+            plains.append(plain_rate(trials, procs))
+            url = _fresh("sqlite", tmp)
+            reals.append(caviar_rate(url, trials, procs, real=True))
+            cpus.append(_SERVICE_CPU[-1])
+        plain.append(statistics.median(plains))
+        real.append(statistics.median(reals))
+        print(
+            f"{procs:>5} {plain[-1]:>10.2f} {real[-1]:>11.2f} {real[-1] / plain[-1]:>12.0%}"
+            f" {statistics.median(cpus):>21.2f}",
+            flush=True,
+        )
+    print(
+        f"2 processes / 1 process: Caviar {real[1] / real[0]:.2f}x (goal >= 1.8x); "
+        f"plain processes {plain[1] / plain[0]:.2f}x (the machine's ceiling)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -317,98 +419,25 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=2000)
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--real-trials", type=int, default=16)
+    parser.add_argument(
+        "--parts",
+        default="noop,many,real",
+        help="the comparisons to run, comma-separated: noop, many, real (default: all)",
+    )
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if not parts or not parts <= {"noop", "many", "real"}:
+        parser.error(f"--parts: choose among noop, many and real (got {args.parts!r})")
     kinds = ["sqlite"] + ([] if args.no_postgres else ["postgres"])
-    rows = []
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-
-        def fresh(kind: str) -> str:
-            return fresh_sqlite(tmp) if kind == "sqlite" else fresh_postgres()
-
-        def done(kind: str, url: str) -> None:
-            if kind == "postgres":
-                from service.db import forget_database
-
-                forget_database(url)
-                drop_postgres(url)
-
-        print(f"{args.trials} no-op trials; cpu count {os.cpu_count()}")
-        print(
-            f"{'database':<9} {'procs':>5} {'optuna t/s':>11} {'caviar t/s':>11} {'ratio':>7}"
-            f" {'service cpu ms/trial':>21}"
-        )
-        for kind in kinds:
-            for procs in (1, 2):
-                url = fresh(kind)
-                o = optuna_rate(url, args.trials, procs)
-                done(kind, url)
-                url = fresh(kind)
-                c = caviar_rate(url, args.trials, procs)
-                done(kind, url)
-                rows.append((kind, procs, o, c))
-                print(
-                    f"{kind:<9} {procs:>5} {o:>11.1f} {c:>11.1f} {c / o:>6.1f}x"
-                    f" {_SERVICE_CPU[-1]:>21.2f}",
-                    flush=True,
-                )
-
-        many = 4 * args.trials
-        print(f"\nCaviar with many trials already in the database (2 worker processes, {many}")
-        print("no-op trials a run, median of 3 runs each, interleaved: one run lasts a second or")
-        print("two, so single rates move with the machine's load; the service CPU per trial")
-        print("shows whether the queue itself slowed)")
-        print(
-            f"{'database':<9} {'at 500 t/s':>11} {'at 50,000 t/s':>14} {'change':>8}"
-            f" {'service cpu ms/trial':>21}"
-        )
-        for kind in kinds:
-            urls = {}
-            for existing in (500, 50_000):
-                urls[existing] = fresh(kind)
-                seed_trials(urls[existing], existing)
-            measured: dict[int, list[tuple[float, float]]] = {500: [], 50_000: []}
-            for _ in range(3):
-                for existing, url in urls.items():
-                    # Each run queues `many` more trials in the same database: the 500 stay
-                    # few and the 50,000 many next to what a run adds.
-                    measured[existing].append((caviar_rate(url, many, 2), _SERVICE_CPU[-1]))
-            for url in urls.values():
-                done(kind, url)
-            rates = [statistics.median(r for r, _ in measured[e]) for e in (500, 50_000)]
-            cpus = [statistics.median(c for _, c in measured[e]) for e in (500, 50_000)]
-            change = rates[1] / rates[0] - 1
-            cpu = f"{cpus[0]:.2f} -> {cpus[1]:.2f}"
-            print(
-                f"{kind:<9} {rates[0]:>11.1f} {rates[1]:>14.1f} {change:>+7.0%} {cpu:>21}",
-                flush=True,
-            )
-
-        print(f"\nReal trials ({args.real_trials} x moons 4000, [64, 64], 60 epochs), SQLite")
-        print("the same trials through trainer.train in plain processes (one BLAS thread each,")
-        print("no service, no HTTP) give the machine's own ceiling for 2 processes against 1")
-        print(f"{'procs':>5} {'plain t/s':>10} {'caviar t/s':>11} {'caviar/plain':>13}")
-        real, plain = [], []
-        for procs in (1, 2):
-            # Median of 3 interleaved runs of each: a single 5-second run can lose a second
-            # to anything else the machine does.
-            plains, reals = [], []
-            for _ in range(3):
-                plains.append(plain_rate(args.real_trials, procs))
-                url = fresh("sqlite")
-                reals.append(caviar_rate(url, args.real_trials, procs, real=True))
-            plain.append(statistics.median(plains))
-            real.append(statistics.median(reals))
-            print(
-                f"{procs:>5} {plain[-1]:>10.2f} {real[-1]:>11.2f} {real[-1] / plain[-1]:>12.0%}",
-                flush=True,
-            )
-        print(
-            f"2 processes / 1 process: Caviar {real[1] / real[0]:.2f}x (goal >= 1.8x); "
-            f"plain processes {plain[1] / plain[0]:.2f}x (the machine's ceiling)"
-        )
-        worst = min(c / o for _, _, o, c in rows)
-        print(f"\nworst Caviar/Optuna ratio: {worst:.1f}x (goal >= 10x)")
+        worst = compare_noop(kinds, args.trials, tmp) if "noop" in parts else None
+        if "many" in parts:
+            compare_many(kinds, 4 * args.trials, tmp)
+        if "real" in parts:
+            compare_real(args.real_trials, tmp)
+        if worst is not None:
+            print(f"\nworst Caviar/Optuna ratio: {worst:.1f}x (goal >= 10x)")
 
 
 if __name__ == "__main__":
