@@ -26,9 +26,11 @@ log = logging.getLogger("caviar.worker")
 IDLE_SLEEP_SECONDS = 0.5  # between empty claims; doubles up to IDLE_MAX_SECONDS
 IDLE_MAX_SECONDS = 2.0
 FLUSH_SECONDS = 1.0  # metrics are sent in batches at most this often (and at the end)
-# A result waits at most this long to travel with the next claim; a trial that itself
-# took longer is reported at once. Short trials thus cost one request per batch.
-FINISH_DELAY_SECONDS = 0.25
+# A result waits at most about this long, counted from its trial's start, for a claim to
+# carry it (the next claim goes out near the end of the last leased trial); a result that
+# would wait longer goes out on its own at once. Trials shorter than this thus cost one
+# request each, or one per batch.
+FINISH_DELAY_SECONDS = 1.0
 # A claim leases about this much work, judged from the trials run so far (at most
 # `claim_batch` trials, at least one): short trials share a round trip, long ones do not
 # sit leased behind each other while another worker idles.
@@ -155,6 +157,7 @@ class TrialRun:
         self.epochs_run += 1
         if self.last_of_lease:
             self.worker.prefetch_if_due(self, int(metrics.get("epoch") or 0))
+        self.worker.report_if_due()  # earlier results, if this trial runs longer than thought
         due = metrics.get("epoch") in self.report_at  # a pruning rung: decide now
         if due or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
             try:
@@ -357,12 +360,15 @@ class Worker:
                 self._finished_since = started  # a result's age counts from its trial's start
             self._finished.append(result)
             if pending:  # else _next_lease decides, once it knows whether a claim comes now
-                self._report_if_due()
+                self.report_if_due(len(pending))
 
-    def _report_if_due(self) -> None:
-        """Send the results on their own, now, if they are older than FINISH_DELAY_SECONDS
-        (the next claim is not about to carry them)."""
-        if self._finished and time.monotonic() - self._finished_since > FINISH_DELAY_SECONDS:
+    def report_if_due(self, trials_ahead: int = 0) -> None:
+        """Send the results on their own, now, if they would be older than
+        FINISH_DELAY_SECONDS when the next claim carries them, `trials_ahead` trials on."""
+        if not self._finished:
+            return
+        ahead = trials_ahead * (self._trial_seconds or 0.0)
+        if time.monotonic() - self._finished_since + ahead > FINISH_DELAY_SECONDS:
             self._reports = [r for r in self._reports if not r.done()]  # _claim logs errors
             self._reports.append(self._send_claim(0))
 
@@ -379,7 +385,7 @@ class Worker:
                 early, self._prefetch = self._prefetch, None
                 answer, runs = early.result()
                 if runs:
-                    self._report_if_due()
+                    self.report_if_due(len(runs))
                     return answer, runs
             want = self._want()
             return self._send_claim(want).result() if want > 0 else ({"trials": []}, [])

@@ -129,3 +129,37 @@ def test_an_idle_worker_stays_while_trials_wait_for_a_slot(  # type: ignore[no-u
     study = httpx.get(f"{svc.url}/api/studies/{study_id}", timeout=30).json()
     assert study["counts"]["completed"] == 3
     assert first.trials_done + second.trials_done == 3
+
+
+def test_a_result_does_not_wait_for_a_long_trial_behind_it(  # type: ignore[no-untyped-def]
+    db_url, live_service, spec_factory
+) -> None:
+    # A short trial's result rides with the next claim when that comes soon; when the
+    # next trial runs long, the result goes on its own within about FINISH_DELAY_SECONDS
+    # (1 s) of its trial's start, not when the long trial ends.
+    svc = live_service(db_url)
+    spec = spec_factory(
+        strategy={"type": "random", "trials": 2},
+        model={"hidden_layers": [4], "epochs": 40},
+    )
+    httpx.post(f"{svc.url}/api/studies", json=spec, timeout=30).raise_for_status()
+    calls: list[int] = []
+    reported_at: list[int] = []
+
+    def train_fn(config: Any, dataset: Any, *, on_epoch: Any = None, **_: Any) -> _Done:
+        calls.append(1)
+        if len(calls) == 1:  # short: the second is already leased when it ends
+            time.sleep(0.2)
+            for epoch in range(1, 41):
+                on_epoch({"epoch": epoch, "dev_accuracy": 0.5})
+            return _Done()
+        for epoch in range(1, 41):  # 4 s
+            time.sleep(0.1)
+            on_epoch({"epoch": epoch, "dev_accuracy": 0.5})
+            if not reported_at and _statuses(db_url)[0] == "completed":
+                reported_at.append(epoch)
+        return _Done()
+
+    worker = Worker(svc.url, exit_when_idle=True, claim_batch=1, train_fn=train_fn)
+    assert worker.run() == 2
+    assert reported_at and reported_at[0] <= 25, reported_at  # about epoch 8 (of 40)
