@@ -115,7 +115,7 @@ def noop_train(config: Any, dataset: Any, *, on_epoch: Any = None, **_: Any) -> 
     return _Done()
 
 
-def _caviar_proc(url: str, noop: bool, batch: int, ready: Any, start: Any) -> None:
+def _caviar_proc(url: str, noop: bool, batch: int, waits: Any, ready: Any, start: Any) -> None:
     from threadpoolctl import threadpool_limits
 
     from worker.runner import Worker
@@ -126,6 +126,8 @@ def _caviar_proc(url: str, noop: bool, batch: int, ready: Any, start: Any) -> No
     ready.release()
     start.wait()
     w.run()
+    # The time the training thread waited on the service (claims), per trial it ran.
+    waits.put((w.stall_seconds, w.trials_done))
 
 
 def _plain_proc(
@@ -265,6 +267,7 @@ def seed_trials(db_url: str, n: int) -> None:
 # whose claim finds every slot taken would leave (exit_when_idle) before the queue is empty.
 NOOP_CLAIM_CAP = 32
 _SERVICE_CPU: list[float] = []  # service CPU ms per trial of each caviar_rate run
+_WORKER_WAIT: list[float] = []  # ms a worker process waited on claims, per trial
 
 
 def caviar_rate(db_url: str, trials: int, procs: int, *, real: bool = False) -> float:
@@ -277,8 +280,11 @@ def caviar_rate(db_url: str, trials: int, procs: int, *, real: bool = False) -> 
         # process idle at the end of a 16-trial batch.
         cap = 1 if real else NOOP_CLAIM_CAP
         cpu = service.cpu_seconds()
-        elapsed = _timed(_caviar_proc, [(service.url, not real, cap)] * procs)
+        waits = mp.get_context("spawn").Queue()
+        elapsed = _timed(_caviar_proc, [(service.url, not real, cap, waits)] * procs)
         _SERVICE_CPU.append(1000 * (service.cpu_seconds() - cpu) / trials)
+        stalls = [waits.get(timeout=10) for _ in range(procs)]
+        _WORKER_WAIT.append(1000 * sum(w for w, _ in stalls) / max(sum(n for _, n in stalls), 1))
         study = httpx.get(f"{service.url}/api/studies/{study_id}").json()
         assert study["counts"]["completed"] == trials, study["counts"]
         return trials / elapsed
@@ -380,35 +386,43 @@ def compare_many(kinds: list[str], many: int, tmp: Path) -> None:
         )
 
 
-def compare_real(trials: int, tmp: Path) -> None:
-    """Real trials through a caviar pool of 2 processes against 1, beside plain processes."""
-    print(f"\nReal trials ({trials} x moons 4000, [64, 64], 60 epochs), SQLite")
-    print("the same trials through trainer.train in plain processes (one BLAS thread each,")
-    print("no service, no HTTP) give the machine's own ceiling for 2 processes against 1")
+def compare_real(trials: int, repeats: int, tmp: Path) -> None:
+    """Real trials through a caviar pool of 2 processes against 1, beside plain processes.
+
+    Each repetition runs all four (plain and Caviar, 1 and 2 processes) back to back, so
+    a change in the machine's load falls on both sides of its ratios; the medians over
+    the repetitions are printed, the 2-against-1 ratios as the median of each
+    repetition's own.
+    """
+    print(f"\nReal trials ({trials} x moons 4000, [64, 64], 60 epochs), SQLite, median of")
+    print(f"{repeats} interleaved repetitions; the same trials through trainer.train in plain")
+    print("processes (one BLAS thread each, no service, no HTTP) give the machine's own")
+    print("ceiling for 2 processes against 1; 'worker wait' is the time a worker process's")
+    print("training thread waited on the service (claims, results) per trial")
+    runs: dict[int, list[tuple[float, float, float, float]]] = {1: [], 2: []}
+    for _ in range(repeats):
+        for procs in (1, 2):
+            plain = plain_rate(trials, procs)
+            url = _fresh("sqlite", tmp)
+            real = caviar_rate(url, trials, procs, real=True)
+            runs[procs].append((plain, real, _SERVICE_CPU[-1], _WORKER_WAIT[-1]))
     print(
         f"{'procs':>5} {'plain t/s':>10} {'caviar t/s':>11} {'caviar/plain':>13}"
-        f" {'service cpu ms/trial':>21}"
+        f" {'service cpu ms/trial':>21} {'worker wait ms/trial':>21}"
     )
-    real, plain = [], []
-    for procs in (1, 2):
-        # Median of 3 interleaved runs of each: a single 5-second run can lose a second
-        # to anything else the machine does.
-        plains, reals, cpus = [], [], []
-        for _ in range(3):
-            plains.append(plain_rate(trials, procs))
-            url = _fresh("sqlite", tmp)
-            reals.append(caviar_rate(url, trials, procs, real=True))
-            cpus.append(_SERVICE_CPU[-1])
-        plain.append(statistics.median(plains))
-        real.append(statistics.median(reals))
+    for procs, rows in runs.items():
+        plain, real, cpu, wait = (statistics.median(column) for column in zip(*rows, strict=True))
         print(
-            f"{procs:>5} {plain[-1]:>10.2f} {real[-1]:>11.2f} {real[-1] / plain[-1]:>12.0%}"
-            f" {statistics.median(cpus):>21.2f}",
+            f"{procs:>5} {plain:>10.2f} {real:>11.2f} {real / plain:>12.0%}"
+            f" {cpu:>21.2f} {wait:>21.1f}",
             flush=True,
         )
+    ratios = [(two[1] / one[1], two[0] / one[0]) for one, two in zip(runs[1], runs[2], strict=True)]
+    each = ", ".join(f"{c:.2f}" for c, _ in ratios)
     print(
-        f"2 processes / 1 process: Caviar {real[1] / real[0]:.2f}x (goal >= 1.8x); "
-        f"plain processes {plain[1] / plain[0]:.2f}x (the machine's ceiling)"
+        f"2 processes / 1 process: Caviar {statistics.median(c for c, _ in ratios):.2f}x"
+        f" (goal >= 1.8x; each repetition: {each}); plain processes"
+        f" {statistics.median(p for _, p in ratios):.2f}x (the machine's ceiling)"
     )
 
 
@@ -418,7 +432,8 @@ def main() -> None:
     )
     parser.add_argument("--trials", type=int, default=2000)
     parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument("--real-trials", type=int, default=16)
+    parser.add_argument("--real-trials", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="of the real-trial comparison")
     parser.add_argument(
         "--parts",
         default="noop,many,real",
@@ -435,7 +450,7 @@ def main() -> None:
         if "many" in parts:
             compare_many(kinds, 4 * args.trials, tmp)
         if "real" in parts:
-            compare_real(args.real_trials, tmp)
+            compare_real(args.real_trials, args.repeats, tmp)
         if worst is not None:
             print(f"\nworst Caviar/Optuna ratio: {worst:.1f}x (goal >= 10x)")
 
