@@ -9,8 +9,9 @@ PostgreSQL database) and with the same number of worker processes:
   beside the same trials through trainer.train in 1 and 2 plain processes: the machine's
   own ceiling, so the reader sees how much of the gap is Caviar's.
 
-Caviar's workers lease as many no-op trials per round trip as they expect to finish in
-about a second (up to NOOP_CLAIM_CAP), real trials one at a time. The service's CPU time
+Caviar's workers lease as many trials per round trip as they expect to finish in about
+LEASE_TARGET_SECONDS, up to NOOP_CLAIM_CAP no-op trials, up to the pool's default cap real
+ones. The service's CPU time
 per trial is printed too: on a shared machine it moves far less than the rates.
 
     python bench/queue_vs_optuna.py [--trials 2000] [--no-postgres] [--parts noop,many,real]
@@ -271,14 +272,15 @@ _WORKER_WAIT: list[float] = []  # ms a worker process waited on claims, per tria
 
 
 def caviar_rate(db_url: str, trials: int, procs: int, *, real: bool = False) -> float:
+    from worker.pool import PoolOptions
+
     service = Service(db_url)
     try:
         r = httpx.post(service.url + "/api/studies", json=spec(trials, real=real), timeout=120)
         r.raise_for_status()
         study_id = r.json()["id"]
-        # Real trials one at a time: a lease of two 0.4 s trials could leave the other
-        # process idle at the end of a 16-trial batch.
-        cap = 1 if real else NOOP_CLAIM_CAP
+        # Real trials with the pool's default cap, as `caviar worker` runs them.
+        cap = PoolOptions.claim_batch if real else NOOP_CLAIM_CAP
         cpu = service.cpu_seconds()
         waits = mp.get_context("spawn").Queue()
         elapsed = _timed(_caviar_proc, [(service.url, not real, cap, waits)] * procs)

@@ -32,9 +32,10 @@ FLUSH_SECONDS = 1.0  # metrics are sent in batches at most this often (and at th
 # request each, or one per batch.
 FINISH_DELAY_SECONDS = 1.0
 # A claim leases about this much work, judged from the trials run so far (at most
-# `claim_batch` trials, at least one): short trials share a round trip, long ones do not
-# sit leased behind each other while another worker idles.
-LEASE_TARGET_SECONDS = 1.0
+# `claim_batch` trials, at least one): very short trials share a round trip; longer ones
+# go one by one, so at the end of a queue no process sits on trials another could run
+# (the next claim's round trip is hidden anyway: it goes out while a trial trains).
+LEASE_TARGET_SECONDS = 0.25
 # The next claim goes out while the last leased trial trains, when about this many claim
 # round trips of it are left (within these bounds): the next trial is then at hand when
 # it ends, and is leased at most about a round trip early, so at the end of a queue one
