@@ -109,7 +109,7 @@ class TrialRun:
 
         Both go out from the worker's upload thread while training goes on: the bytes
         are taken here, at the epoch, and the trial's result is reported only after its
-        uploads (see `drain`), so its lease still holds when they arrive.
+        uploads (see `Worker._settle`), so its lease still holds when they arrive.
         """
         if self.lease_lost.is_set():
             return
@@ -229,6 +229,8 @@ class Worker:
         # them all, so a trial waiting in a batch keeps its lease as the running one does.
         self._held: dict[int, TrialRun] = {}
         self._held_lock = threading.Lock()
+        # Trials done training whose checkpoints may still be uploading (see `_settle`).
+        self._unsettled: dict[int, TrialRun] = {}
         self._beating = threading.Event()  # set: the heartbeat thread should end
         self._trial_seconds: float | None = None  # a moving average of trial durations
         self._round_trip: float | None = None  # a moving average of claim round trips
@@ -405,6 +407,7 @@ class Worker:
 
         The leases are held (heartbeats extend them) from the moment they arrive.
         """
+        finished = self._settle(finished)
         sent = time.monotonic()
         try:
             answer: dict[str, Any] = self.claim_client.post(
@@ -426,6 +429,29 @@ class Worker:
             else:
                 log.info("trial %s: %s", done["trial_id"], done["status"], extra=extra)
         return answer, self._hold(answer["trials"])
+
+    def _settle(self, finished: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The results to report, once their trials' checkpoints are stored (claim thread).
+
+        A trial whose upload failed fails with that error, as if it had failed in line; one
+        whose lease was lost meanwhile is dropped (another owner has it).
+        """
+        out = []
+        for result in finished:
+            with self._held_lock:
+                run = self._unsettled.pop(result["trial_id"], None)
+            if run is not None:
+                try:
+                    run.drain()
+                except Exception as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                    log.warning("trial %s: upload failed: %s", run.trial_id, error)
+                    result = {**result, "outcome": "failed", "error": error}
+                if run.lease_lost.is_set():
+                    log.warning("trial %s: lease lost; dropping it", run.trial_id)
+                    continue
+            out.append(result)
+        return out
 
     def _wind_down(self, pending: deque[tuple[dict[str, Any], TrialRun]]) -> None:
         """Hand back what was leased but not started, send every result, close up."""
@@ -523,23 +549,26 @@ class Worker:
                 checkpoint_every=int(claimed.get("checkpoint_every") or 0),
                 on_checkpoint=run.on_checkpoint,
             )
-            run.drain()  # the checkpoints are stored before the result is reported
             outcome = result.status
         except Exception as exc:  # a trainer error fails this trial; the worker goes on
             outcome, error = "failed", f"{type(exc).__name__}: {exc}"
             log.warning("trial %s failed: %s", run.trial_id, error, extra=extra)
         finally:
-            try:
-                run.drain()  # after a failure too: nothing of this trial is left in flight
-            except Exception as exc:
-                log.warning("trial %s: upload failed: %s", run.trial_id, exc, extra=extra)
             run.done.set()
+        if self.shutdown.is_set() and outcome == "stopped" and not run.stop_asked.is_set():
+            # The stop's checkpoint is stored before the trial goes back to the queue.
+            with contextlib.suppress(Exception):  # a failed upload: resumed from an earlier one
+                run.drain()
+            if not run.lease_lost.is_set():
+                self._release(run.trial_id, run.token)
+            return None
         if run.lease_lost.is_set():
             log.warning("trial %s: lease lost; dropping it", run.trial_id, extra=extra)
             return None
-        if self.shutdown.is_set() and outcome == "stopped" and not run.stop_asked.is_set():
-            self._release(run.trial_id, run.token)
-            return None
+        # Its checkpoints may still be on their way: the claim thread waits for them
+        # before it reports the result (see `_settle`), the next trial need not.
+        with self._held_lock:
+            self._unsettled[run.trial_id] = run
         return {
             "trial_id": run.trial_id,
             "lease_token": run.token,
