@@ -238,7 +238,7 @@ def worker(
     claim_batch: int = typer.Option(
         16,
         help="at most this many trials leased per request; each lease is sized to about a "
-        "second of work from the trials seen, so long trials still go one at a time",
+        "quarter second of work from the trials seen, so only very short trials share one",
     ),
 ) -> None:
     """Lease trials from a service and train them, until SIGTERM."""
