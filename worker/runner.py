@@ -259,7 +259,10 @@ class Worker:
 
         Called after each of its epochs: the time left is judged from its epochs so far,
         and the claim goes out when that is within a few claim round trips, so it is
-        answered before the trial ends but the trial it leases does not wait long.
+        answered before the trial ends but the trial it leases does not wait long. A
+        trial longer than FINISH_DELAY_SECONDS claims when it ends instead: its result
+        then rides with that claim rather than cost a request of its own, and one round
+        trip is little next to it.
         """
         if (
             self._prefetch is not None
@@ -275,7 +278,7 @@ class Worker:
         lead = min(
             max(PREFETCH_ROUND_TRIPS * trip, PREFETCH_LEAD_MIN_SECONDS), PREFETCH_LEAD_MAX_SECONDS
         )
-        if left > lead:
+        if left > lead or elapsed + left > FINISH_DELAY_SECONDS:
             return
         want = self._want(running=elapsed + left)
         if want > 0:

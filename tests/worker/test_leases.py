@@ -63,11 +63,13 @@ def _statuses(db_url: str) -> list[str]:
 
 
 def test_the_next_claim_goes_out_while_the_last_trial_trains(  # type: ignore[no-untyped-def]
-    db_url, live_service, spec_factory
+    db_url, live_service, spec_factory, monkeypatch
 ) -> None:
     # A process should not wait on the service between trials: near the end of its last
     # leased trial it claims the next one, but not so early that the trial sits leased
-    # while another process could run it.
+    # while another process could run it. (Trials longer than FINISH_DELAY_SECONDS claim
+    # when they end, with their result: here they count as short.)
+    monkeypatch.setattr(runner, "FINISH_DELAY_SECONDS", 10.0)
     svc = live_service(db_url)
     spec = spec_factory(
         strategy={"type": "random", "trials": 2},
@@ -163,3 +165,41 @@ def test_a_result_does_not_wait_for_a_long_trial_behind_it(  # type: ignore[no-u
     worker = Worker(svc.url, exit_when_idle=True, claim_batch=1, train_fn=train_fn)
     assert worker.run() == 2
     assert reported_at and reported_at[0] <= 25, reported_at  # about epoch 8 (of 40)
+
+
+def test_a_long_trial_claims_when_it_ends_with_its_result(  # type: ignore[no-untyped-def]
+    db_url, live_service, spec_factory, monkeypatch
+) -> None:
+    # Longer than FINISH_DELAY_SECONDS: an early claim would leave the result a request
+    # of its own; one claim at the end carries it, and a round trip is little next to it.
+    svc = live_service(db_url)
+    spec = spec_factory(
+        strategy={"type": "random", "trials": 2},
+        model={"hidden_layers": [4], "epochs": 15},
+    )
+    httpx.post(f"{svc.url}/api/studies", json=spec, timeout=30).raise_for_status()
+    leased_early: list[bool] = []
+
+    def train_fn(config: Any, dataset: Any, *, on_epoch: Any = None, **_: Any) -> _Done:
+        for epoch in range(1, 16):  # 1.5 s
+            time.sleep(0.1)
+            on_epoch({"epoch": epoch, "dev_accuracy": 0.5})
+        if not leased_early:
+            time.sleep(0.5)  # an early claim would have been answered by now
+            leased_early.append(_statuses(db_url) == ["running", "running"])
+        return _Done()
+
+    sent: list[int] = []  # results carried by each claim
+    worker = Worker(svc.url, exit_when_idle=True, claim_batch=1, train_fn=train_fn)
+    claim = worker._claim
+
+    def counted(want: int, finished: list[dict[str, Any]]) -> Any:
+        sent.append(len(finished))
+        return claim(want, finished)
+
+    monkeypatch.setattr(worker, "_claim", counted)
+    assert worker.run() == 2
+    assert leased_early == [False]
+    # The first claim, then one per trial carrying its result (the last finds the queue
+    # empty): no claim without a result but the first, no result without a claim.
+    assert sent == [0, 1, 1], sent
