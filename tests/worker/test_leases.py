@@ -203,3 +203,36 @@ def test_a_long_trial_claims_when_it_ends_with_its_result(  # type: ignore[no-un
     # The first claim, then one per trial carrying its result (the last finds the queue
     # empty): no claim without a result but the first, no result without a claim.
     assert sent == [0, 1, 1], sent
+
+
+def test_a_trial_leased_early_goes_back_when_the_worker_stops(  # type: ignore[no-untyped-def]
+    db_url, live_service, spec_factory, monkeypatch
+) -> None:
+    # SIGTERM while the next trial is already leased (not started): it goes back to the
+    # queue without counting a retry, and the finished one is still reported.
+    monkeypatch.setattr(runner, "FINISH_DELAY_SECONDS", 10.0)  # short trials: claim early
+    svc = live_service(db_url)
+    spec = spec_factory(
+        strategy={"type": "random", "trials": 3},
+        model={"hidden_layers": [4], "epochs": 10},
+    )
+    httpx.post(f"{svc.url}/api/studies", json=spec, timeout=30).raise_for_status()
+    worker = Worker(svc.url, claim_batch=1)
+
+    def train_fn(config: Any, dataset: Any, *, on_epoch: Any = None, **_: Any) -> _Done:
+        for epoch in range(1, 11):
+            time.sleep(0.05)
+            on_epoch({"epoch": epoch, "dev_accuracy": 0.5})
+        wait_until(
+            lambda: _statuses(db_url)[:2] == ["running", "running"],
+            timeout=10,
+            what="the next trial leased early",
+        )
+        worker.shutdown.set()  # as SIGTERM does
+        return _Done()
+
+    worker.train_fn = train_fn
+    assert worker.run() == 1
+    with get_database(db_url).session(write=False) as s:
+        rows = s.execute(select(Trial.status, Trial.retries).order_by(Trial.id)).all()
+    assert [(str(st), r) for st, r in rows] == [("completed", 0), ("queued", 0), ("queued", 0)]
