@@ -11,10 +11,11 @@ PostgreSQL database) and with the same number of worker processes:
 
 Caviar's workers lease as many trials per round trip as they expect to finish in about
 LEASE_TARGET_SECONDS, up to NOOP_CLAIM_CAP no-op trials, up to the pool's default cap real
-ones. The service's CPU time
-per trial is printed too: on a shared machine it moves far less than the rates.
+ones. The service's CPU time per trial is printed too: on a shared machine it moves far
+less than the rates; so is, for real trials, the time a worker waited on the service.
 
-    python bench/queue_vs_optuna.py [--trials 2000] [--no-postgres] [--parts noop,many,real]
+    python bench/queue_vs_optuna.py [--trials 2000] [--no-postgres]
+        [--parts noop,many,real] [--real-trials 32] [--repeats 3]
 
 Each worker process imports everything, then waits at a start line; the clock runs from
 the start signal until the last process has finished, for Optuna and Caviar alike.
