@@ -159,25 +159,21 @@ _M: Table = Metric.__table__  # type: ignore[assignment]
 _W: Table = Worker.__table__  # type: ignore[assignment]
 
 _TOUCH_WORKER = update(_W).where(_W.c.id == bindparam("b_worker")).values(last_heartbeat=db_epoch())
+# An open study, not waiting for a person's review, with a queued trial: what a claim
+# serves, and what an empty claim reports as waiting (see trials_waiting).
+_SERVABLE = (
+    _S.c.status.in_([StudyStatus.queued, StudyStatus.running]),
+    _S.c.awaiting_review.is_(False),
+    exists().where(and_(_T.c.study_id == _S.c.id, _T.c.status == TrialStatus.queued)),
+)
 _CANDIDATES = (
     select(_S.c.id, _S.c.mode, _S.c.max_parallel, _S.c.status, _S.c.spec)
-    .where(
-        _S.c.status.in_([StudyStatus.queued, StudyStatus.running]),
-        _S.c.awaiting_review.is_(False),
-        exists().where(and_(_T.c.study_id == _S.c.id, _T.c.status == TrialStatus.queued)),
-    )
+    .where(*_SERVABLE)
     .order_by(_S.c.last_claim_at.asc().nulls_first(), _S.c.id)
     .limit(16)
 )
 _CANDIDATES_SKIP_LOCKED = _CANDIDATES.with_for_update(skip_locked=True, of=_S, key_share=True)
-_WAITING = select(
-    exists().where(
-        _T.c.status == TrialStatus.queued,
-        _T.c.study_id == _S.c.id,
-        _S.c.status.in_([StudyStatus.queued, StudyStatus.running]),
-        _S.c.awaiting_review.is_(False),
-    )
-)
+_WAITING = select(exists().where(*_SERVABLE))
 _CANDIDATES_WAIT = _CANDIDATES.limit(1).with_for_update(of=_S, key_share=True)
 _COUNT_RUNNING = (
     select(func.count())

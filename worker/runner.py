@@ -43,6 +43,9 @@ LEASE_TARGET_SECONDS = 0.25
 PREFETCH_ROUND_TRIPS = 3.0
 PREFETCH_LEAD_MIN_SECONDS = 0.05
 PREFETCH_LEAD_MAX_SECONDS = 1.0
+# Moving averages of trial durations and of claim round trips: the weight of a new sample.
+TRIAL_SECONDS_WEIGHT = 0.3
+ROUND_TRIP_WEIGHT = 0.2
 DATASET_CACHE_SIZE = 8  # data sets kept in memory, keyed by their spec
 UPLOADED_PREFIX = "ds-"  # ids of uploaded data sets (the service's service/datasets.py)
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "caviar"
@@ -61,7 +64,7 @@ class TrialRun:
         self.done = threading.Event()
         self.last_flush = time.monotonic()
         self.report_at = frozenset(claimed.get("report_at") or ())
-        self.started = 0.0  # when training began (time.monotonic())
+        self.started = 0.0  # when its turn came (time.monotonic(), set by the worker)
         self.epochs_run = 0  # epochs trained by this run (a resumed trial starts later)
         self.last_of_lease = False  # nothing else leased waits behind it: may prefetch
         self.uploads: list[Future[None]] = []  # checkpoints (and epochs before them) in flight
@@ -173,8 +176,9 @@ class Worker:
 
     Claims run on a thread of their own, in order: while the last leased trial trains,
     the next claim goes out (see `prefetch_if_due`), so the next trial is at hand when it
-    ends and the process does not wait on the service between trials. Results travel
-    with the next claim when it comes soon enough, else on their own from that thread.
+    ends and the process hardly waits on the service between trials (a trial longer
+    than FINISH_DELAY_SECONDS claims when it ends, with its result). Results travel with
+    the next claim when it comes soon enough, else on their own from that thread.
 
     Parameters
     ----------
@@ -240,7 +244,7 @@ class Worker:
         a trial still training (an early claim's), counted in as if it had ended."""
         seconds = self._trial_seconds
         if running is not None:
-            seconds = running if seconds is None else 0.7 * seconds + 0.3 * running
+            seconds = _average(seconds, running, TRIAL_SECONDS_WEIGHT)
         if seconds is None:
             return 1  # nothing seen yet: one trial, then judge
         fits = int(LEASE_TARGET_SECONDS / max(seconds, 1e-4))
@@ -350,20 +354,18 @@ class Worker:
                 pending.extend(zip(answer["trials"], runs, strict=True))
             trial, run = pending.popleft()
             run.last_of_lease = not pending
-            started = time.monotonic()
+            run.started = time.monotonic()
             try:
                 result = self.run_trial(trial, run)
             finally:
                 self._let_go(run)
-            took = time.monotonic() - started
-            self._trial_seconds = (
-                took if self._trial_seconds is None else 0.7 * self._trial_seconds + 0.3 * took
-            )
+            took = time.monotonic() - run.started
+            self._trial_seconds = _average(self._trial_seconds, took, TRIAL_SECONDS_WEIGHT)
             self.trials_done += 1
             if result is None:
                 continue
             if not self._finished:
-                self._finished_since = started  # a result's age counts from its trial's start
+                self._finished_since = run.started  # a result's age counts from then
             self._finished.append(result)
             if pending:  # else _next_lease decides, once it knows whether a claim comes now
                 self.report_if_due(len(pending))
@@ -422,7 +424,7 @@ class Worker:
                 log.warning("could not report %d results: %s", len(finished), exc)
             raise
         trip = time.monotonic() - sent
-        self._round_trip = trip if self._round_trip is None else 0.8 * self._round_trip + 0.2 * trip
+        self._round_trip = _average(self._round_trip, trip, ROUND_TRIP_WEIGHT)
         for done in answer.get("finished", []):
             extra = {"trial_id": done["trial_id"], "action": "finish"}
             if done["status"] is None:
@@ -535,7 +537,6 @@ class Worker:
             return None
         log.info("trial %s: attempt %s starts", run.trial_id, claimed["attempt"], extra=extra)
         outcome, error = "failed", None
-        run.started = time.monotonic()
         try:
             config = TrainConfig(**claimed["config"])
             dataset = self._dataset(claimed["dataset"])
@@ -579,6 +580,11 @@ class Worker:
             "error": error,
             "epochs": run.buffer,
         }
+
+
+def _average(average: float | None, sample: float, weight: float) -> float:
+    """A moving average that gives `sample` this `weight` (the first sample is all of it)."""
+    return sample if average is None else (1.0 - weight) * average + weight * sample
 
 
 def install_sigterm(shutdown: threading.Event) -> None:

@@ -27,6 +27,13 @@ def running_trials(db: Database, mode: str, n: int = 2) -> list[Any]:
     return claim_trials(db=db, worker_id=worker, max_trials=n, lease_seconds=600)
 
 
+def store(db: Database, trial: Any, epoch: int, content: bytes = b"c") -> int:
+    """Store a checkpoint for a claimed `trial` under its own lease."""
+    return store_checkpoint(
+        db=db, trial_id=trial.trial_id, lease_token=trial.lease_token, epoch=epoch, content=content
+    )
+
+
 def epochs_kept(db: Database, trial_id: int) -> list[int]:
     with db.session(write=False) as s:
         rows = s.scalars(
@@ -37,12 +44,8 @@ def epochs_kept(db: Database, trial_id: int) -> list[int]:
 
 def test_a_checkpoint_needs_the_lease_and_a_resent_one_is_stored_once(db: Database) -> None:
     (trial,) = running_trials(db, "panda", n=1)
-    first = store_checkpoint(
-        db=db, trial_id=trial.trial_id, lease_token=trial.lease_token, epoch=1, content=b"x" * 64
-    )
-    again = store_checkpoint(
-        db=db, trial_id=trial.trial_id, lease_token=trial.lease_token, epoch=1, content=b"x" * 64
-    )
+    first = store(db, trial, 1, b"x" * 64)
+    again = store(db, trial, 1, b"x" * 64)
     assert again == first and epochs_kept(db, trial.trial_id) == [1]
     with pytest.raises(LeaseLost):
         store_checkpoint(
@@ -56,35 +59,19 @@ def test_a_checkpoint_needs_the_lease_and_a_resent_one_is_stored_once(db: Databa
 def test_panda_keeps_every_checkpoint_caviar_the_latest(db: Database) -> None:
     (babysat,) = running_trials(db, "panda", n=1)
     for epoch in range(1, 6):
-        store_checkpoint(
-            db=db,
-            trial_id=babysat.trial_id,
-            lease_token=babysat.lease_token,
-            epoch=epoch,
-            content=b"p",
-        )
+        store(db, babysat, epoch, b"p")
     assert epochs_kept(db, babysat.trial_id) == [1, 2, 3, 4, 5]
 
     one, other = running_trials(db, "caviar", n=2)
-    first = store_checkpoint(
-        db=db, trial_id=one.trial_id, lease_token=one.lease_token, epoch=1, content=b"c"
-    )
+    first = store(db, one, 1)
     # Another trial of the study resumes from the first one (a fork, say): it must stay.
     with db.session() as s:
         s.execute(
             update(Trial).where(Trial.id == other.trial_id).values(resume_checkpoint_id=first)
         )
     for epoch in range(2, 7):
-        store_checkpoint(
-            db=db, trial_id=one.trial_id, lease_token=one.lease_token, epoch=epoch, content=b"c"
-        )
-        store_checkpoint(
-            db=db,
-            trial_id=other.trial_id,
-            lease_token=other.lease_token,
-            epoch=epoch,
-            content=b"c",
-        )
+        store(db, one, epoch)
+        store(db, other, epoch)
     assert CAVIAR_CHECKPOINTS_KEPT == 2
     assert epochs_kept(db, one.trial_id) == [1, 5, 6]
     assert epochs_kept(db, other.trial_id) == [5, 6]

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from service.db import get_database
 from service.models import Event, Trial, TrialStatus
+from tests.conftest import small_spec
 from tests.integration.waiting import wait_until
 from worker import runner
 from worker.runner import Worker
@@ -57,13 +58,27 @@ def test_trials_waiting_in_a_batch_keep_their_leases(  # type: ignore[no-untyped
     assert set(attempts) == {(1, 0, TrialStatus.completed)}
 
 
+def _queue(
+    url: str, trials: int, *, epochs: int | None = None, execution: dict[str, Any] | None = None
+) -> int:
+    """Create a random study of `trials` tiny trials (`epochs` each, on a [4] network)."""
+    spec = small_spec(strategy={"type": "random", "trials": trials})
+    if epochs is not None:
+        spec["model"] = {"hidden_layers": [4], "epochs": epochs}
+    if execution is not None:
+        spec["execution"] = execution
+    answer = httpx.post(f"{url}/api/studies", json=spec, timeout=30)
+    answer.raise_for_status()
+    return int(answer.json()["id"])
+
+
 def _statuses(db_url: str) -> list[str]:
     with get_database(db_url).session(write=False) as s:
         return [str(v) for v in s.scalars(select(Trial.status).order_by(Trial.id))]
 
 
 def test_the_next_claim_goes_out_while_the_last_trial_trains(  # type: ignore[no-untyped-def]
-    db_url, live_service, spec_factory, monkeypatch
+    db_url, live_service, monkeypatch
 ) -> None:
     # A process should not wait on the service between trials: near the end of its last
     # leased trial it claims the next one, but not so early that the trial sits leased
@@ -71,11 +86,7 @@ def test_the_next_claim_goes_out_while_the_last_trial_trains(  # type: ignore[no
     # when they end, with their result: here they count as short.)
     monkeypatch.setattr(runner, "FINISH_DELAY_SECONDS", 10.0)
     svc = live_service(db_url)
-    spec = spec_factory(
-        strategy={"type": "random", "trials": 2},
-        model={"hidden_layers": [4], "epochs": 20},
-    )
-    study_id = httpx.post(f"{svc.url}/api/studies", json=spec, timeout=30).json()["id"]
+    study_id = _queue(svc.url, 2, epochs=20)
     seen: dict[str, list[str]] = {}
 
     def train_fn(config: Any, dataset: Any, *, on_epoch: Any = None, **_: Any) -> _Done:
@@ -102,15 +113,12 @@ def test_the_next_claim_goes_out_while_the_last_trial_trains(  # type: ignore[no
 
 
 def test_an_idle_worker_stays_while_trials_wait_for_a_slot(  # type: ignore[no-untyped-def]
-    db_url, live_service, spec_factory
+    db_url, live_service
 ) -> None:
     # max_parallel 1: while one worker runs a trial, another's claim comes back empty
     # with trials still queued. A worker told to leave when idle must wait, not leave.
     svc = live_service(db_url)
-    spec = spec_factory(
-        strategy={"type": "random", "trials": 3}, execution={"max_parallel": 1, "seed": 2}
-    )
-    study_id = httpx.post(f"{svc.url}/api/studies", json=spec, timeout=30).json()["id"]
+    study_id = _queue(svc.url, 3, execution={"max_parallel": 1, "seed": 2})
 
     def slow(config: Any, dataset: Any, *, on_epoch: Any = None, **_: Any) -> _Done:
         time.sleep(0.4)
@@ -134,17 +142,13 @@ def test_an_idle_worker_stays_while_trials_wait_for_a_slot(  # type: ignore[no-u
 
 
 def test_a_result_does_not_wait_for_a_long_trial_behind_it(  # type: ignore[no-untyped-def]
-    db_url, live_service, spec_factory
+    db_url, live_service
 ) -> None:
     # A short trial's result rides with the next claim when that comes soon; when the
     # next trial runs long, the result goes on its own within about FINISH_DELAY_SECONDS
     # (1 s) of its trial's start, not when the long trial ends.
     svc = live_service(db_url)
-    spec = spec_factory(
-        strategy={"type": "random", "trials": 2},
-        model={"hidden_layers": [4], "epochs": 40},
-    )
-    httpx.post(f"{svc.url}/api/studies", json=spec, timeout=30).raise_for_status()
+    _queue(svc.url, 2, epochs=40)
     calls: list[int] = []
     reported_at: list[int] = []
 
@@ -168,16 +172,12 @@ def test_a_result_does_not_wait_for_a_long_trial_behind_it(  # type: ignore[no-u
 
 
 def test_a_long_trial_claims_when_it_ends_with_its_result(  # type: ignore[no-untyped-def]
-    db_url, live_service, spec_factory, monkeypatch
+    db_url, live_service, monkeypatch
 ) -> None:
     # Longer than FINISH_DELAY_SECONDS: an early claim would leave the result a request
     # of its own; one claim at the end carries it, and a round trip is little next to it.
     svc = live_service(db_url)
-    spec = spec_factory(
-        strategy={"type": "random", "trials": 2},
-        model={"hidden_layers": [4], "epochs": 15},
-    )
-    httpx.post(f"{svc.url}/api/studies", json=spec, timeout=30).raise_for_status()
+    _queue(svc.url, 2, epochs=15)
     leased_early: list[bool] = []
 
     def train_fn(config: Any, dataset: Any, *, on_epoch: Any = None, **_: Any) -> _Done:
@@ -206,17 +206,13 @@ def test_a_long_trial_claims_when_it_ends_with_its_result(  # type: ignore[no-un
 
 
 def test_a_trial_leased_early_goes_back_when_the_worker_stops(  # type: ignore[no-untyped-def]
-    db_url, live_service, spec_factory, monkeypatch
+    db_url, live_service, monkeypatch
 ) -> None:
     # SIGTERM while the next trial is already leased (not started): it goes back to the
     # queue without counting a retry, and the finished one is still reported.
     monkeypatch.setattr(runner, "FINISH_DELAY_SECONDS", 10.0)  # short trials: claim early
     svc = live_service(db_url)
-    spec = spec_factory(
-        strategy={"type": "random", "trials": 3},
-        model={"hidden_layers": [4], "epochs": 10},
-    )
-    httpx.post(f"{svc.url}/api/studies", json=spec, timeout=30).raise_for_status()
+    _queue(svc.url, 3, epochs=10)
     worker = Worker(svc.url, claim_batch=1)
 
     def train_fn(config: Any, dataset: Any, *, on_epoch: Any = None, **_: Any) -> _Done:
