@@ -173,6 +173,13 @@ class StrategySpec(_Strict):
     margin: float = Field(
         0.1, ge=0.0, le=1.0, description="coarse_to_fine: widen the best's span by this share"
     )
+    placement: Literal["model", "uniform"] = Field(
+        "model",
+        description=(
+            "coarse_to_fine: where in the box a round's trials go - model: by Thompson "
+            "sampling from a Gaussian process of the finished trials; uniform: uniformly"
+        ),
+    )
 
 
 class ObjectiveSpec(_Strict):
@@ -759,6 +766,7 @@ def make_strategy(spec: StudySpec) -> Strategy:
             keep_top=st.keep_top,
             margin=st.margin,
             direction=spec.objective.direction,
+            placement=st.placement,
         )
     return RandomStrategy(space=space, seed=seed, trials=st.trials)
 

@@ -22,15 +22,19 @@ from typing import Any, Literal
 import numpy as np
 from scipy.stats import qmc
 
+from service import surrogate
 from service.distributions import Distribution, ScalarDistribution
 
 Direction = Literal["maximize", "minimize"]
+Placement = Literal["model", "uniform"]
 History = Sequence[tuple[Mapping[str, Any], float | None]]
 
 # Coarse-to-fine: the narrowest a new box gets along a continuous coordinate, as a share
 # of the whole axis. Without a floor, a single best point (or several equal ones) would
 # collapse the box to nothing and every later trial would repeat it.
 MIN_BOX_WIDTH = 0.02
+# Coarse-to-fine's model needs this many finished trials; with fewer, a round is uniform.
+MIN_MODEL_TRIALS = 3
 # Below this, a discrete interval's upper edge counts as inside the cell below it.
 _EDGE = 1e-9
 
@@ -282,6 +286,12 @@ class CoarseToFineStrategy(Strategy):
     (Given a history at round 0 - the trials of a study being zoomed into - round 0
     already samples the box around that history's best.)
 
+    Where in the box a round's trials go is `placement`: ``model`` (the default) fits a
+    Gaussian process to every finished trial and places the round by Thompson sampling
+    among candidates drawn uniformly in the box (`service.surrogate`), so a round puts
+    most of its trials where the best mean value probably is, still spread over the places
+    that may be; ``uniform`` draws them uniformly in the box. Either way they are inside it.
+
     The box of round r >= 1 is built from every finished trial so far: the best
     `keep_top` fraction (failed trials, value None, rank last), and per coordinate the
     span of their unit coordinates widened by `margin` times that span on each side
@@ -300,6 +310,7 @@ class CoarseToFineStrategy(Strategy):
         keep_top: float,
         margin: float,
         direction: Direction,
+        placement: Placement = "model",
         sampler_class: type[Sampler] = RandomSampler,
     ) -> None:
         super().__init__(space=space, seed=seed)
@@ -308,6 +319,7 @@ class CoarseToFineStrategy(Strategy):
         self.keep_top = keep_top
         self.margin = margin
         self.direction = direction
+        self.placement = placement
         self.sampler_class = sampler_class
 
     def trials_in_round(self, round_index: int) -> int:
@@ -321,8 +333,37 @@ class CoarseToFineStrategy(Strategy):
         # that study's trials. Without one, box() is the whole space.
         box = self.box(history=history)
         sampler = self.sampler_class(seed=(self.seed, round_index))
-        u = box.map(sampler.sample(n=self.trials_per_round, dims=self.space.dims))
+        n = self.trials_per_round
+        modelled = min(n, surrogate.MAX_CANDIDATES // surrogate.CANDIDATES_PER_TRIAL)
+        gp = self.model(history) if self.placement == "model" else None
+        if gp is None:
+            return box, self._decode(box.map(sampler.sample(n=n, dims=self.space.dims)))
+        count = surrogate.candidate_count(modelled)
+        candidates = box.map(sampler.sample(n=count, dims=self.space.dims))
+        u = surrogate.thompson_batch(gp, candidates, n=modelled, rng=sampler.rng)
+        if modelled < n:  # a round too big to place by the model: the rest uniformly
+            u = np.vstack([u, box.map(sampler.sample(n=n - modelled, dims=self.space.dims))])
         return box, self._decode(u)
+
+    def model(self, history: History) -> surrogate.GaussianProcess | None:
+        """A GP of `history`'s values (rank-normal, higher is better); None below 2 values.
+
+        Failed trials take the lowest rank: they tell the model where not to go.
+        """
+        ranked = self.ranked(history)
+        finished = sum(v is not None and math.isfinite(v) for _, v in ranked)
+        if finished < MIN_MODEL_TRIALS or self.space.dims == 0:
+            return None
+        sign = 1.0 if self.direction == "maximize" else -1.0
+        values = [sign * v if v is not None and math.isfinite(v) else -math.inf for _, v in ranked]
+        X = np.array([self.space.encode(p) for p, _ in ranked]).reshape(len(ranked), -1)
+        X, y = surrogate.fit_points(X, surrogate.rank_normal(values))
+        return surrogate.GaussianProcess(
+            X,
+            y,
+            unordered=[not a.distribution.ordered for a in self.space.axes],
+            cells=[a.distribution.cells or 1 for a in self.space.axes],
+        )
 
     def ranked(self, history: History) -> list[tuple[Mapping[str, Any], float | None]]:
         """Finished trials best first; failed (None, nan) last; ties broken by parameters.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from typing import Any
 
 import pytest
@@ -540,6 +541,7 @@ INVALID: list[tuple[str, dict[str, Any] | str, str, str]] = [
     ("keep nothing", with_(strategy__keep_top=0), "strategy.keep_top", "(got 0)"),
     ("keep more than all", with_(strategy__keep_top=1.5), "strategy.keep_top", "(got 1.5)"),
     ("unknown strategy field", with_(strategy__budget=10), "strategy.budget", "unknown field"),
+    ("unknown placement", with_(strategy__placement="tpe"), "strategy.placement", "'tpe'"),
     ("unknown metric", with_(objective__metric="accuracy"), "objective.metric", "'accuracy'"),
     (
         "maximizing a cost",
@@ -690,6 +692,19 @@ def test_plans_stay_the_same_across_releases() -> None:
     _, plans = plan_round(spec, round_index=0)
     assert [round(p.params["learning_rate"], 10) for p in plans] == [0.0002380726, 0.0063320415]
     assert [p.params["hidden_layers.0"] for p in plans] == [25, 40]
+
+
+def test_model_placed_rounds_stay_the_same_across_releases() -> None:
+    # Pinned like the sample above: a coarse-to-fine round placed by the Gaussian process
+    # (fitted hyperparameters rounded, candidates and draws from the round's seed).
+    spec = parse(with_(strategy={"type": "coarse_to_fine", "rounds": 2, "trials_per_round": 8}))
+    _, plans = plan_round(spec, round_index=0)
+    history = [(p.params, -abs(math.log10(p.params["learning_rate"]) + 2)) for p in plans]
+    _, placed = plan_round(spec, round_index=1, history=history)
+    assert [p.params["learning_rate"] for p in placed[:3]] == pytest.approx(
+        [0.0064523468, 0.0068166496, 0.0068542257], rel=1e-6
+    )
+    assert [p.params["hidden_layers.0"] for p in placed[:3]] == [49, 46, 44]
 
 
 def test_coarse_to_fine_rounds_follow_the_history() -> None:

@@ -1,0 +1,234 @@
+"""A Gaussian-process model of a study's results over the unit box, placing coarse-to-fine trials.
+
+A box says where to look; this decides where inside it. Trial values are noisy (a dev
+accuracy moves by a point or two with a small change of any hyperparameter), so what a
+round should find is the region whose *mean* is best, and put many trials there. A GP
+with a noise term estimates that mean from every finished trial - the bad ones say
+where not to go - and Thompson sampling turns it into a batch: each trial of the round
+is the best candidate of its own draw from the posterior, so a round spreads over the
+places that may be best in proportion to how likely each is, which exploits and
+explores in one rule with nothing to tune.
+
+Choices, and why:
+- Values enter as Gaussian ranks (a copula): a diverged trial at chance level or a
+  few outliers do not flatten the model of the region that matters, and maximizing and
+  minimizing are one case.
+- Matern 5/2 with one length scale per coordinate (ARD), fitted by maximum marginal
+  likelihood with a weak prior; an unordered (categorical) coordinate uses a mismatch
+  distance, not the distance between its cells' positions.
+- The fitted hyperparameters are rounded (to 0.01 in log space) before they are used,
+  so that BLAS rounding on another machine cannot move them and the same history gives
+  the same trials everywhere; candidates come from the round's own seeded generator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.linalg import cho_solve, cholesky, solve_triangular
+from scipy.optimize import minimize
+from scipy.stats import norm, rankdata
+
+# The model is fitted on at most this many trials (the best half of them and the rest
+# spread over the ranking): its cost grows with their cube, and a round is opened inside
+# the request that finished the round's last trial.
+MAX_POINTS = 256
+# Candidates per round: at least this many, and this many per trial to place.
+MIN_CANDIDATES = 1024
+CANDIDATES_PER_TRIAL = 8
+MAX_CANDIDATES = 4096
+# Bounds of the hyperparameters (log space): length scales on the unit box, the signal
+# and noise variances of rank-normalized values (variance about 1).
+_LOG_LENGTH = (math.log(0.03), math.log(20.0))
+_LOG_SIGNAL = (math.log(0.05), math.log(20.0))
+_LOG_NOISE = (math.log(1e-4), math.log(2.0))
+# Weak log-normal prior on each length scale, centred on half the box.
+_PRIOR_MEAN, _PRIOR_SD = math.log(0.5), 1.5
+_ROUND = 0.01
+_JITTER = 1e-8
+
+
+def rank_normal(values: Sequence[float]) -> np.ndarray:
+    """Gaussian scores of `values` by rank (ties share one); higher value, higher score."""
+    v = np.asarray(values, dtype=float)
+    return np.asarray(norm.ppf((rankdata(v) - 0.5) / len(v)), dtype=float)
+
+
+class GaussianProcess:
+    """A fitted GP: Matern 5/2, ARD, constant zero mean on rank-normal targets.
+
+    Parameters
+    ----------
+    X : (n, d) unit coordinates; ``nan`` (an inactive coordinate) is treated as 0.5
+    y : (n,) targets, higher is better
+    unordered : (d,) whether each coordinate is categorical (mismatch distance)
+    cells : (d,) the cell count of each unordered coordinate (unused for ordered ones)
+    """
+
+    def __init__(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        *,
+        unordered: Sequence[bool],
+        cells: Sequence[int],
+    ) -> None:
+        self.unordered = np.asarray(unordered, dtype=bool)
+        self.cells = np.maximum(np.asarray(cells, dtype=int), 1)
+        self.X = self._features(X)
+        self.y = np.asarray(y, dtype=float)
+        d = self.X.shape[1]
+        self.theta = self._fit(d)
+        self._factor()
+
+    def _features(self, X: np.ndarray) -> np.ndarray:
+        F = np.where(np.isnan(X), 0.5, np.asarray(X, dtype=float))
+        if self.unordered.any():  # a categorical's cell index: equal or not, nothing between
+            F[:, self.unordered] = np.floor(F[:, self.unordered] * self.cells[self.unordered])
+        return F
+
+    def _kernel(self, A: np.ndarray, B: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        d = A.shape[1]
+        length, signal = np.exp(theta[:d]), math.exp(theta[d])
+        # One coordinate at a time: memory (len(A), len(B)), not times the dimensions.
+        r2 = np.zeros((len(A), len(B)))
+        for j in range(d):
+            diff = A[:, j, None] - B[None, :, j]
+            if self.unordered[j]:
+                diff = (diff != 0).astype(float)
+            r2 += (diff / length[j]) ** 2
+        s = math.sqrt(5.0) * np.sqrt(r2)
+        return np.asarray(signal * (1.0 + s + s * s / 3.0) * np.exp(-s))
+
+    def _sq_dists(self) -> np.ndarray:
+        """Per coordinate, the squared distances between the fitted points: (n, n, d)."""
+        diff = self.X[:, None, :] - self.X[None, :, :]
+        if self.unordered.any():
+            diff[..., self.unordered] = (diff[..., self.unordered] != 0).astype(float)
+        return diff * diff
+
+    def _neg_log_posterior(self, theta: np.ndarray, D: np.ndarray) -> tuple[float, np.ndarray]:
+        """The negative log marginal likelihood plus the length-scale prior, and its gradient.
+
+        With ``s = sqrt(5) r``, Matern 5/2 is ``k = signal (1 + s + s^2/3) exp(-s)`` and
+        ``dk/dlog(l_j) = 5/3 signal (1 + s) exp(-s) D_j / l_j^2``; the gradient of the
+        likelihood is ``1/2 tr((K^-1 - alpha alpha^T) dK)``.
+        """
+        d = self.X.shape[1]
+        inv_l2 = np.exp(-2.0 * theta[:d])
+        signal, noise = math.exp(theta[d]), math.exp(theta[d + 1])
+        scaled = D * inv_l2
+        s = np.sqrt(5.0 * scaled.sum(axis=-1))
+        e = np.exp(-s)
+        K = signal * (1.0 + s + s * s / 3.0) * e
+        K[np.diag_indices_from(K)] += noise + _JITTER
+        try:
+            L = cholesky(K, lower=True)
+        except np.linalg.LinAlgError:
+            return 1e10, np.zeros_like(theta)
+        alpha = cho_solve((L, True), self.y)
+        nll = 0.5 * self.y @ alpha + np.log(np.diag(L)).sum()
+        prior_z = (theta[:d] - _PRIOR_MEAN) / _PRIOR_SD
+        W = cho_solve((L, True), np.eye(len(K))) - np.outer(alpha, alpha)
+        common = (5.0 / 3.0) * signal * (1.0 + s) * e * W
+        grad = np.empty_like(theta)
+        grad[:d] = 0.5 * np.einsum("ab,abj->j", common, scaled) + prior_z / _PRIOR_SD
+        grad[d] = 0.5 * np.sum(W * (K - np.diag(np.full(len(K), noise + _JITTER))))
+        grad[d + 1] = 0.5 * noise * np.trace(W)
+        return float(nll + 0.5 * prior_z @ prior_z), grad
+
+    def _fit(self, d: int) -> np.ndarray:
+        bounds = [_LOG_LENGTH] * d + [_LOG_SIGNAL, _LOG_NOISE]
+        D = self._sq_dists()
+        best: tuple[float, np.ndarray] | None = None
+        # Fixed starting points (short, middle and long scales): deterministic, no rng.
+        for log_length in (math.log(0.2), math.log(0.5), math.log(2.0)):
+            start = np.array([log_length] * d + [0.0, math.log(0.1)])
+            res = minimize(
+                self._neg_log_posterior,
+                start,
+                args=(D,),
+                jac=True,
+                method="L-BFGS-B",
+                bounds=bounds,
+                options={"maxiter": 200},
+            )
+            if best is None or res.fun < best[0]:
+                best = (float(res.fun), np.asarray(res.x))
+        assert best is not None
+        lows, highs = zip(*bounds, strict=True)
+        return np.clip(np.round(best[1] / _ROUND) * _ROUND, lows, highs)
+
+    def _factor(self) -> None:
+        d = self.X.shape[1]
+        K = self._kernel(self.X, self.X, self.theta)
+        K[np.diag_indices_from(K)] += math.exp(self.theta[d + 1]) + _JITTER
+        self._L = cholesky(K, lower=True)
+        self._alpha = cho_solve((self._L, True), self.y)
+
+    @property
+    def length_scales(self) -> np.ndarray:
+        return np.exp(self.theta[: self.X.shape[1]])
+
+    def posterior(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (M,) and covariance (M, M) of the latent function at candidates `C`."""
+        F = self._features(C)
+        Kc = self._kernel(F, self.X, self.theta)
+        mean = Kc @ self._alpha
+        V = solve_triangular(self._L, Kc.T, lower=True)
+        cov = self._kernel(F, F, self.theta) - V.T @ V
+        return mean, cov
+
+
+def thompson_batch(
+    gp: GaussianProcess,
+    candidates: np.ndarray,
+    *,
+    n: int,
+    rng: np.random.Generator,
+    spread: float = 1.0,
+) -> np.ndarray:
+    """`n` distinct rows of `candidates`, each the best of its own posterior draw.
+
+    Draws are joint over all candidates (one Cholesky factor of their covariance), so a
+    draw is a plausible function, not independent noise per point.
+    """
+    mean, cov = gp.posterior(candidates)
+    m = len(candidates)
+    scale = max(float(np.mean(np.diag(cov))), 1e-12)
+    for jitter in (1e-8, 1e-6, 1e-4, 1e-2):
+        try:
+            L = cholesky(cov + jitter * scale * np.eye(m), lower=True)
+            break
+        except np.linalg.LinAlgError:
+            continue
+    else:  # numerically hopeless: independent draws from the marginal variances
+        L = np.diag(np.sqrt(np.clip(np.diag(cov), 0.0, None)))
+    draws = mean[:, None] + spread * (L @ rng.standard_normal((m, n)))
+    taken = np.zeros(m, dtype=bool)
+    picks = []
+    for k in range(n):
+        column = np.where(taken, -np.inf, draws[:, k])
+        i = int(np.argmax(column))
+        taken[i] = True
+        picks.append(i)
+    return candidates[picks]
+
+
+def fit_points(
+    ranked_points: np.ndarray, ranked_scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """At most `MAX_POINTS` of the ranked (best first) trials: the best half, the rest spread."""
+    n = len(ranked_points)
+    if n <= MAX_POINTS:
+        return ranked_points, ranked_scores
+    head = MAX_POINTS // 2
+    rest = np.linspace(head, n - 1, MAX_POINTS - head).round().astype(int)
+    keep = np.concatenate([np.arange(head), rest])
+    return ranked_points[keep], ranked_scores[keep]
+
+
+def candidate_count(n: int) -> int:
+    return int(min(MAX_CANDIDATES, max(MIN_CANDIDATES, CANDIDATES_PER_TRIAL * n)))
