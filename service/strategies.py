@@ -311,7 +311,10 @@ class CoarseToFineStrategy(Strategy):
         margin: float,
         direction: Direction,
         placement: Placement = "model",
-        sampler_class: type[Sampler] = RandomSampler,
+        # Sobol: a first round that covers the space evenly gives the model a better
+        # start (bench/search_vs_optuna.py: +0.002 paired against random draws), and the
+        # candidates among which Thompson sampling chooses cover the box evenly too.
+        sampler_class: type[Sampler] = SobolSampler,
     ) -> None:
         super().__init__(space=space, seed=seed)
         self.rounds = rounds

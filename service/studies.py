@@ -913,6 +913,8 @@ def zoom_study(
     }
     if keep_top is not None:
         strategy["keep_top"] = keep_top
+    if old.get("type") == "coarse_to_fine" and "placement" in old:
+        strategy["placement"] = old["placement"]  # how the parent placed its trials
     child = {**spec, "name": f"{parent.name} (zoom)"[:200], "strategy": strategy}
     return create_study(
         db=db, data=child, settings=settings, parent_study_id=study_id, history=history
