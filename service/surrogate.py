@@ -30,15 +30,17 @@ import numpy as np
 from scipy.linalg import cho_solve, cholesky, solve_triangular
 from scipy.optimize import minimize
 from scipy.stats import norm, rankdata
+from threadpoolctl import threadpool_limits
 
 # The model is fitted on at most this many trials (the best half of them and the rest
 # spread over the ranking): its cost grows with their cube, and a round is opened inside
-# the request that finished the round's last trial.
-MAX_POINTS = 256
+# the request that finished the round's last trial. The best 80 of a big study carry
+# what the next round needs; the rest only say roughly where not to go.
+MAX_POINTS = 160
 # Candidates per round: at least this many, and this many per trial to place.
 MIN_CANDIDATES = 1024
 CANDIDATES_PER_TRIAL = 8
-MAX_CANDIDATES = 4096
+MAX_CANDIDATES = 2048
 # Bounds of the hyperparameters (log space): length scales on the unit box, the signal
 # and noise variances of rank-normalized values (variance about 1).
 _LOG_LENGTH = (math.log(0.03), math.log(20.0))
@@ -80,8 +82,11 @@ class GaussianProcess:
         self.X = self._features(X)
         self.y = np.asarray(y, dtype=float)
         d = self.X.shape[1]
-        self.theta = self._fit(d)
-        self._factor()
+        # Matrices of a few hundred rows: BLAS threads cost more than they bring, and the
+        # service's other requests (and embedded workers) want the cores.
+        with threadpool_limits(1):
+            self.theta = self._fit(d)
+            self._factor()
 
     def _features(self, X: np.ndarray) -> np.ndarray:
         F = np.where(np.isnan(X), 0.5, np.asarray(X, dtype=float))
@@ -153,7 +158,8 @@ class GaussianProcess:
                 jac=True,
                 method="L-BFGS-B",
                 bounds=bounds,
-                options={"maxiter": 200},
+                # The result is rounded to 0.01 in log space: no need to polish further.
+                options={"maxiter": 100, "ftol": 1e-7},
             )
             if best is None or res.fun < best[0]:
                 best = (float(res.fun), np.asarray(res.x))
@@ -195,6 +201,18 @@ def thompson_batch(
     Draws are joint over all candidates (one Cholesky factor of their covariance), so a
     draw is a plausible function, not independent noise per point.
     """
+    with threadpool_limits(1):
+        return _thompson(gp, candidates, n=n, rng=rng, spread=spread)
+
+
+def _thompson(
+    gp: GaussianProcess,
+    candidates: np.ndarray,
+    *,
+    n: int,
+    rng: np.random.Generator,
+    spread: float,
+) -> np.ndarray:
     mean, cov = gp.posterior(candidates)
     m = len(candidates)
     scale = max(float(np.mean(np.diag(cov))), 1e-12)
