@@ -150,3 +150,23 @@ def test_too_few_finished_trials_leave_the_round_uniform() -> None:
     assert strategy.model([(p, None) for p, _ in history] * 5) is None
     _, params = strategy.suggest(round_index=1, history=history)
     assert len(params) == 20
+
+
+def test_equal_values_and_an_only_categorical_space_still_place_a_whole_round() -> None:
+    strategy = c2f("model", seed=1)
+    _, first = strategy.suggest(round_index=0)
+    box, params = strategy.suggest(round_index=1, history=[(p, 0.5) for p in first])
+    assert box is not None and len(params) == 20
+    assert all(box.contains(strategy.space.encode(p)) for p in params)
+    only = CoarseToFineStrategy(
+        space=SearchSpace({"init": C2F_SPACE["init"]}),
+        seed=0,
+        rounds=2,
+        trials_per_round=6,
+        keep_top=0.5,
+        margin=0.1,
+        direction="maximize",
+    )
+    history = [({"init": c}, float(i)) for i, c in enumerate(["zeros", "random", "xavier", "he"])]
+    _, params = only.suggest(round_index=1, history=history)
+    assert {p["init"] for p in params} <= {"xavier", "he"} and len(params) == 6
