@@ -57,7 +57,15 @@ SPACE = {
     "hidden_layers.0": {"type": "int", "low": 2, "high": 128, "scale": "log"},
     "keep_prob": {"type": "float", "low": 0.3, "high": 1.0},
 }
-STRATEGIES = ["grid", "random", "sobol", "coarse_to_fine", "optuna_random", "optuna_tpe"]
+STRATEGIES = [
+    "grid",
+    "random",
+    "sobol",
+    "coarse_to_fine",
+    "c2f_uniform",  # coarse_to_fine with placement: uniform, to show what the model adds
+    "optuna_random",
+    "optuna_tpe",
+]
 
 _DATASETS: dict[tuple[int, int], Dataset] = {}
 
@@ -81,6 +89,8 @@ def evaluate(config: dict[str, Any], ds: Dataset) -> float:
 
 def spec_for(kind: str, *, seed: int, trials: int, epochs: int) -> StudySpec:
     strategy: dict[str, Any] = {"type": kind}
+    if kind == "c2f_uniform":
+        strategy = {"type": "coarse_to_fine", "placement": "uniform"}
     if kind in ("random", "sobol"):
         strategy["trials"] = trials
     elif kind == "grid":
@@ -88,7 +98,7 @@ def spec_for(kind: str, *, seed: int, trials: int, epochs: int) -> StudySpec:
         while (points + 1) ** len(SPACE) <= trials:
             points += 1
         strategy["grid_points"] = points
-    else:  # the default number of rounds, the budget split evenly over them
+    else:  # coarse_to_fine: the default number of rounds, the budget split evenly over them
         rounds = StrategySpec.model_fields["rounds"].default
         strategy |= {"rounds": rounds, "trials_per_round": trials // rounds}
     return parse_spec(
