@@ -10,6 +10,7 @@ import pytest
 from service.strategies import Box, CoarseToFineStrategy, SearchSpace
 from service.surrogate import GaussianProcess, rank_normal, thompson_batch
 from tests.service.test_strategies import C2F_SPACE, narrow, run_c2f
+from tests.service.test_strategies import c2f as c2f_of
 
 
 def smooth(X: np.ndarray) -> np.ndarray:
@@ -90,16 +91,7 @@ def test_thompson_picks_distinct_candidates_and_with_no_spread_the_best_by_the_m
 
 
 def c2f(placement: str, seed: int) -> CoarseToFineStrategy:
-    return CoarseToFineStrategy(
-        space=SearchSpace(C2F_SPACE),
-        seed=seed,
-        rounds=3,
-        trials_per_round=20,
-        keep_top=0.25,
-        margin=0.1,
-        direction="maximize",
-        placement=placement,  # type: ignore[arg-type]
-    )
+    return c2f_of(seed=seed, placement=placement)  # 3 rounds of 20 over C2F_SPACE
 
 
 def test_model_placement_finds_more_than_uniform_placement_in_the_same_boxes() -> None:
