@@ -91,7 +91,8 @@ class GaussianProcess:
     def _features(self, X: np.ndarray) -> np.ndarray:
         F = np.where(np.isnan(X), 0.5, np.asarray(X, dtype=float))
         if self.unordered.any():  # a categorical's cell index: equal or not, nothing between
-            F[:, self.unordered] = np.floor(F[:, self.unordered] * self.cells[self.unordered])
+            k = self.cells[self.unordered]
+            F[:, self.unordered] = np.minimum(np.floor(F[:, self.unordered] * k), k - 1)
         return F
 
     def _kernel(self, A: np.ndarray, B: np.ndarray, theta: np.ndarray) -> np.ndarray:
