@@ -349,18 +349,19 @@ class CoarseToFineStrategy(Strategy):
         return box, self._decode(u)
 
     def model(self, history: History) -> surrogate.GaussianProcess | None:
-        """A GP of `history`'s values (rank-normal, higher is better); None below 2 values.
+        """A GP of `history`'s values (rank-normal, higher is better), or None with fewer
+        than `MIN_MODEL_TRIALS` finished trials.
 
         Failed trials take the lowest rank: they tell the model where not to go.
         """
         ranked = self.ranked(history)
-        finished = sum(v is not None and math.isfinite(v) for _, v in ranked)
-        if finished < MIN_MODEL_TRIALS or self.space.dims == 0:
-            return None
         sign = 1.0 if self.direction == "maximize" else -1.0
         values = [sign * v if v is not None and math.isfinite(v) else -math.inf for _, v in ranked]
-        X = np.array([self.space.encode(p) for p, _ in ranked]).reshape(len(ranked), -1)
-        X, y = surrogate.fit_points(X, surrogate.rank_normal(values))
+        if sum(math.isfinite(v) for v in values) < MIN_MODEL_TRIALS or self.space.dims == 0:
+            return None
+        keep = surrogate.fit_indices(len(ranked))  # ranks over all trials; encode only these
+        y = surrogate.rank_normal(values)[keep]
+        X = np.array([self.space.encode(ranked[i][0]) for i in keep]).reshape(len(keep), -1)
         return surrogate.GaussianProcess(
             X,
             y,

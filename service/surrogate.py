@@ -52,6 +52,13 @@ _ROUND = 0.01
 _JITTER = 1e-8
 
 
+def _matern(r2: np.ndarray, signal: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Matern 5/2 at scaled squared distances `r2`, with ``s = sqrt(5 r2)`` and ``exp(-s)``."""
+    s = np.sqrt(5.0 * r2)
+    e = np.exp(-s)
+    return signal * (1.0 + s + s * s / 3.0) * e, s, e
+
+
 def rank_normal(values: Sequence[float]) -> np.ndarray:
     """Gaussian scores of `values` by rank (ties share one); higher value, higher score."""
     v = np.asarray(values, dtype=float)
@@ -95,25 +102,26 @@ class GaussianProcess:
             F[:, self.unordered] = np.minimum(np.floor(F[:, self.unordered] * k), k - 1)
         return F
 
+    def _coordinate_sq(self, a: np.ndarray, b: np.ndarray, j: int) -> np.ndarray:
+        """Squared distances along coordinate `j` between values `a` and `b`: (len a, len b)."""
+        diff = a[:, None] - b[None, :]
+        if self.unordered[j]:
+            return (diff != 0).astype(float)
+        return diff * diff
+
     def _kernel(self, A: np.ndarray, B: np.ndarray, theta: np.ndarray) -> np.ndarray:
         d = A.shape[1]
-        length, signal = np.exp(theta[:d]), math.exp(theta[d])
+        inv_l2 = np.exp(-2.0 * theta[:d])
         # One coordinate at a time: memory (len(A), len(B)), not times the dimensions.
         r2 = np.zeros((len(A), len(B)))
         for j in range(d):
-            diff = A[:, j, None] - B[None, :, j]
-            if self.unordered[j]:
-                diff = (diff != 0).astype(float)
-            r2 += (diff / length[j]) ** 2
-        s = math.sqrt(5.0) * np.sqrt(r2)
-        return np.asarray(signal * (1.0 + s + s * s / 3.0) * np.exp(-s))
+            r2 += self._coordinate_sq(A[:, j], B[:, j], j) * inv_l2[j]
+        return _matern(r2, math.exp(theta[d]))[0]
 
     def _sq_dists(self) -> np.ndarray:
         """Per coordinate, the squared distances between the fitted points: (n, n, d)."""
-        diff = self.X[:, None, :] - self.X[None, :, :]
-        if self.unordered.any():
-            diff[..., self.unordered] = (diff[..., self.unordered] != 0).astype(float)
-        return diff * diff
+        cols = range(self.X.shape[1])
+        return np.stack([self._coordinate_sq(self.X[:, j], self.X[:, j], j) for j in cols], -1)
 
     def _neg_log_posterior(self, theta: np.ndarray, D: np.ndarray) -> tuple[float, np.ndarray]:
         """The negative log marginal likelihood plus the length-scale prior, and its gradient.
@@ -126,9 +134,7 @@ class GaussianProcess:
         inv_l2 = np.exp(-2.0 * theta[:d])
         signal, noise = math.exp(theta[d]), math.exp(theta[d + 1])
         scaled = D * inv_l2
-        s = np.sqrt(5.0 * scaled.sum(axis=-1))
-        e = np.exp(-s)
-        K = signal * (1.0 + s + s * s / 3.0) * e
+        K, s, e = _matern(scaled.sum(axis=-1), signal)
         K[np.diag_indices_from(K)] += noise + _JITTER
         try:
             L = cholesky(K, lower=True)
@@ -203,28 +209,17 @@ def thompson_batch(
     draw is a plausible function, not independent noise per point.
     """
     with threadpool_limits(1):
-        return _thompson(gp, candidates, n=n, rng=rng, spread=spread)
-
-
-def _thompson(
-    gp: GaussianProcess,
-    candidates: np.ndarray,
-    *,
-    n: int,
-    rng: np.random.Generator,
-    spread: float,
-) -> np.ndarray:
-    mean, cov = gp.posterior(candidates)
-    m = len(candidates)
-    scale = max(float(np.mean(np.diag(cov))), 1e-12)
-    for jitter in (1e-8, 1e-6, 1e-4, 1e-2):
-        try:
-            L = cholesky(cov + jitter * scale * np.eye(m), lower=True)
-            break
-        except np.linalg.LinAlgError:
-            continue
-    else:  # numerically hopeless: independent draws from the marginal variances
-        L = np.diag(np.sqrt(np.clip(np.diag(cov), 0.0, None)))
+        mean, cov = gp.posterior(candidates)
+        m = len(candidates)
+        scale = max(float(np.mean(np.diag(cov))), 1e-12)
+        for jitter in (1e-8, 1e-6, 1e-4, 1e-2):
+            try:
+                L = cholesky(cov + jitter * scale * np.eye(m), lower=True)
+                break
+            except np.linalg.LinAlgError:
+                continue
+        else:  # numerically hopeless: independent draws from the marginal variances
+            L = np.diag(np.sqrt(np.clip(np.diag(cov), 0.0, None)))
     draws = mean[:, None] + spread * (L @ rng.standard_normal((m, n)))
     taken = np.zeros(m, dtype=bool)
     picks = []
@@ -236,17 +231,14 @@ def _thompson(
     return candidates[picks]
 
 
-def fit_points(
-    ranked_points: np.ndarray, ranked_scores: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """At most `MAX_POINTS` of the ranked (best first) trials: the best half, the rest spread."""
-    n = len(ranked_points)
+def fit_indices(n: int) -> np.ndarray:
+    """Which of `n` ranked (best first) trials the model is fitted on, at most `MAX_POINTS`:
+    the best half of those, and the rest spread evenly over the ranking."""
     if n <= MAX_POINTS:
-        return ranked_points, ranked_scores
+        return np.arange(n)
     head = MAX_POINTS // 2
     rest = np.linspace(head, n - 1, MAX_POINTS - head).round().astype(int)
-    keep = np.concatenate([np.arange(head), rest])
-    return ranked_points[keep], ranked_scores[keep]
+    return np.concatenate([np.arange(head), rest])
 
 
 def candidate_count(n: int) -> int:
