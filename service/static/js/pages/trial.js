@@ -176,6 +176,9 @@ export function mount(view, { id }) {
     try {
       trial = await api(`/api/trials/${id}/stop`, { method: "POST" });
       $(".head-status").innerHTML = badge(trial.status === "running" ? "stopping" : trial.status);
+      // The badge says "stopped" at once for a trial no worker held: so must the button,
+      // not only after the refresh below has fetched the page's other parts.
+      e.target.hidden = TERMINAL_TRIAL.includes(trial.status);
     } catch (err) {
       alert(err.message);
     }
