@@ -20,7 +20,7 @@ service's own ``parse_spec``/``plan_round``, trains them with ``trainer.train`` 
 epoch at a time (each epoch resumes from the last one's checkpoint, which the
 checkpoint tests prove is the same run as an uninterrupted one) on an asynchronous
 schedule of ``--workers`` (2) workers that interleave epochs of their running trials,
-and after every epoch asks ``service.pruning.should_prune`` about that trial with the
+and after every epoch asks ``service.search.pruners.should_prune`` about that trial with the
 curves of every other trial as they stand at that moment.
 
 ``--service`` runs the same spec, with its ``pruning:`` block, through
@@ -73,7 +73,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from threadpoolctl import threadpool_limits
 
-from service.pruning import should_prune
+from service.search.pruners import should_prune
 from service.spec import PruningSpec, StudySpec, parse_spec, plan_round
 from trainer import Checkpoint, TrainConfig, load_dataset, train
 from trainer.datasets import Dataset

@@ -10,9 +10,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+import migrations
 from service.db import get_database
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# Found through the imported package, so a wheel's copy serves as well as a checkout's.
+MIGRATIONS = Path(migrations.__file__).resolve().parent
 MIGRATION_LOCK = 0x0CA71A6  # PostgreSQL advisory lock key held while migrating
 
 

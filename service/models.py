@@ -182,6 +182,18 @@ class Metric(Base):
     __table_args__ = (UniqueConstraint("trial_id", "attempt", "epoch"),)
 
 
+# The values an epoch reports, in the order of the columns above: the one list the queue,
+# the reads, the export and the dashboard take them from.
+METRIC_FIELDS = (
+    "train_cost",
+    "train_accuracy",
+    "dev_cost",
+    "dev_accuracy",
+    "learning_rate",
+    "seconds",
+)
+
+
 class Dataset(Base):
     __tablename__ = "datasets"
 

@@ -31,8 +31,7 @@ from service.api.events import LAST_EVENT_ID, take_order_lock
 from service.auth import COOKIE, credentials, login_page, safe_next, same_origin
 from service.db import Database
 from service.errors import NotFound, Unauthorized, Unavailable
-from service.models import Event, Metric, Round, Study, Trial, TrialStatus
-from service.queue import METRIC_FIELDS
+from service.models import METRIC_FIELDS, Event, Metric, Round, Study, Trial, TrialStatus
 from service.schemas import MetricRead, RoundRead, StudyRead, TrialRead
 from service.studies import study_dict, trial_dict
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from service.distributions import (
+from service.search.distributions import (
     MAX_DEPTH,
     CategoricalDistribution,
     Distribution,

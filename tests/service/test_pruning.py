@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.pruning import MEDIAN_MIN_TRIALS, Direction, decision_epochs, rungs, should_prune
+from service.search.pruners import (
+    MEDIAN_MIN_TRIALS,
+    Direction,
+    decision_epochs,
+    rungs,
+    should_prune,
+)
 from service.spec import PruningSpec
 
 MEDIAN = PruningSpec(type="median", warmup_epochs=3)

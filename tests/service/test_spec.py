@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service.distributions import FloatDistribution, LayersDistribution
+from service.search.distributions import FloatDistribution, LayersDistribution
 from service.settings import Settings
 from service.spec import (
     SpecError,

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from scipy.stats import qmc
 
-from service.distributions import (
+from service.search.distributions import (
     CategoricalDistribution,
     Distribution,
     FloatDistribution,
     IntDistribution,
     LayersDistribution,
 )
-from service.strategies import (
+from service.search.strategies import (
     Box,
     CoarseToFineStrategy,
     GridStrategy,

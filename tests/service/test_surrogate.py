@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from service.strategies import Box, CoarseToFineStrategy, SearchSpace
-from service.surrogate import GaussianProcess, rank_normal, thompson_batch
+from service.search.strategies import Box, CoarseToFineStrategy, SearchSpace
+from service.search.surrogate import GaussianProcess, rank_normal, thompson_batch
 from tests.service.test_strategies import C2F_SPACE, narrow, run_c2f
 from tests.service.test_strategies import c2f as c2f_of
 

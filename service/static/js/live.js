@@ -3,7 +3,7 @@
 import { hasRoute } from "./api.js";
 
 export const EVENTS_PATH = "/api/studies/{study_id}/events";
-// Event types the service emits (service/events.py); each is a named SSE event, which
+// Event types the service emits (service/events/); each is a named SSE event, which
 // EventSource only delivers to a listener registered for that exact name.
 const TYPES = [
   "study.created",

@@ -22,8 +22,8 @@ from typing import Any, Literal
 import numpy as np
 from scipy.stats import qmc
 
-from service import surrogate
-from service.distributions import Distribution, ScalarDistribution
+from service.search import surrogate
+from service.search.distributions import Distribution, ScalarDistribution
 
 Direction = Literal["maximize", "minimize"]
 Placement = Literal["model", "uniform"]
@@ -288,7 +288,7 @@ class CoarseToFineStrategy(Strategy):
 
     Where in the box a round's trials go is `placement`: ``model`` (the default) fits a
     Gaussian process to every finished trial and places the round by Thompson sampling
-    among candidates drawn uniformly in the box (`service.surrogate`), so a round puts
+    among candidates drawn uniformly in the box (`service.search.surrogate`), so a round puts
     most of its trials where the best mean value probably is, still spread over the places
     that may be; ``uniform`` draws them uniformly in the box. Either way they are inside it.
 

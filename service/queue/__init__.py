@@ -37,6 +37,7 @@ from service.db import Database, db_epoch
 from service.errors import CaviarError, LeaseLost, NotFound
 from service.events import emit, emit_many
 from service.models import (
+    METRIC_FIELDS,
     TERMINAL_TRIAL,
     Checkpoint,
     Metric,
@@ -46,18 +47,9 @@ from service.models import (
     TrialStatus,
     Worker,
 )
-from service.pruning import decision_epochs, should_prune
-from service.rounds import after_trial_finished
+from service.search.pruners import decision_epochs, should_prune
 from service.spec import PruningSpec
-
-METRIC_FIELDS = (
-    "train_cost",
-    "train_accuracy",
-    "dev_cost",
-    "dev_accuracy",
-    "learning_rate",
-    "seconds",
-)
+from service.studies.rounds import after_trial_finished
 
 
 @dataclass(frozen=True)

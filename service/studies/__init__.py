@@ -33,6 +33,7 @@ from service.db import Database, db_epoch
 from service.errors import Conflict, InvalidSpec, NotFound
 from service.events import emit
 from service.models import (
+    METRIC_FIELDS,
     TERMINAL_STUDY,
     TERMINAL_TRIAL,
     Dataset,
@@ -44,8 +45,6 @@ from service.models import (
     TrialStatus,
     Worker,
 )
-from service.queue import METRIC_FIELDS
-from service.rounds import add_trials, after_trial_finished
 from service.settings import Settings
 from service.spec import (
     BUILTIN_DATASETS,
@@ -55,6 +54,7 @@ from service.spec import (
     plan_round,
     total_rounds,
 )
+from service.studies.rounds import add_trials, after_trial_finished
 
 
 def validate_spec(data: Any, *, settings: Settings) -> StudySpec:

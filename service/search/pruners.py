@@ -37,11 +37,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
-from service.spec import PruningSpec
+
+class PruningRule(Protocol):
+    """What a pruner reads of the spec's ``pruning`` block (``service.spec.PruningSpec``)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def warmup_epochs(self) -> int: ...
+    @property
+    def min_epochs(self) -> int: ...
+    @property
+    def reduction_factor(self) -> int: ...
+
 
 Direction = Literal["maximize", "minimize"]
 Curve = Mapping[int, float]
@@ -50,12 +62,12 @@ Curve = Mapping[int, float]
 MEDIAN_MIN_TRIALS = 5
 
 
-def rungs(pruning: PruningSpec, epochs: int) -> list[int]:
+def rungs(pruning: PruningRule, epochs: int) -> list[int]:
     """The epochs at which ASHA decides, for a trial of ``epochs`` epochs.
 
     Parameters
     ----------
-    pruning : PruningSpec
+    pruning : PruningRule
     epochs : int
         The trial's total epochs.
 
@@ -81,7 +93,7 @@ def rungs(pruning: PruningSpec, epochs: int) -> list[int]:
 MEDIAN_DECISIONS = 10  # epochs after the warm-up at which the median rule is asked
 
 
-def decision_epochs(pruning: PruningSpec, epochs: int) -> list[int]:
+def decision_epochs(pruning: PruningRule, epochs: int) -> list[int]:
     """The epochs a worker reports at once, so the service can decide there.
 
     ASHA's rungs; for the median rule, up to MEDIAN_DECISIONS evenly spaced epochs from
@@ -98,7 +110,7 @@ def decision_epochs(pruning: PruningSpec, epochs: int) -> list[int]:
 
 def should_prune(
     *,
-    pruning: PruningSpec,
+    pruning: PruningRule,
     direction: Direction,
     trial_id: int,
     curve: Curve,
@@ -111,7 +123,7 @@ def should_prune(
 
     Parameters
     ----------
-    pruning : PruningSpec
+    pruning : PruningRule
         The study's ``pruning`` block.
     direction : {"maximize", "minimize"}
         The objective's direction.
@@ -155,7 +167,7 @@ def should_prune(
 
 
 def _median(
-    pruning: PruningSpec,
+    pruning: PruningRule,
     direction: Direction,
     curve: Curve,
     peers: list[Curve],
@@ -190,7 +202,7 @@ def _median(
 
 
 def _asha(
-    pruning: PruningSpec,
+    pruning: PruningRule,
     direction: Direction,
     curve: Curve,
     peers: list[Curve],

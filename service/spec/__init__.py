@@ -56,7 +56,7 @@ from pydantic import (
     model_validator,
 )
 
-from service.distributions import (
+from service.search.distributions import (
     DISTRIBUTION_TYPES,
     AnyDistribution,
     CategoricalDistribution,
@@ -66,8 +66,7 @@ from service.distributions import (
     LayersDistribution,
     show,
 )
-from service.settings import Settings, get_settings
-from service.strategies import (
+from service.search.strategies import (
     CoarseToFineStrategy,
     GridStrategy,
     RandomStrategy,
@@ -75,6 +74,7 @@ from service.strategies import (
     SobolStrategy,
     Strategy,
 )
+from service.settings import Settings, get_settings
 from trainer.config import TrainConfig
 
 BUILTIN_DATASETS = ("moons", "circles", "spirals", "blobs", "xor", "digits", "breast_cancer")
