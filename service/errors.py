@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:  # the session's type only: errors stay importable without a database
+    from sqlalchemy.orm import Session
+
+M = TypeVar("M")
 
 
 class CaviarError(Exception):
@@ -32,6 +37,24 @@ class NotFound(CaviarError):
     slug = "not-found"
 
 
+# How a "does not exist" message names a model whose class name is not its noun.
+_NOUNS = {"Dataset": "data set"}
+
+
+def not_found(model: type[Any], ident: Any) -> NotFound:
+    """The NotFound for a missing row: "study 7 does not exist"."""
+    noun = _NOUNS.get(model.__name__, model.__name__.lower())
+    return NotFound(f"{noun} {ident} does not exist")
+
+
+def get_or_404(session: Session, model: type[M], ident: Any) -> M:
+    """The `model` row with primary key `ident`, or NotFound naming the model."""
+    row = session.get(model, ident)
+    if row is None:
+        raise not_found(model, ident)
+    return row
+
+
 class Conflict(CaviarError):
     """The resource is not in a state that allows this."""
 
@@ -54,6 +77,11 @@ class InvalidSpec(CaviarError):
     def __init__(self, detail: str | None = None, *, errors: list[dict[str, Any]]) -> None:
         super().__init__(detail or "; ".join(f"{e['loc']}: {e['msg']}" for e in errors))
         self.extra = {"errors": errors}
+
+    @classmethod
+    def at(cls, loc: str, msg: str, value: Any = None) -> InvalidSpec:
+        """The error of one field: where it is, what is wrong, and the value given."""
+        return cls(errors=[{"loc": loc, "msg": msg, "input": value}])
 
 
 class InvalidDataset(CaviarError):
