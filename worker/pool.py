@@ -22,7 +22,7 @@ class PoolOptions:
     token: str | None = None
     processes: int = 1
     max_trials_per_process: int | None = 200  # then a fresh process: memory cannot creep
-    claim_batch: int = 16  # a cap: leases adapt to a quarter second of work (worker.runner)
+    claim_batch: int = 16  # a cap: leases adapt to a quarter second of work (worker.policy)
     exit_when_idle: bool = False
     name_prefix: str | None = None
     log_level: int = logging.INFO

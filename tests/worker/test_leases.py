@@ -15,7 +15,7 @@ from service.db import get_database
 from service.models import Event, Trial, TrialStatus
 from tests.conftest import small_spec
 from tests.integration.waiting import wait_until
-from worker import runner
+from worker import policy
 from worker.runner import Worker
 
 
@@ -31,7 +31,7 @@ def test_trials_waiting_in_a_batch_keep_their_leases(  # type: ignore[no-untyped
     # trials (about 2.4 s) for its turn, longer than the 1.5 s lease, and must not be
     # reclaimed, because the heartbeat thread extends every lease the worker holds.
     svc = live_service(db_url, lease_seconds=1.5, heartbeat_seconds=0.2, reap_interval_seconds=0.1)
-    monkeypatch.setattr(runner, "LEASE_TARGET_SECONDS", 10.0)
+    monkeypatch.setattr(policy, "LEASE_TARGET_SECONDS", 10.0)
     stop = threading.Event()
 
     def slow_train(config: Any, dataset: Any, *, on_epoch: Any = None, **_: Any) -> _Done:
@@ -84,7 +84,7 @@ def test_the_next_claim_goes_out_while_the_last_trial_trains(  # type: ignore[no
     # leased trial it claims the next one, but not so early that the trial sits leased
     # while another process could run it. (Trials longer than FINISH_DELAY_SECONDS claim
     # when they end, with their result: here they count as short.)
-    monkeypatch.setattr(runner, "FINISH_DELAY_SECONDS", 10.0)
+    monkeypatch.setattr(policy, "FINISH_DELAY_SECONDS", 10.0)
     svc = live_service(db_url)
     study_id = _queue(svc.url, 2, epochs=20)
     seen: dict[str, list[str]] = {}
@@ -210,7 +210,7 @@ def test_a_trial_leased_early_goes_back_when_the_worker_stops(  # type: ignore[n
 ) -> None:
     # SIGTERM while the next trial is already leased (not started): it goes back to the
     # queue without counting a retry, and the finished one is still reported.
-    monkeypatch.setattr(runner, "FINISH_DELAY_SECONDS", 10.0)  # short trials: claim early
+    monkeypatch.setattr(policy, "FINISH_DELAY_SECONDS", 10.0)  # short trials: claim early
     svc = live_service(db_url)
     _queue(svc.url, 3, epochs=10)
     worker = Worker(svc.url, claim_batch=1)
