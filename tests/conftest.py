@@ -1,8 +1,14 @@
-"""Shared fixtures: databases built by the migrations, on SQLite and on PostgreSQL."""
+"""Shared fixtures: databases built by the migrations, on SQLite and on PostgreSQL.
+
+The migrations run once per session into a template (a SQLite file, a PostgreSQL
+template database); each test gets a copy, which is the same database the migrations
+build at a fraction of the cost. `test_migrations.py` runs them for real on empty ones.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,17 +52,65 @@ def postgres_admin() -> Iterator[object]:
     engine.dispose()
 
 
+def _database_url(name: str) -> str:
+    return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def _postgres_database(admin, template: str | None = None) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A PostgreSQL database of its own (a copy of `template` if given), dropped afterwards."""
+    name = f"caviar_test_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
+    url = _database_url(name)
+    yield url
+    forget_database(url)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture
 def postgres_url(postgres_admin) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A fresh, empty PostgreSQL database of this test's own, dropped afterwards."""
-    name = f"caviar_test_{uuid.uuid4().hex[:12]}"
-    with postgres_admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    yield from _postgres_database(postgres_admin)
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_admin) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A PostgreSQL database the migrations built once, for tests to copy."""
+    databases = _postgres_database(postgres_admin)
+    url = next(databases)
+    migrate.upgrade(url)
+    # CREATE DATABASE ... TEMPLATE needs the template to have no connection open.
+    forget_database(url)
+    yield make_url(url).database or ""
+    next(databases, None)
+
+
+@pytest.fixture
+def migrated_postgres_url(postgres_admin, postgres_template: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A PostgreSQL database of this test's own, as the migrations build it."""
+    yield from _postgres_database(postgres_admin, template=postgres_template)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file the migrations built once, for tests to copy."""
+    path = tmp_path_factory.mktemp("template") / "caviar.db"
+    url = f"sqlite:///{path}"
+    migrate.upgrade(url)
+    forget_database(url)
+    return path
+
+
+@pytest.fixture
+def migrated_sqlite_url(sqlite_template: Path, tmp_path: Path) -> Iterator[str]:
+    """A SQLite database of this test's own, as the migrations build it."""
+    path = tmp_path / "caviar.db"
+    shutil.copyfile(sqlite_template, path)
+    url = f"sqlite:///{path}"
     yield url
     forget_database(url)
-    with postgres_admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -70,11 +124,10 @@ def empty_db_url(request, tmp_path: Path) -> Iterator[str]:  # type: ignore[no-u
         yield request.getfixturevalue("postgres_url")
 
 
-@pytest.fixture
-def db_url(empty_db_url: str) -> str:
-    """A database of each kind, built by running the migrations (never create_all)."""
-    migrate.upgrade(empty_db_url)
-    return empty_db_url
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request) -> str:  # type: ignore[no-untyped-def]
+    """A database of each kind, built by the migrations (never create_all)."""
+    return str(request.getfixturevalue(f"migrated_{request.param}_url"))
 
 
 @pytest.fixture
@@ -83,11 +136,8 @@ def db(db_url: str) -> Database:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> Iterator[str]:
-    url = f"sqlite:///{tmp_path / 'caviar.db'}"
-    migrate.upgrade(url)
-    yield url
-    forget_database(url)
+def sqlite_url(migrated_sqlite_url: str) -> str:
+    return migrated_sqlite_url
 
 
 @pytest.fixture
@@ -177,3 +227,16 @@ def live_service(settings_for):  # type: ignore[no-untyped-def]
     yield start
     for svc in started:
         svc.stop()
+
+
+# Tiers, by folder: `pytest -m unit` is the fast inner loop; `-m "not browser"` and the
+# others pick what a change needs. Every test is in exactly one tier.
+TIERS = {"integration": "integration", "browser": "browser", "multihost": "multihost"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(root).parts
+        tier = TIERS.get(parts[0], "unit") if len(parts) > 1 else "unit"
+        item.add_marker(getattr(pytest.mark, tier))
