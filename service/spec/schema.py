@@ -1,0 +1,252 @@
+"""The spec's schema: the pydantic model of each block, and the plan of one trial.
+
+A spec names a data set, a base model (a ``TrainConfig`` given as the fields to change),
+a space of distributions keyed by dotted paths into the model, a strategy, an objective,
+how to execute and how to prune (field by field in DESIGN.md). The schema alone checks
+each block's own fields; `service.spec.parse_spec` also checks the spec against the
+model and the caps.
+
+Space paths and distributions::
+
+    space:
+      learning_rate:   {type: float, low: 1.0e-4, high: 1.0, scale: log}
+      beta1:           {type: float, low: 0.9, high: 0.999, scale: one_minus_log}
+      keep_prob:       {type: float, low: 0.5, high: 1.0, step: 0.05}
+      hidden_layers.0: {type: int, low: 5, high: 50}          # one width of model.hidden_layers
+      epochs:          {type: int, low: 10, high: 1000, scale: log}
+      init:            {type: categorical, choices: [he, xavier]}
+
+A path is a model field, or ``<list field>.<index>`` for one element of a list the base
+model already has. A distribution must fit the field: ``float`` for a float field,
+``int`` for an int or float field, ``categorical`` for anything (its choices are any JSON
+values, so ``hidden_layers`` can be a choice of lists: ``choices: [[50], [20, 7, 5]]``).
+
+Depth and widths together - "1 to 4 hidden layers, 5 to 200 units each on a log
+scale" - is the ``layers`` distribution on ``hidden_layers``::
+
+    hidden_layers: {type: layers, depth: {low: 1, high: 4}, units: {low: 5, high: 200, scale: log}}
+
+``depth`` and ``units`` are int distributions (``type: int`` may be left out). A trial
+first draws the depth, then one width per layer that exists, each from ``units``; widths
+of layers that do not exist are not drawn (on the grid, each depth is combined only with
+widths for its own layers). ``hidden_layers`` then cannot also appear as
+``hidden_layers.<index>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from service.search.distributions import AnyDistribution
+from service.search.strategies import SearchSpace
+from trainer.config import TrainConfig
+
+BUILTIN_DATASETS = ("moons", "circles", "spirals", "blobs", "xor", "digits", "breast_cancer")
+GENERATED_DATASETS = ("moons", "circles", "spirals", "blobs", "xor")
+METRICS = ("dev_accuracy", "dev_cost", "train_accuracy", "train_cost")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class DatasetSpec(_Strict):
+    """A built-in generator, a built-in real data set, or the id of an uploaded one."""
+
+    name: str = Field(max_length=200)
+    n_samples: int = Field(1000, ge=4, description="generators only")
+    noise: float = Field(0.2, ge=0.0, le=1000.0, description="generators only")
+    dev_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    seed: int = Field(0, ge=0, lt=2**63)
+    label_column: str | None = Field(None, min_length=1, description="uploaded data only")
+    # Beyond DESIGN.md's block: what trainer.load_dataset also takes.
+    n_classes: int | None = Field(None, ge=2, le=50, description="spirals and blobs only")
+    standardize: bool = True
+    task: Literal["binary", "multiclass", "regression"] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not name.strip():
+            raise ValueError(
+                f"must be a built-in data set ({', '.join(BUILTIN_DATASETS)}) "
+                f"or an uploaded data set's id (got {name!r})"
+            )
+        if name != name.strip():
+            raise ValueError(f"must not start or end with spaces (got {name!r})")
+        return name
+
+    @model_validator(mode="after")
+    def _label_column(self) -> DatasetSpec:
+        if self.label_column is not None and self.is_builtin:
+            raise ValueError(
+                f"label_column: only for an uploaded data set, not the built-in "
+                f"{self.name!r} (got {self.label_column!r})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _n_classes(self) -> DatasetSpec:
+        if self.n_classes is not None and self.name not in ("spirals", "blobs"):
+            raise ValueError(
+                f"n_classes: only for spirals and blobs (got {self.n_classes} for {self.name!r})"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Dumped, the block is what trainer.load_dataset takes: no unset options, and no
+        # generator-only keys for a real data set (parsing it again restores the defaults).
+        out: dict[str, Any] = {k: v for k, v in handler(self).items() if v is not None}
+        if not self.is_generated:
+            out.pop("n_samples", None)
+            out.pop("noise", None)
+        return out
+
+    def loader_args(self) -> dict[str, Any]:
+        """The mapping `trainer.load_dataset` takes for a built-in data set.
+
+        The same as the dumped block. For an uploaded data set the service adds the file's
+        ``path`` (the ``name`` is its id).
+        """
+        return self.model_dump()
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.name in BUILTIN_DATASETS
+
+    @property
+    def is_generated(self) -> bool:
+        """Whether `n_samples` and `noise` apply (they are ignored otherwise)."""
+        return self.name in GENERATED_DATASETS
+
+
+class StrategySpec(_Strict):
+    """How trials are chosen: grid, random, sobol or coarse_to_fine."""
+
+    type: Literal["grid", "random", "sobol", "coarse_to_fine"] = "random"
+    trials: int = Field(60, ge=1, description="random and sobol")
+    grid_points: int = Field(5, ge=1, description="grid: points per continuous dimension")
+    rounds: int = Field(3, ge=1, description="coarse_to_fine")
+    trials_per_round: int = Field(20, ge=1, description="coarse_to_fine")
+    keep_top: float = Field(0.25, gt=0.0, le=1.0, description="coarse_to_fine")
+    margin: float = Field(
+        0.1, ge=0.0, le=1.0, description="coarse_to_fine: widen the best's span by this share"
+    )
+    placement: Literal["model", "uniform"] = Field(
+        "model",
+        description=(
+            "coarse_to_fine: where in the box a round's trials go - model: by Thompson "
+            "sampling from a Gaussian process of the finished trials; uniform: uniformly"
+        ),
+    )
+
+
+class ObjectiveSpec(_Strict):
+    """What a trial's value is; `direction` defaults to the one the metric needs."""
+
+    metric: Literal["dev_accuracy", "dev_cost", "train_accuracy", "train_cost"] = "dev_accuracy"
+    direction: Literal["maximize", "minimize"]
+    at: Literal["last", "best"] = "last"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_direction(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("direction") is None:
+            metric = data.get("metric", "dev_accuracy")
+            natural = "minimize" if str(metric).endswith("_cost") else "maximize"
+            return {**data, "direction": natural}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ObjectiveSpec:
+        natural = "minimize" if self.metric.endswith("_cost") else "maximize"
+        if self.direction != natural:
+            raise ValueError(
+                f"direction: {self.metric} is to {natural}, a search that would "
+                f"{self.direction} it finds the worst model (got {self.direction!r})"
+            )
+        return self
+
+
+class ExecutionSpec(_Strict):
+    """How the queue runs a study's trials."""
+
+    mode: Literal["caviar", "panda"] = "caviar"
+    max_parallel: int = Field(8, ge=1, le=100_000)
+    seed: int = Field(42, ge=0, lt=2**63)
+    max_retries: int = Field(2, ge=0, le=100)
+    checkpoint_every: int = Field(10, ge=1)
+    await_review: bool = False
+
+    @model_validator(mode="after")
+    def _review_needs_panda(self) -> ExecutionSpec:
+        if self.await_review and self.mode != "panda":
+            raise ValueError(
+                f"await_review: only with mode panda, one trial at a time (got mode {self.mode!r})"
+            )
+        return self
+
+
+class PruningSpec(_Strict):
+    """Stopping unpromising trials early: none, median or ASHA."""
+
+    type: Literal["none", "median", "asha"] = "none"
+    warmup_epochs: int = Field(10, ge=0, description="median")
+    min_epochs: int = Field(5, ge=1, description="asha: rungs at min_epochs * reduction_factor^k")
+    reduction_factor: int = Field(3, ge=2, description="asha")
+
+
+class StudySpec(_Strict):
+    """A whole search. Build it with `parse_spec`, which also checks it against the model."""
+
+    name: str = Field(min_length=1, max_length=200)
+    dataset: DatasetSpec
+    model: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, AnyDistribution] = Field(default_factory=dict)
+    strategy: StrategySpec = Field(default_factory=lambda: StrategySpec())
+    objective: ObjectiveSpec = Field(default_factory=lambda: ObjectiveSpec.model_validate({}))
+    execution: ExecutionSpec = Field(default_factory=lambda: ExecutionSpec())
+    pruning: PruningSpec = Field(default_factory=lambda: PruningSpec())
+
+    @field_validator("pruning", mode="before")
+    @classmethod
+    def _null_pruning(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not name.strip():
+            raise ValueError(f"must not be blank (got {name!r})")
+        return name
+
+    def base_config(self) -> TrainConfig:
+        """The model block over TrainConfig's defaults (raises if the block is invalid)."""
+        return TrainConfig(**self.model)
+
+    def search_space(self) -> SearchSpace:
+        return SearchSpace(self.space)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able and complete (defaults filled in); `parse_spec` reads it back as equal."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """One trial to queue: the sampled values and the full config they make."""
+
+    params: dict[str, Any]  # sampled values keyed by space path
+    config: dict[str, Any]  # the merged TrainConfig, JSON-able
