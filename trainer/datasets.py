@@ -24,7 +24,6 @@ with more: multiclass; other numbers: regression) unless given.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -33,9 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from trainer.datafiles import read_file
+from trainer.generators import GENERATORS, generate
 from trainer.layers import Array
 
-GENERATORS = ("moons", "circles", "spirals", "blobs", "xor")
 SHIPPED = ("digits", "breast_cancer")
 DATA_DIR = Path(__file__).resolve().parent / "data"
 MAX_SAMPLES = 1_000_000  # a generator request above this is a typo, not a data set
@@ -130,7 +130,7 @@ def load_dataset(spec: Mapping[str, Any]) -> Dataset:
     if "path" in spec:
         _check_keys(spec, _FILE_KEYS, "a dataset file")
         path = Path(str(spec["path"]))
-        X, y, feature_names = _read_file(path, spec.get("label_column"))
+        X, y, feature_names = read_file(path, spec.get("label_column"))
         return dataset_from_arrays(
             X,
             y,
@@ -149,7 +149,7 @@ def load_dataset(spec: Mapping[str, Any]) -> Dataset:
             n_classes = _int(spec, "n_classes", 2 if name == "spirals" else 3, low=2, high=50)
         elif "n_classes" in spec:
             raise ValueError(f"n_classes: {name} always has 2 classes")
-        X, y = _generate(str(name), n_samples, noise, rng, n_classes)
+        X, y = generate(str(name), n_samples, noise, rng, n_classes)
         return dataset_from_arrays(
             X, y, name=str(name), feature_names=["x1", "x2"], rng=rng, **_common(spec)
         )
@@ -203,40 +203,12 @@ def dataset_from_arrays(
     """
     X = _as_features(X)
     y_raw = np.asarray(y)
-    if y_raw.ndim not in (1, 2) or (y_raw.ndim == 2 and task != "regression"):
-        raise ValueError(
-            f"y must have shape (m,), got {y_raw.shape}"
-            + ("" if task == "regression" else " (2-D targets need task='regression')")
-        )
-    m = X.shape[0]
-    if y_raw.shape[0] != m:
-        raise ValueError(f"X has {m} rows but y has {y_raw.shape[0]}: they must match")
-    if not 0.0 <= dev_fraction < 1.0:
-        raise ValueError(f"dev_fraction must be in [0, 1), got {dev_fraction}")
+    _check_shapes(X, y_raw, task, dev_fraction)
     task = _infer_task(y_raw) if task is None else task
     if task not in ("binary", "multiclass", "regression"):
         raise ValueError(f"task must be binary, multiclass or regression, got {task!r}")
-    classes: list[Any] | None = None
-    n_classes: int | None = None
-    y_arr: Array
-    if task == "regression":
-        if y_raw.dtype.kind not in "biuf":
-            raise ValueError(f"regression targets must be numbers, got dtype {y_raw.dtype}")
-        y_arr = y_raw.astype(np.float64)
-        if not np.all(np.isfinite(y_arr)):
-            raise ValueError(f"y has NaN or infinite values (at row {_first_bad_row(y_arr)})")
-    else:
-        if y_raw.dtype.kind == "f" and not np.all(np.isfinite(y_raw)):
-            raise ValueError(f"y has NaN or infinite values (at row {_first_bad_row(y_raw)})")
-        uniques, inverse = np.unique(y_raw, return_inverse=True)
-        y_arr = inverse.reshape(-1).astype(np.int64)
-        n_classes = len(uniques)
-        if n_classes < 2:
-            only = uniques[0].item() if n_classes else None
-            raise ValueError(f"y has a single class ({only!r}): classification needs at least 2")
-        if task == "binary" and n_classes != 2:
-            raise ValueError(f"task 'binary' needs exactly 2 classes, y has {n_classes}")
-        classes = [u.item() for u in uniques]
+    y_arr, n_classes, classes = _encode_labels(y_raw, task)
+    m = X.shape[0]
     if m < 2:
         raise ValueError(f"need at least 2 examples, got {m}")
     if rng is None:
@@ -245,9 +217,7 @@ def dataset_from_arrays(
     X_train, X_dev = X[train_idx], X[dev_idx]
     mean = std = None
     if standardize:
-        mean = X_train.mean(axis=0)
-        std = X_train.std(axis=0)
-        std[std == 0.0] = 1.0  # a constant feature stays 0 instead of dividing by zero
+        mean, std = _standardization(X_train)
         X_train = (X_train - mean) / std
         X_dev = (X_dev - mean) / std
     names = feature_names if feature_names is not None else [f"x{i + 1}" for i in range(X.shape[1])]
@@ -268,70 +238,49 @@ def dataset_from_arrays(
     )
 
 
-# -- generators -----------------------------------------------------------------------------
-
-
-def _generate(
-    name: str, n: int, noise: float, rng: np.random.Generator, n_classes: int | None
-) -> tuple[Array, Array]:
-    if name == "moons":
-        n_out = n // 2
-        n_in = n - n_out
-        t_out = np.linspace(0.0, np.pi, n_out)
-        t_in = np.linspace(0.0, np.pi, n_in)
-        X = np.concatenate(
-            [
-                np.stack([np.cos(t_out), np.sin(t_out)], axis=1),
-                np.stack([1.0 - np.cos(t_in), 0.5 - np.sin(t_in)], axis=1),
-            ]
+def _check_shapes(X: Array, y: Array, task: str | None, dev_fraction: float) -> None:
+    if y.ndim not in (1, 2) or (y.ndim == 2 and task != "regression"):
+        raise ValueError(
+            f"y must have shape (m,), got {y.shape}"
+            + ("" if task == "regression" else " (2-D targets need task='regression')")
         )
-        y = np.repeat([0, 1], [n_out, n_in])
-        X = X + rng.normal(scale=noise, size=X.shape) if noise else X
-    elif name == "circles":
-        n_out = n // 2
-        n_in = n - n_out
-        t_out = np.linspace(0.0, 2 * np.pi, n_out, endpoint=False)
-        t_in = np.linspace(0.0, 2 * np.pi, n_in, endpoint=False)
-        factor = 0.5  # radius of the inner circle relative to the outer one
-        X = np.concatenate(
-            [
-                np.stack([np.cos(t_out), np.sin(t_out)], axis=1),
-                factor * np.stack([np.cos(t_in), np.sin(t_in)], axis=1),
-            ]
-        )
-        y = np.repeat([0, 1], [n_out, n_in])
-        X = X + rng.normal(scale=noise, size=X.shape) if noise else X
-    elif name == "spirals":
-        # CS231n's spirals: arm c turns through 4 radians from c * 4, radius 0 to 1.
-        assert n_classes is not None
-        counts = _split_count(n, n_classes)
-        parts, labels = [], []
-        for c, count in enumerate(counts):
-            r = np.linspace(0.0, 1.0, count)
-            theta = np.linspace(c * 4.0, (c + 1) * 4.0, count) + rng.normal(scale=noise, size=count)
-            parts.append(np.stack([r * np.sin(theta), r * np.cos(theta)], axis=1))
-            labels.append(np.full(count, c))
-        X, y = np.concatenate(parts), np.concatenate(labels)
-    elif name == "blobs":
-        # Gaussian blobs of standard deviation `noise` around centres on a circle of radius 2.
-        assert n_classes is not None
-        counts = _split_count(n, n_classes)
-        angles = 2 * np.pi * np.arange(n_classes) / n_classes
-        centres = 2.0 * np.stack([np.cos(angles), np.sin(angles)], axis=1)
-        y = np.repeat(np.arange(n_classes), counts)
-        X = centres[y] + rng.normal(scale=noise, size=(n, 2))
-    elif name == "xor":
-        X = rng.uniform(-1.0, 1.0, size=(n, 2))
-        y = ((X[:, 0] > 0) ^ (X[:, 1] > 0)).astype(np.int64)
-        X = X + rng.normal(scale=noise, size=X.shape) if noise else X
-    else:  # pragma: no cover - guarded by the caller
-        raise ValueError(f"unknown generator {name!r}")
-    order = rng.permutation(n)
-    return X[order], y[order].astype(np.int64)
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}: they must match")
+    if not 0.0 <= dev_fraction < 1.0:
+        raise ValueError(f"dev_fraction must be in [0, 1), got {dev_fraction}")
 
 
-def _split_count(n: int, k: int) -> list[int]:
-    return [n // k + (1 if i < n % k else 0) for i in range(k)]
+def _encode_labels(y: Array, task: str) -> tuple[Array, int | None, list[Any] | None]:
+    """(targets as trained on, number of classes, the original label of each class index).
+
+    Regression targets become float64; class labels (numbers or strings) become int64
+    indices into their sorted unique values.
+    """
+    if task == "regression":
+        if y.dtype.kind not in "biuf":
+            raise ValueError(f"regression targets must be numbers, got dtype {y.dtype}")
+        targets = y.astype(np.float64)
+        if not np.all(np.isfinite(targets)):
+            raise ValueError(f"y has NaN or infinite values (at row {_first_bad_row(targets)})")
+        return targets, None, None
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise ValueError(f"y has NaN or infinite values (at row {_first_bad_row(y)})")
+    uniques, inverse = np.unique(y, return_inverse=True)
+    n_classes = len(uniques)
+    if n_classes < 2:
+        only = uniques[0].item() if n_classes else None
+        raise ValueError(f"y has a single class ({only!r}): classification needs at least 2")
+    if task == "binary" and n_classes != 2:
+        raise ValueError(f"task 'binary' needs exactly 2 classes, y has {n_classes}")
+    return inverse.reshape(-1).astype(np.int64), n_classes, [u.item() for u in uniques]
+
+
+def _standardization(X_train: Array) -> tuple[Array, Array]:
+    """The mean and standard deviation of each feature over the training part."""
+    mean = X_train.mean(axis=0)
+    std = X_train.std(axis=0)
+    std[std == 0.0] = 1.0  # a constant feature stays 0 instead of dividing by zero
+    return mean, std
 
 
 # -- splitting and validation -----------------------------------------------------------------
@@ -435,88 +384,3 @@ def _common(spec: dict[str, Any]) -> dict[str, Any]:
         "seed": _int(spec, "seed", 0, low=0, high=2**63 - 1),
         "standardize": standardize,
     }
-
-
-# -- users' files -----------------------------------------------------------------------------
-
-
-def _read_file(path: Path, label_column: Any) -> tuple[Array, Array, list[str]]:
-    if not path.is_file():
-        raise ValueError(f"data file {str(path)!r} does not exist")
-    if path.stat().st_size == 0:
-        raise ValueError(f"data file {path.name!r} is empty")
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        return _read_npz(path, label_column)
-    if suffix in (".csv", ".txt"):
-        return _read_csv(path, label_column)
-    raise ValueError(f"data file {path.name!r}: expected a .csv or .npz file")
-
-
-def _read_npz(path: Path, label_column: Any) -> tuple[Array, Array, list[str]]:
-    y_key = "y" if label_column is None else str(label_column)
-    try:
-        data = np.load(path, allow_pickle=False)
-    except Exception as exc:  # a corrupt archive raises one of several types
-        raise ValueError(f"data file {path.name!r} is not a readable NPZ archive: {exc}") from exc
-    with data:
-        keys = list(data.keys())
-        if "X" not in keys or y_key not in keys:
-            raise ValueError(
-                f"NPZ file {path.name!r} needs arrays 'X' and {y_key!r}; it has {keys}"
-            )
-        X, y = data["X"], data[y_key]
-    if X.ndim == 2 and X.shape[0] == 0:
-        raise ValueError(f"data file {path.name!r} has no examples")
-    names = [f"x{i + 1}" for i in range(X.shape[1])] if X.ndim == 2 else []
-    return X, y, names
-
-
-def _read_csv(path: Path, label_column: Any) -> tuple[Array, Array, list[str]]:
-    if label_column is None:
-        raise ValueError("label_column is required for a CSV file: name the column with y")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
-    if not rows:
-        raise ValueError(f"data file {path.name!r} is empty")
-    header = [cell.strip() for cell in rows[0]]
-    body = rows[1:]
-    if not body:
-        raise ValueError(f"data file {path.name!r} has a header but no data rows")
-    if str(label_column) not in header:
-        raise ValueError(f"label column {str(label_column)!r} not found; the columns are {header}")
-    label_at = header.index(str(label_column))
-    if len(header) < 2:
-        raise ValueError(f"data file {path.name!r} has no feature columns besides the label")
-    features = [name for i, name in enumerate(header) if i != label_at]
-    X = np.empty((len(body), len(features)), np.float64)
-    labels: list[str] = []
-    for r, row in enumerate(body, start=2):  # row 1 is the header
-        if len(row) != len(header):
-            raise ValueError(
-                f"data file {path.name!r}, line {r}: {len(row)} values for {len(header)} columns"
-            )
-        labels.append(row[label_at].strip())
-        values = [cell for i, cell in enumerate(row) if i != label_at]
-        for c, cell in enumerate(values):
-            try:
-                X[r - 2, c] = float(cell)
-            except ValueError:
-                raise ValueError(
-                    f"data file {path.name!r}, line {r}, column {features[c]!r}: "
-                    f"{cell.strip()!r} is not a number"
-                ) from None
-    if not np.all(np.isfinite(X)):
-        row, col = np.argwhere(~np.isfinite(X))[0]
-        raise ValueError(
-            f"data file {path.name!r} has NaN or infinite values "
-            f"(first at line {row + 2}, column {features[col]!r})"
-        )
-    if any(label == "" for label in labels):
-        raise ValueError(f"data file {path.name!r}: the label column has empty values")
-    y: Array
-    try:
-        y = np.array([float(label) for label in labels])
-    except ValueError:
-        y = np.array(labels)
-    return X, y, features

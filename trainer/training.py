@@ -141,23 +141,7 @@ def train(
         With ``resume``, ``history`` holds only the epochs run here, numbered from
         ``resume.epoch + 1``.
     """
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int):
-        raise TypeError(f"checkpoint_every must be an int, got {checkpoint_every!r}")
-    if checkpoint_every < 0:
-        raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
-    if resume is not None:
-        if not isinstance(resume, Checkpoint):
-            raise TypeError(f"resume must be a Checkpoint, got {type(resume).__name__}")
-        if init_params is not None:
-            raise ValueError("pass either init_params or resume, not both")
-        check_resumable(resume, config)
-        if resume.task != dataset.task:
-            raise ValueError(
-                f"the checkpoint was trained for a {resume.task} task, the data set is "
-                f"{dataset.task}"
-            )
+    _check_arguments(config, dataset, init_params, resume, checkpoint_every)
     rng = np.random.default_rng(config.seed)
     model = Model(config, dataset.n_features, dataset.n_outputs, dataset.task, rng=rng)
     if init_params is not None:
@@ -168,24 +152,7 @@ def train(
     if resume is not None:
         loop.restore(resume)
         first = resume.epoch
-    history: list[dict[str, Any]] = []
-    status: Status = "completed"
-    for epoch in range(first, config.epochs):
-        metrics, diverged = loop.run_epoch(epoch)
-        history.append(metrics)
-        answer = on_epoch(dict(metrics)) if on_epoch is not None else None
-        if diverged:
-            status = "diverged"
-            break
-        stop = _wants_stop(answer)
-        done = epoch + 1
-        if on_checkpoint is not None and (
-            stop or (checkpoint_every and (done % checkpoint_every == 0 or done == config.epochs))
-        ):
-            on_checkpoint(loop.checkpoint(done))
-        if stop:
-            status = "stopped"
-            break
+    history, status = _run_epochs(loop, first, on_epoch, checkpoint_every, on_checkpoint)
     return TrainResult(
         history=history,
         params=model.get_params(),
@@ -193,6 +160,60 @@ def train(
         model=model,
         optimizer_state=optimizer.state_dict(),
     )
+
+
+def _check_arguments(
+    config: TrainConfig,
+    dataset: Dataset,
+    init_params: Mapping[str, Any] | None,
+    resume: Checkpoint | None,
+    checkpoint_every: int,
+) -> None:
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int):
+        raise TypeError(f"checkpoint_every must be an int, got {checkpoint_every!r}")
+    if checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
+    if resume is None:
+        return
+    if not isinstance(resume, Checkpoint):
+        raise TypeError(f"resume must be a Checkpoint, got {type(resume).__name__}")
+    if init_params is not None:
+        raise ValueError("pass either init_params or resume, not both")
+    check_resumable(resume, config)
+    if resume.task != dataset.task:
+        raise ValueError(
+            f"the checkpoint was trained for a {resume.task} task, the data set is {dataset.task}"
+        )
+
+
+def _run_epochs(
+    loop: _Loop,
+    first: int,
+    on_epoch: OnEpoch | None,
+    checkpoint_every: int,
+    on_checkpoint: OnCheckpoint | None,
+) -> tuple[list[dict[str, Any]], Status]:
+    """Epochs `first` on to the config's last, or until a divergence or a stop; the
+    history and the run's status."""
+    epochs = loop.config.epochs
+    history: list[dict[str, Any]] = []
+    for epoch in range(first, epochs):
+        metrics, diverged = loop.run_epoch(epoch)
+        history.append(metrics)
+        answer = on_epoch(dict(metrics)) if on_epoch is not None else None
+        if diverged:
+            return history, "diverged"
+        stop = _wants_stop(answer)
+        done = epoch + 1
+        if on_checkpoint is not None and (
+            stop or (checkpoint_every and (done % checkpoint_every == 0 or done == epochs))
+        ):
+            on_checkpoint(loop.checkpoint(done))
+        if stop:
+            return history, "stopped"
+    return history, "completed"
 
 
 class _Loop:
