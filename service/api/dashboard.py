@@ -22,7 +22,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
@@ -33,6 +33,7 @@ from service.db import Database
 from service.errors import NotFound, Unauthorized, Unavailable
 from service.models import METRIC_FIELDS, Event, Metric, Round, Study, Trial, TrialStatus
 from service.schemas import MetricRead, RoundRead, StudyRead, TrialRead
+from service.spec import StudySpec, total_trials
 from service.studies import study_dict, trial_dict
 
 # One router for both: app.py includes it with one line, before the /static mount.
@@ -215,14 +216,11 @@ def _best_first(study: Study) -> list[Any]:
 
 
 def _planned(study: Study, queued_so_far: int) -> int:
-    # Read from the stored spec rather than re-validated: a spec stored under other caps
-    # stays readable. A grid queues all its trials at once, so what exists is the plan.
-    strategy = study.spec.get("strategy") or {}
-    if strategy.get("type") == "coarse_to_fine":
-        planned = int(strategy.get("rounds", 1)) * int(strategy.get("trials_per_round", 0))
-    elif strategy.get("type") in ("random", "sobol"):
-        planned = int(strategy.get("trials", 0))
-    else:
+    # Read through the schema only, not parse_spec's caps and checks: a spec stored under
+    # other caps stays readable. One the schema no longer reads counts what exists.
+    try:
+        planned = total_trials(StudySpec.model_validate(study.spec))
+    except ValidationError:
         planned = 0
     return max(planned, queued_so_far)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -37,7 +36,7 @@ from service.schemas import (
     TrialsPage,
     WorkerRead,
 )
-from service.spec import plan_round, total_rounds
+from service.spec import SpecError, load_spec_data, plan_round, total_rounds
 from service.studies import (
     cancel_study,
     check_dataset,
@@ -58,13 +57,6 @@ from service.studies import (
 )
 
 router = APIRouter(prefix="/api")
-
-# A spec is at most a few levels deep (space.hidden_layers.units.low) and holds at most
-# a few thousand values; anything far beyond is an attack on the parser or the validator
-# (deep nesting, or YAML aliases that expand exponentially), refused before either runs.
-MAX_SPEC_DEPTH = 32
-MAX_SPEC_VALUES = 100_000
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
 
 _EXAMPLE_SPEC: dict[str, Any] = {
     "name": "moons-adam",
@@ -98,48 +90,14 @@ SPEC_BODY = {
 }
 
 
-def _shape_problem(value: Any, *, max_depth: int, max_values: int) -> str | None:
-    """Why `value` is too deep or too big to validate, or None.
-
-    Iterative, so no recursion to exhaust; it stops at `max_values`, so YAML aliases that
-    expand a few lines into billions of nodes cost no more than `max_values` steps.
-    """
-    stack = [(value, 1)]
-    seen = 0
-    while stack:
-        item, depth = stack.pop()
-        seen += 1
-        if seen > max_values:
-            return f"holds more than {max_values} values"
-        if isinstance(item, dict | list):
-            if depth > max_depth:
-                return f"nested deeper than {max_depth} levels"
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return None
-
-
-def _body_error(msg: str, value: Any = None) -> InvalidSpec:
-    return InvalidSpec(errors=[{"loc": "body", "msg": msg, "input": value}])
-
-
-async def read_spec_body(request: Request) -> Any:
+async def read_spec_body(request: Request) -> dict[str, Any]:
     """The request body as a spec: YAML when the content type says so, JSON otherwise."""
     raw = await request.body()
     content_type = request.headers.get("content-type", "application/json")
     try:
-        text = raw.decode("utf-8")
-        data = yaml.load(text, Loader=_YAML_LOADER) if "yaml" in content_type else json.loads(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise _body_error(f"not valid {content_type}: {exc}") from None
-    except RecursionError:
-        raise _body_error(f"nested deeper than {MAX_SPEC_DEPTH} levels") from None
-    if not isinstance(data, dict):
-        raise _body_error("a spec must be a mapping", type(data).__name__)
-    problem = _shape_problem(data, max_depth=MAX_SPEC_DEPTH, max_values=MAX_SPEC_VALUES)
-    if problem:
-        raise _body_error(problem)
-    return data
+        return load_spec_data(raw, syntax="yaml" if "yaml" in content_type else "json")
+    except SpecError as exc:  # about the body as a whole: a syntax error, a key twice...
+        raise InvalidSpec(errors=[{**e, "loc": "body"} for e in exc.errors]) from None
 
 
 @router.post(
