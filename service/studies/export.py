@@ -1,0 +1,140 @@
+"""A study's trials as one flat table, for a JSON or a CSV download."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from datetime import UTC
+from typing import Any
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
+
+from service.db import Database
+from service.errors import get_or_404
+from service.models import METRIC_FIELDS, Metric, Study, Trial
+from service.studies.reads import objective_at, trial_dict
+
+# The export's fixed columns, in its order: fields of the trial summary, its id renamed.
+EXPORT_COLUMNS = (
+    "trial_id",
+    "number",
+    "round",
+    "status",
+    "value",
+    "outcome",
+    "attempt",
+    "retries",
+    "epochs_done",
+    "worker_id",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "error",
+)
+_TIMES = ("created_at", "started_at", "finished_at")
+
+
+def export_trials(*, db: Database, study_id: int) -> dict[str, Any]:
+    """Every trial as one flat row: fixed columns, `param.<path>`, then `final.<metric>`.
+
+    `final.*` are the metrics of the last epoch of the trial's latest attempt, so a
+    stopped or failed trial shows where it got to.
+    """
+    with db.session(write=False) as s:
+        study = get_or_404(s, Study, study_id)
+        trials = s.scalars(
+            select(Trial).where(Trial.study_id == study_id).order_by(Trial.number)
+        ).all()
+        finals = _final_metrics(s, study_id)
+        paths = list(study.spec.get("space", {}))
+        for t in trials:
+            paths += [p for p in t.params if p not in paths]
+        columns = [
+            *EXPORT_COLUMNS,
+            *(f"param.{p}" for p in paths),
+            *(f"final.{k}" for k in METRIC_FIELDS),
+        ]
+        return {
+            "study_id": study.id,
+            "name": study.name,
+            "objective": {
+                "metric": study.metric,
+                "direction": study.direction,
+                "at": objective_at(study.spec),
+            },
+            "columns": columns,
+            "rows": [_export_row(t, paths, finals.get(t.id)) for t in trials],
+        }
+
+
+def _final_metrics(s: Session, study_id: int) -> dict[int, Metric]:
+    """Each trial's last epoch of its latest attempt, by trial id."""
+    latest = and_(Metric.trial_id == Trial.id, Metric.attempt == Trial.attempt)
+    last_epoch = (
+        select(Metric.trial_id, func.max(Metric.epoch).label("epoch"))
+        .join(Trial, latest)
+        .where(Trial.study_id == study_id)
+        .group_by(Metric.trial_id)
+        .subquery()
+    )
+    return {
+        m.trial_id: m
+        for m in s.scalars(
+            select(Metric)
+            .join(Trial, latest)
+            .join(
+                last_epoch,
+                and_(
+                    Metric.trial_id == last_epoch.c.trial_id,
+                    Metric.epoch == last_epoch.c.epoch,
+                ),
+            )
+        )
+    }
+
+
+def _export_row(t: Trial, paths: Sequence[str], final: Metric | None) -> dict[str, Any]:
+    summary = trial_dict(t)
+    summary["trial_id"] = summary["id"]
+    for name in _TIMES:
+        summary[name] = _iso(summary[name])
+    row: dict[str, Any] = {name: summary[name] for name in EXPORT_COLUMNS}
+    row.update({f"param.{p}": t.params.get(p) for p in paths})
+    row.update({f"final.{k}": getattr(final, k, None) for k in METRIC_FIELDS})
+    return row
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite's timestamps are naive UTC
+        value = value.replace(tzinfo=UTC)
+    return str(value.isoformat())
+
+
+def export_csv(export: dict[str, Any]) -> str:
+    """The export as CSV: lists as JSON, NaN and None as empty cells.
+
+    A text cell that starts like a spreadsheet formula (= + - @) gets a leading quote,
+    so opening an export cannot run a formula a spec or an error message carried.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(export["columns"])
+    for row in export["rows"]:
+        writer.writerow([_cell(row.get(c)) for c in export["columns"]])
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    if isinstance(value, list | dict):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
