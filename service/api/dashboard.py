@@ -27,10 +27,10 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.api.deps import DbDep, ReadScope
-from service.api.events import LAST_EVENT_ID, take_order_lock
 from service.auth import COOKIE, credentials, login_page, safe_next, same_origin
 from service.db import Database
 from service.errors import NotFound, Unauthorized, Unavailable
+from service.events import LAST_EVENT_ID, take_order_lock
 from service.models import METRIC_FIELDS, Event, Metric, Round, Study, Trial, TrialStatus
 from service.schemas import MetricRead, RoundRead, StudyRead, TrialRead
 from service.spec import StudySpec, total_trials
