@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import (
-    MAX_ID,
-    DbDep,
-    ReadScope,
-    StudyId,
-    TrialId,
-    WorkerScope,
-    WriteScope,
-)
+from service.api.deps import DbDep, ReadScope, StudyId, TrialId, WriteScope
 from service.api.docs import problem_responses
-from service.panda import (
-    checkpoint_content,
-    continue_study,
-    fork_trial,
-    list_checkpoints,
-    pause_trial,
-    resume_trial,
-    store_checkpoint,
-)
+from service.checkpoints import list_checkpoints
+from service.panda import continue_study, fork_trial, pause_trial, resume_trial
 from service.schemas import StudyRead, TrialDetail
 from service.studies import get_study
 
 router = APIRouter(prefix="/api", tags=["panda"])
-worker_router = APIRouter(prefix="/api/worker", dependencies=[WorkerScope], tags=["worker"])
+# The worker's checkpoint routes moved to service.api.worker with the rest of its protocol;
+# this empty router stays only while service/app.py still includes it.
+worker_router = APIRouter()
 
 
 class ForkRequest(BaseModel):
@@ -56,10 +42,6 @@ class CheckpointRead(BaseModel):
     attempt: int
     epoch: int
     size_bytes: int
-
-
-class CheckpointStored(BaseModel):
-    checkpoint_id: int
 
 
 @router.post(
@@ -117,43 +99,3 @@ def post_continue(study_id: StudyId, db: DbDep) -> dict[str, Any]:
     """A panda study awaiting review goes on with its next queued trial."""
     continue_study(db=db, study_id=study_id)
     return get_study(db=db, study_id=study_id)
-
-
-@worker_router.post(
-    "/trials/{trial_id}/checkpoints",
-    response_model=CheckpointStored,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
-        }
-    },
-)
-async def post_checkpoint(
-    trial_id: TrialId,
-    request: Request,
-    db: DbDep,
-    epoch: Annotated[int, Query(ge=1)],
-    x_lease_token: Annotated[str, Header()],
-) -> dict[str, int]:
-    """Store the trial's training state after `epoch` (trainer.Checkpoint bytes)."""
-    content = await request.body()
-    checkpoint_id = await run_in_threadpool(
-        lambda: store_checkpoint(
-            db=db, trial_id=trial_id, lease_token=x_lease_token, epoch=epoch, content=content
-        )
-    )
-    return {"checkpoint_id": checkpoint_id}
-
-
-@worker_router.get(
-    "/checkpoints/{checkpoint_id}",
-    response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}},
-)
-def get_checkpoint(checkpoint_id: Annotated[int, Path(ge=1, le=MAX_ID)], db: DbDep) -> Response:
-    """A checkpoint's bytes, for the worker that resumes or forks from it."""
-    return Response(
-        checkpoint_content(db=db, checkpoint_id=checkpoint_id),
-        media_type="application/octet-stream",
-    )

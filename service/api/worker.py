@@ -1,14 +1,17 @@
-"""The worker protocol under /api/worker/: register, claim, heartbeat, metrics, finish."""
+"""The worker protocol under /api/worker/: register, claim, heartbeat, metrics, finish,
+checkpoints, and the files of uploaded data sets."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import DbDep, SettingsDep, WorkerScope
+from service.api.deps import MAX_ID, DbDep, SettingsDep, TrialId, WorkerScope
 from service.api.render import json_bytes
+from service.checkpoints import checkpoint_content, store_checkpoint
 from service.datasets import dataset_content
 from service.models import TrialStatus
 from service.queue import (
@@ -145,6 +148,50 @@ def post_finish(trial_id: int, body: FinishReport, db: DbDep) -> dict[str, Any]:
 def post_release(trial_id: int, body: LeaseRequest, db: DbDep) -> None:
     """Hand the trial back to the queue without counting a retry (worker shutting down)."""
     release_trial(db=db, trial_id=trial_id, lease_token=body.lease_token)
+
+
+class CheckpointStored(BaseModel):
+    checkpoint_id: int
+
+
+@router.post(
+    "/trials/{trial_id}/checkpoints",
+    response_model=CheckpointStored,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def post_checkpoint(
+    trial_id: TrialId,
+    request: Request,
+    db: DbDep,
+    epoch: Annotated[int, Query(ge=1)],
+    x_lease_token: Annotated[str, Header()],
+) -> dict[str, int]:
+    """Store the trial's training state after `epoch` (trainer.Checkpoint bytes)."""
+    content = await request.body()
+    checkpoint_id = await run_in_threadpool(
+        lambda: store_checkpoint(
+            db=db, trial_id=trial_id, lease_token=x_lease_token, epoch=epoch, content=content
+        )
+    )
+    return {"checkpoint_id": checkpoint_id}
+
+
+@router.get(
+    "/checkpoints/{checkpoint_id}",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}},
+)
+def get_checkpoint(checkpoint_id: Annotated[int, Path(ge=1, le=MAX_ID)], db: DbDep) -> Response:
+    """A checkpoint's bytes, for the worker that resumes or forks from it."""
+    return Response(
+        checkpoint_content(db=db, checkpoint_id=checkpoint_id),
+        media_type="application/octet-stream",
+    )
 
 
 @router.get(

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from service.checkpoints import CAVIAR_CHECKPOINTS_KEPT, store_checkpoint
 from service.db import Database
 from service.errors import LeaseLost, NotFound
 from service.models import Checkpoint, Trial
-from service.panda import CAVIAR_CHECKPOINTS_KEPT, store_checkpoint
 from service.queue import claim_trials, register_worker
 from service.settings import Settings
 from service.studies import create_study
