@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -29,11 +28,12 @@ from service.api.docs import install_openapi
 from service.auth import AuthenticationMiddleware, Authenticator, Token, parse_tokens
 from service.db import get_database
 from service.limits import BodyLimitMiddleware, RateLimiter
-from service.metrics import CONTENT_TYPE, LEASE_EXPIRIES, LatencyMiddleware, exposition
+from service.metrics import CONTENT_TYPE, LatencyMiddleware, exposition
 from service.problems import SafeJSONResponse, install_error_handlers
-from service.queue import reap_expired
+from service.queue import Reaper
 from service.schemas import Health
 from service.settings import Settings, get_settings
+from service.studies.rounds import Planner
 
 log = logging.getLogger("caviar.service")
 STATIC = Path(__file__).parent / "static"
@@ -42,30 +42,6 @@ try:
     VERSION = version("caviar")
 except PackageNotFoundError:  # running from a checkout that was not installed
     VERSION = "0.0.0"
-
-
-class Reaper:
-    """A thread that puts trials whose lease expired back in the queue."""
-
-    def __init__(self, app: FastAPI, interval: float) -> None:
-        self.app = app
-        self.interval = interval
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="caviar-reaper", daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.interval):
-            try:
-                moved = reap_expired(db=self.app.state.db)
-                LEASE_EXPIRIES.inc(moved)
-                if moved:
-                    log.info(
-                        "reaper moved %d trials with expired leases",
-                        moved,
-                        extra={"action": "reap"},
-                    )
-            except Exception:  # the database may be briefly away; try again next tick
-                log.warning("reaper pass failed", exc_info=True)
 
 
 def create_app(settings: Settings | None = None, *, extra_tokens: list[Token] = ()) -> FastAPI:  # type: ignore[assignment]
@@ -80,13 +56,17 @@ def create_app(settings: Settings | None = None, *, extra_tokens: list[Token] = 
         # 40 threads contending for it burn CPU on switching and queue on the database
         # pool; a handful keeps the CPU on requests (see bench/api_load.py).
         to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
-        reaper = Reaper(app, settings.reap_interval_seconds)
-        reaper.thread.start()
+        reaper = Reaper(app.state.db, settings.reap_interval_seconds)
+        reaper.start()
+        # Opens coarse-to-fine rounds off the request path; the reaper's cadence is its
+        # fallback scan (a finish in this process wakes it at once).
+        planner = Planner(app.state.db, settings.reap_interval_seconds)
+        planner.start()
         try:
             yield
         finally:
-            reaper.stop.set()
-            reaper.thread.join(timeout=5)
+            planner.close()
+            reaper.close()
 
     app = FastAPI(
         title="Caviar",

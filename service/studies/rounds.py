@@ -1,23 +1,35 @@
-"""What happens when a trial ends: the next coarse-to-fine round, or the study's end."""
+"""Coarse-to-fine rounds: a study's trials, and a planner thread that opens each next round.
+
+Planning a round fits a model of the finished trials (0.3-2.4 s), so it runs on the
+planner's thread, never in a worker's request and never under the study's lock: the
+finish that closes a round only leaves the study due (service.queue.closing). The
+planner reads the spec and the history without a lock, plans, then creates the round
+in a short transaction that checks, under the study's lock, that the study is still due
+at the same round with the same history, and moves its round counter by compare-and-set
+(the rounds' unique (study_id, index) backs it): each round is created exactly once,
+however many planners or replicas race for it, and from exactly the history it was
+planned on, so the same spec, seed and history always give the same round.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from service.db import Database
 from service.events import emit
-from service.models import (
-    OPEN_TRIAL,
-    TERMINAL_STUDY,
-    Round,
-    Study,
-    StudyStatus,
-    Trial,
-    TrialStatus,
-)
+from service.models import Round, Study, Trial, TrialStatus
+from service.queue.closing import ROUND_DUE, ROUNDS_DUE
+from service.queue.closing import after_trial_finished as after_trial_finished
 from service.spec import TrialPlan, parse_spec, plan_round
+
+log = logging.getLogger("caviar.service")
+
+History = list[tuple[dict[str, Any], float | None]]
 
 
 def add_trials(
@@ -40,101 +52,122 @@ def add_trials(
     )
 
 
-def after_trial_finished(s: Session, *, study_id: int) -> None:
-    """Open the next round or end the study once no trial of it is open.
+_DUE = select(Study.id, Study.current_round, Study.spec).where(*ROUND_DUE).order_by(Study.id)
 
-    The study row is locked first (a no-op on SQLite, whose write transactions are
-    already serial), so of many trials finishing at once exactly one sees the round
-    closed, and the next round is created once. The lock is FOR NO KEY UPDATE: it
-    serializes these checks but not the KEY SHARE locks that inserting an event (a row
-    referencing the study) takes; FOR UPDATE would deadlock two finishers that had each
-    inserted an event.
+
+def due_studies(*, db: Database) -> list[int]:
+    """The studies whose next round is due, by id."""
+    with db.session(write=False) as s:
+        return list(s.scalars(select(Study.id).where(*ROUND_DUE).order_by(Study.id)))
+
+
+def plan_due_rounds(*, db: Database) -> int:
+    """Open the next round of every study it is due for; returns how many were opened."""
+    opened = 0
+    for study_id in due_studies(db=db):
+        try:
+            opened += open_next_round(db=db, study_id=study_id)
+        except Exception:  # one study's failure must not hold up the others' rounds
+            log.exception("planning study %d's next round failed", study_id)
+    return opened
+
+
+def open_next_round(*, db: Database, study_id: int) -> bool:
+    """Plan and create the study's next round if it is due; False if it is not (any more).
+
+    The plan is made with no transaction open; the round is created only if, under the
+    study's lock, nothing it was planned from has changed (another planner took it, a
+    trial was retried, the study was cancelled): else nothing is written.
     """
-    study = s.scalars(
-        select(Study)
-        .where(Study.id == study_id)
-        .with_for_update(key_share=True)
-        .execution_options(populate_existing=True)
-    ).one()
-    if study.status in TERMINAL_STUDY:
-        return
-    if mark_awaiting_review(s, study=study):
-        return
-    still_open = s.scalar(
-        select(func.count())
-        .select_from(Trial)
-        # IN over the open statuses, not NOT IN the terminal ones: the (study_id, status)
-        # index then reads only open trials, however many have finished.
-        .where(Trial.study_id == study_id, Trial.status.in_(OPEN_TRIAL))
-    )
-    if still_open:
-        return
-    next_round = study.current_round + 1
-    if next_round < study.total_rounds:
-        moved = s.execute(
-            update(Study)
-            .where(Study.id == study_id, Study.current_round == study.current_round)
-            .values(current_round=next_round)
-        )
-        if moved.rowcount != 1:  # type: ignore[attr-defined]
-            return
-        open_round(s, study=study, round_index=next_round)
-        return
-    finish_study(s, study=study)
-
-
-def open_round(s: Session, *, study: Study, round_index: int) -> None:
+    with db.session(write=False) as s:
+        study = s.execute(_DUE.where(Study.id == study_id)).one_or_none()
+        if study is None:
+            return False
+        history = _history(s, study_id)
+    round_index = study.current_round + 1
     spec = parse_spec(study.spec, check_trials=False)  # round 1 was checked at creation
-    rows = s.execute(
-        select(Trial.params, Trial.value, Trial.status).where(Trial.study_id == study.id)
-    ).all()
-    history: list[tuple[dict[str, Any], float | None]] = [
-        (r.params, r.value if r.status == TrialStatus.completed else None) for r in rows
-    ]
     box, plans = plan_round(spec, round_index=round_index, history=history)
-    s.add(Round(study_id=study.id, index=round_index, box=box))
-    first = (s.scalar(select(func.max(Trial.number)).where(Trial.study_id == study.id)) or 0) + 1
-    add_trials(s, study_id=study.id, round_index=round_index, plans=plans, first_number=first)
-    emit(s, study_id=study.id, type="round.created", index=round_index, box=box, trials=len(plans))
-
-
-def finish_study(s: Session, *, study: Study) -> None:
-    produced = s.scalar(
-        select(func.count())
-        .select_from(Trial)
-        .where(Trial.study_id == study.id, Trial.value.is_not(None))
-    )
-    status = StudyStatus.completed if produced else StudyStatus.failed
-    error = None if produced else "no trial produced a value: every trial failed or diverged"
-    ended = s.execute(
-        update(Study)
-        .where(Study.id == study.id, Study.status.in_([StudyStatus.queued, StudyStatus.running]))
-        .values(status=status, error=error, finished_at=func.now())
-    )
-    if ended.rowcount == 1:  # type: ignore[attr-defined]
-        emit(s, study_id=study.id, type="study.finished", status=status.value, error=error)
-
-
-def mark_awaiting_review(s: Session, *, study: Study) -> bool:
-    """After a trial of a reviewed panda study ends, hold the next one for the person.
-
-    The person then continues the study (its next queued trial runs), forks a trial with
-    changes, or cancels; the claim passes over a study that awaits review.
-    """
-    if study.mode != "panda" or not study.spec.get("execution", {}).get("await_review"):
-        return False
-    waiting = s.scalar(
-        select(func.count())
-        .select_from(Trial)
-        .where(Trial.study_id == study.id, Trial.status == TrialStatus.queued)
-    )
-    running = s.scalar(
-        select(func.count())
-        .select_from(Trial)
-        .where(Trial.study_id == study.id, Trial.status == TrialStatus.running)
-    )
-    if not waiting or running:
-        return False
-    s.execute(update(Study).where(Study.id == study.id).values(awaiting_review=True))
-    emit(s, study_id=study.id, type="study.awaiting_review", queued=waiting)
+    with db.session() as s:
+        if not _still_due(s, study_id=study_id, round_index=round_index, history=history):
+            return False
+        last = s.scalar(select(func.max(Trial.number)).where(Trial.study_id == study_id))
+        s.add(Round(study_id=study_id, index=round_index, box=box))
+        add_trials(
+            s, study_id=study_id, round_index=round_index, plans=plans, first_number=(last or 0) + 1
+        )
+        emit(
+            s,
+            study_id=study_id,
+            type="round.created",
+            index=round_index,
+            box=box,
+            trials=len(plans),
+        )
     return True
+
+
+def _history(s: Session, study_id: int) -> History:
+    """(params, value) of every trial of the study in id order; None for one that did not
+    complete. A fixed order: the model fitted on it sees the same rows every time."""
+    rows = s.execute(
+        select(Trial.params, Trial.value, Trial.status)
+        .where(Trial.study_id == study_id)
+        .order_by(Trial.id)
+    ).all()
+    return [(r.params, r.value if r.status == TrialStatus.completed else None) for r in rows]
+
+
+def _still_due(s: Session, *, study_id: int, round_index: int, history: History) -> bool:
+    """Lock the study; if it is still due for `round_index` with the same history, move
+    its round counter to it (compare-and-set) and say so.
+
+    The lock is FOR NO KEY UPDATE, as the finish path's (service.queue.closing). The
+    checks come after it, in statements of their own: on PostgreSQL each then reads what
+    was committed before the lock was granted (a locking statement's own subqueries
+    would still read from before the wait).
+    """
+    s.execute(select(Study.id).where(Study.id == study_id).with_for_update(key_share=True))
+    current = s.scalar(select(Study.current_round).where(Study.id == study_id, *ROUND_DUE))
+    if current != round_index - 1 or _history(s, study_id) != history:
+        return False
+    moved = s.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.current_round == current)
+        .values(current_round=round_index)
+    )
+    return moved.rowcount == 1  # type: ignore[attr-defined]
+
+
+class Planner:
+    """A thread that opens due rounds: woken when a finish leaves one due (ROUNDS_DUE),
+    and every `interval` seconds, so a round left due by a process that died, or by
+    another replica, is opened all the same."""
+
+    def __init__(self, db: Database, interval: float) -> None:
+        self.db = db
+        self.interval = interval
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="caviar-planner", daemon=True)
+
+    def start(self) -> None:
+        ROUNDS_DUE.subscribe(self.wake)
+        self.thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop after the pass under way (a round being planned is finished first)."""
+        self.stop.set()
+        self.wake.set()
+        self.thread.join(timeout=timeout)
+        ROUNDS_DUE.unsubscribe(self.wake)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                opened = plan_due_rounds(db=self.db)
+                if opened:
+                    log.info("planner opened %d rounds", opened, extra={"action": "plan"})
+            except Exception:  # the database may be briefly away; try again next tick
+                log.warning("planner pass failed", exc_info=True)
+            self.wake.wait(self.interval)
+            self.wake.clear()

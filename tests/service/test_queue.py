@@ -26,6 +26,7 @@ from service.queue import (
 )
 from service.settings import Settings
 from service.studies import create_study, get_study
+from service.studies.rounds import plan_due_rounds
 
 LEASE = 30.0
 
@@ -280,6 +281,7 @@ def test_a_batch_that_closes_a_round_opens_the_next_once(db: Database, spec_fact
             ],
         )
         assert all(a["status"] == "completed" for a in answers)
+        plan_due_rounds(db=db)  # the planner's pass, which the service runs on its own thread
     with db.session(write=False) as s:
         created = s.scalars(select(Event).where(Event.type == "round.created")).all()
         rounds = [e.data["index"] for e in created]

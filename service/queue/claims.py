@@ -1,0 +1,321 @@
+"""Claims: workers register, then lease queued trials, served fairly across studies."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    Float,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from service.db import Database, db_epoch
+from service.events import emit_many
+from service.models import (
+    METRIC_FIELDS,
+    Checkpoint,
+    Metric,
+    StudyStatus,
+    Trial,
+    TrialStatus,
+    Worker,
+)
+from service.queue.closing import ROUND_DUE
+from service.queue.reports import pruning_spec
+from service.queue.tables import STUDIES, TOUCH_WORKER, TRIALS
+from service.search.pruners import decision_epochs
+from service.spec import PruningSpec
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a worker needs to run one trial."""
+
+    trial_id: int
+    study_id: int
+    number: int
+    attempt: int
+    lease_token: str
+    config: dict[str, Any]
+    dataset: dict[str, Any]
+    checkpoint_every: int = 0
+    # At least this many seconds between periodic checkpoints (0: every checkpoint_every
+    # epochs). A caviar study's checkpoints are for a requeued trial to resume and a
+    # finished one to go on, not for forks from any epoch: one per few seconds is enough.
+    checkpoint_seconds: float = 0.0
+    resume: dict[str, Any] | None = None  # {"checkpoint_id", "epoch"}: start from there
+    report_at: list[int] = field(default_factory=list)  # epochs to report at once (rungs)
+
+
+def register_worker(*, db: Database, name: str, host: str | None, pid: int | None) -> str:
+    worker_id = f"w-{secrets.token_hex(6)}"
+    with db.session() as s:
+        now = s.scalar(select(db_epoch()))
+        s.add(
+            Worker(
+                id=worker_id,
+                name=name,
+                host=host or socket.gethostname(),
+                pid=pid,
+                started_at=now,
+                last_heartbeat=now,
+                trials_done=0,
+            )
+        )
+    return worker_id
+
+
+def claim_trials(
+    *,
+    db: Database,
+    worker_id: str,
+    max_trials: int,
+    lease_seconds: float,
+    caviar_checkpoint_seconds: float = 0.0,
+) -> list[Claimed]:
+    """Lease up to `max_trials` queued trials to `worker_id`.
+
+    Studies are served oldest-waiting first (the one whose last claim is oldest), which is
+    round-robin across studies; `max_parallel` and panda's one-at-a-time are enforced
+    under a lock on the study row, so two replicas cannot both take the last free slot.
+    """
+    claimed: list[Claimed] = []
+    with db.session() as s:
+        conn = s.connection()
+        conn.execute(TOUCH_WORKER, {"b_worker": worker_id})
+        if conn.dialect.name == "postgresql":
+            # The study rows stay locked to the end of the transaction: a replica that
+            # finds one locked serves another study, and max_parallel is counted under
+            # the lock, so two replicas cannot both fill the last free slot. NO KEY
+            # UPDATE, not UPDATE: see closing.after_trial_finished.
+            studies = conn.execute(_CANDIDATES_SKIP_LOCKED).all()
+            if not studies:
+                # Every study with work is locked by a short claim or finish: wait for
+                # one rather than send the worker to sleep with work in the queue.
+                studies = conn.execute(_CANDIDATES_WAIT).all()
+        else:
+            studies = conn.execute(_CANDIDATES).all()
+        for study in studies:
+            if len(claimed) >= max_trials:
+                break
+            claimed.extend(
+                _claim_from_study(
+                    s,
+                    study=study,
+                    worker_id=worker_id,
+                    want=max_trials - len(claimed),
+                    lease_seconds=lease_seconds,
+                    caviar_checkpoint_seconds=caviar_checkpoint_seconds,
+                )
+            )
+    return claimed
+
+
+def trials_waiting(*, db: Database) -> bool:
+    """Whether queued trials wait for a free slot (an open study at its `max_parallel`, a
+    panda study running its one trial), or a study's next round is being planned: a claim
+    that came back empty does not mean the queue is empty. Trials of a study awaiting a
+    person's review do not count."""
+    with db.session(write=False) as s:
+        return bool(s.connection().execute(_WAITING).scalar())
+
+
+_S, _T = STUDIES, TRIALS
+# An open study, not waiting for a person's review, with a queued trial: what a claim
+# serves, and what an empty claim reports as waiting (see trials_waiting).
+_SERVABLE = (
+    _S.c.status.in_([StudyStatus.queued, StudyStatus.running]),
+    _S.c.awaiting_review.is_(False),
+    exists().where(and_(_T.c.study_id == _S.c.id, _T.c.status == TrialStatus.queued)),
+)
+_CANDIDATES = (
+    select(_S.c.id, _S.c.mode, _S.c.max_parallel, _S.c.status, _S.c.spec)
+    .where(*_SERVABLE)
+    .order_by(_S.c.last_claim_at.asc().nulls_first(), _S.c.id)
+    .limit(16)
+)
+_CANDIDATES_SKIP_LOCKED = _CANDIDATES.with_for_update(skip_locked=True, of=_S, key_share=True)
+# The planner opens a due round moments after the finish that closed the last one: its
+# trials are coming, so a worker leaving when idle must not leave now.
+_WAITING = select(or_(exists().where(*_SERVABLE), exists().where(*ROUND_DUE)))
+_CANDIDATES_WAIT = _CANDIDATES.limit(1).with_for_update(of=_S, key_share=True)
+_COUNT_RUNNING = (
+    select(func.count())
+    .select_from(_T)
+    .where(_T.c.study_id == bindparam("b_study"), _T.c.status == TrialStatus.running)
+)
+# One statement takes the trials: a CTE picks queued rows (on PostgreSQL locking them
+# FOR UPDATE SKIP LOCKED, so replicas pass over each other's picks instead of waiting)
+# and the UPDATE ... RETURNING leases them. SQLite, whose write transactions are serial
+# under BEGIN IMMEDIATE, runs the same statement without the lock clause.
+_PICKED = (
+    select(_T.c.id)
+    .where(_T.c.study_id == bindparam("b_study"), _T.c.status == TrialStatus.queued)
+    .order_by(_T.c.id)
+    .limit(bindparam("b_limit", type_=Integer))
+    .with_for_update(skip_locked=True)
+    .cte("picked")
+)
+_LEASE = (
+    update(_T)
+    .where(_T.c.id.in_(select(_PICKED.c.id)), _T.c.status == TrialStatus.queued)
+    .values(
+        status=TrialStatus.running,
+        attempt=_T.c.attempt + 1,
+        # unguessable (the batch part) and distinct per trial (the id part)
+        lease_token=bindparam("b_batch", type_=String) + cast(_T.c.id, String),
+        lease_expires_at=db_epoch() + bindparam("b_lease", type_=Float),
+        worker_id=bindparam("b_worker", type_=String),
+        stop_requested=False,
+        started_at=func.coalesce(_T.c.started_at, func.now()),
+    )
+    .returning(
+        _T.c.id,
+        _T.c.number,
+        _T.c.attempt,
+        _T.c.config,
+        _T.c.lease_token,
+        _T.c.resume_checkpoint_id,
+    )
+)
+# The claim stamp orders studies for the next claim (oldest first). Claims come faster
+# than the clock ticks (SQLite's has milliseconds), so a stamp is also later than every
+# other open study's: two claims in one tick still hand out studies in turn.
+_LAST_STAMP = (
+    select(func.max(_S.c.last_claim_at) + 1e-6)
+    .where(_S.c.status.in_([StudyStatus.queued, StudyStatus.running]))
+    .scalar_subquery()
+)
+_STUDY_CLAIMED = (
+    update(_S)
+    .where(
+        _S.c.id == bindparam("b_study"),
+        _S.c.status.in_([StudyStatus.queued, StudyStatus.running]),
+    )
+    .values(last_claim_at=case((db_epoch() < _LAST_STAMP, _LAST_STAMP), else_=db_epoch()))
+)
+_STUDY_STARTED = _STUDY_CLAIMED.values(status=StudyStatus.running, started_at=func.now())
+
+
+def _claim_from_study(
+    s: Session,
+    *,
+    study: Any,
+    worker_id: str,
+    want: int,
+    lease_seconds: float,
+    caviar_checkpoint_seconds: float = 0.0,
+) -> list[Claimed]:
+    conn = s.connection()
+    cap = 1 if study.mode == "panda" else study.max_parallel
+    running = conn.execute(_COUNT_RUNNING, {"b_study": study.id}).scalar()
+    free = cap - (running or 0)
+    if free <= 0:
+        return []
+    rows = conn.execute(
+        _LEASE,
+        {
+            "b_study": study.id,
+            "b_limit": min(free, want),
+            "b_batch": f"{secrets.token_hex(16)}-",
+            "b_lease": lease_seconds,
+            "b_worker": worker_id,
+        },
+    ).all()
+    if not rows:
+        return []
+    spec = study.spec
+    pruning = pruning_spec(s, study.id, spec)
+    terms = {
+        # Unset fields stay unset, so the trainer applies its own defaults.
+        "dataset": {k: v for k, v in spec.get("dataset", {}).items() if v is not None},
+        "checkpoint_every": int(spec.get("execution", {}).get("checkpoint_every") or 0),
+        "checkpoint_seconds": caviar_checkpoint_seconds if study.mode == "caviar" else 0.0,
+    }
+    out = [
+        _claimed(s, study_id=study.id, row=row, pruning=pruning, terms=terms)
+        for row in sorted(rows, key=lambda r: r.id)
+    ]
+    emit_many(
+        s,
+        [
+            {
+                "study_id": study.id,
+                "type": "trial.started",
+                "trial_id": c.trial_id,
+                "data": {"number": c.number, "attempt": c.attempt, "worker_id": worker_id},
+            }
+            for c in out
+        ],
+    )
+    started = study.status == StudyStatus.queued
+    conn.execute(_STUDY_STARTED if started else _STUDY_CLAIMED, {"b_study": study.id})
+    return out
+
+
+def _claimed(
+    s: Session, *, study_id: int, row: Any, pruning: PruningSpec | None, terms: dict[str, Any]
+) -> Claimed:
+    """One leased trial as its worker gets it; `terms` are its study's (data set, checkpoints)."""
+    resume = None
+    if row.resume_checkpoint_id is not None:
+        resume = _carry_curve(
+            s, trial_id=row.id, attempt=row.attempt, checkpoint_id=row.resume_checkpoint_id
+        )
+    return Claimed(
+        trial_id=row.id,
+        study_id=study_id,
+        number=row.number,
+        attempt=row.attempt,
+        lease_token=row.lease_token,
+        config=row.config,
+        resume=resume,
+        # Pruning decides at these epochs (ASHA's rungs, the median rule's evenly spaced
+        # ones): the worker reports them at once, so a trial stops there rather than at
+        # its next periodic report, or never if it is short.
+        report_at=(
+            decision_epochs(pruning, int(row.config.get("epochs") or 0))
+            if pruning is not None
+            else []
+        ),
+        **terms,
+    )
+
+
+def _carry_curve(s: Session, *, trial_id: int, attempt: int, checkpoint_id: int) -> dict[str, Any]:
+    """Copy the curve up to a checkpoint into the attempt that starts from it.
+
+    The new attempt then holds one continuous curve, whether it resumes its own trial or
+    forks another, so its objective, its plot and pruning need no special case.
+    """
+    ckpt = s.get(Checkpoint, checkpoint_id)
+    assert ckpt is not None
+    columns = [getattr(Metric, k) for k in METRIC_FIELDS]
+    s.execute(
+        insert(Metric).from_select(
+            ["trial_id", "attempt", "epoch", *METRIC_FIELDS],
+            select(literal(trial_id), literal(attempt), Metric.epoch, *columns).where(
+                Metric.trial_id == ckpt.trial_id,
+                Metric.attempt == ckpt.attempt,
+                Metric.epoch <= ckpt.epoch,
+            ),
+        )
+    )
+    s.execute(update(Trial).where(Trial.id == trial_id).values(epochs_done=ckpt.epoch))
+    return {"checkpoint_id": ckpt.id, "epoch": ckpt.epoch}
