@@ -1,18 +1,13 @@
-"""Routes the dashboard needs beyond the public API: aggregates computed in SQL, downsampled.
+"""Routes the dashboard needs beyond the public API, thin over service.dashboard's reads.
 
-A study of 50,000 trials must open in a browser in well under two seconds, so nothing
-here returns a row per trial or per epoch: counts come from GROUP BY, the best-so-far
-line from a window function (only the trials that improved it), the scatter and
-parallel-coordinates sample from a stride over trial numbers capped at `MAX_POINTS`
-(with the best trials always in it), and learning curves from a stride over epochs.
-It also serves plotly.js from the plotly Python package, so the dashboard works offline.
+It also signs a browser in and out, and serves plotly.js from the plotly Python package,
+so the dashboard works offline.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import math
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -22,27 +17,28 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
-from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import ColumnElement, func, or_, select
-from sqlalchemy.orm import Session
+from pydantic import BaseModel, Field
 
 from service.api.deps import DbDep, ReadScope
 from service.auth import COOKIE, credentials, login_page, safe_next, same_origin
-from service.db import Database
-from service.errors import NotFound, Unauthorized, Unavailable
-from service.events import LAST_EVENT_ID, take_order_lock
-from service.models import METRIC_FIELDS, Event, Metric, Round, Study, Trial, TrialStatus
+from service.dashboard import (
+    CURVE_POINTS,
+    MAX_POINTS,
+    SORT_PATTERN,
+    SORTABLE,
+    UnknownSort,
+    best_curves,
+    metrics_tail,
+    study_overview,
+    trial_cursor,
+    trials_table,
+)
+from service.errors import Unauthorized
+from service.models import TrialStatus
 from service.schemas import MetricRead, RoundRead, StudyRead, TrialRead
-from service.spec import StudySpec, total_trials
-from service.studies import study_dict, trial_dict
 
 # One router for both: app.py includes it with one line, before the /static mount.
 router = APIRouter(tags=["dashboard"])
-
-MAX_POINTS = 2000  # scatter and parallel-coordinates points per study, best trials included
-TOP_ALWAYS = 100  # the best trials are always in the sample, whatever the stride skips
-CURVE_POINTS = 300  # epochs per learning curve at most
-STUDY = "/api/dashboard/studies/{study_id}"
 
 
 # --- plotly.js from the plotly package -------------------------------------------------
@@ -192,193 +188,7 @@ class DashboardTrialsPage(BaseModel):
     sort: str
 
 
-# --- queries ---------------------------------------------------------------------------
-
-
-def _study(s: Session, study_id: int) -> Study:
-    study = s.get(Study, study_id)
-    if study is None:
-        raise NotFound(f"study {study_id} does not exist")
-    return study
-
-
-def _valued(study_id: int) -> list[ColumnElement[bool]]:
-    return [
-        Trial.study_id == study_id,
-        Trial.status == TrialStatus.completed,
-        Trial.value.is_not(None),
-    ]
-
-
-def _best_first(study: Study) -> list[Any]:
-    value = Trial.value.desc() if study.direction == "maximize" else Trial.value.asc()
-    return [value, Trial.number]
-
-
-def _planned(study: Study, queued_so_far: int) -> int:
-    # Read through the schema only, not parse_spec's caps and checks: a spec stored under
-    # other caps stays readable. One the schema no longer reads counts what exists.
-    try:
-        planned = total_trials(StudySpec.model_validate(study.spec))
-    except ValidationError:
-        planned = 0
-    return max(planned, queued_so_far)
-
-
-def records(s: Session, study: Study) -> list[tuple[int, float]]:
-    """The best-so-far line: the trials, in number order, that improved on all before them."""
-    agg = func.max if study.direction == "maximize" else func.min
-    running = agg(Trial.value).over(order_by=Trial.number, rows=(None, 0))
-    sub = (
-        select(Trial.number, Trial.value, running.label("best"))
-        .where(*_valued(study.id))
-        .subquery()
-    )
-    rows = s.execute(
-        select(sub.c.number, sub.c.value).where(sub.c.value == sub.c.best).order_by(sub.c.number)
-    ).all()
-    out: list[tuple[int, float]] = []
-    for number, value in rows:
-        if not out or value != out[-1][1]:  # ties with the record do not improve it
-            out.append((number, value))
-    return out
-
-
-def settled_cursor(db: Database, study_id: int, *, attempts: int = 10) -> int:
-    """An event id up to which every event of the study is committed: where a page that
-    reads the study's state next follows the event stream from.
-
-    On SQLite the study's last event is that (one writer at a time commits ids in order).
-    On PostgreSQL ids come from a sequence and commit out of order, so the largest id seen
-    may have a smaller one still in flight: take the study's order lock the way the event
-    stream does (service.events), which waits out every transaction holding an id, and
-    use the sequence's last value, then let the lock go at once.
-    """
-    for _ in range(attempts):
-        with db.session(write=False) as s:
-            if db.dialect != "postgresql":
-                return s.scalar(select(func.max(Event.id)).where(Event.study_id == study_id)) or 0
-            if take_order_lock(s, study_id):
-                return int(s.scalar(select(LAST_EVENT_ID)) or 0)
-    raise Unavailable(
-        f"study {study_id}'s events are being written without pause; try again",
-        headers={"Retry-After": "1"},
-    )
-
-
-def overview(
-    s: Session, study_id: int, *, max_points: int = MAX_POINTS, last_event: int | None = None
-) -> dict[str, Any]:
-    """The study page's data; `last_event` from `settled_cursor`, read before `s` began."""
-    study = _study(s, study_id)
-    if last_event is None:  # one session: correct on SQLite, where ids commit in order
-        last_event = s.scalar(select(func.max(Event.id)).where(Event.study_id == study_id)) or 0
-    summary = study_dict(s, study)
-    counts = summary["counts"]
-    finished = sum(counts[k] for k in ("completed", "failed", "pruned", "stopped") if k in counts)
-    # Completed trials are the ones with a value (a diverged one is failed), and this
-    # count comes from the status index: counting `value IS NOT NULL` reads every row.
-    valued = counts.get("completed", 0)
-    top_n = min(TOP_ALWAYS, max_points // 2)
-    best = s.execute(
-        select(Trial.id, Trial.number, Trial.round_index, Trial.params, Trial.value)
-        .where(*_valued(study_id))
-        .order_by(*_best_first(study))
-        .limit(top_n)
-    ).all()
-    span = (s.scalar(select(func.max(Trial.number)).where(Trial.study_id == study_id)) or 0) + 1
-    # A stride over trial numbers: trials are drawn independently, so every k-th one is
-    # an unbiased sample, and coarse-to-fine rounds keep their share of it.
-    stride = max(1, math.ceil(span / max(1, max_points - top_n)))
-    # By number through the (study_id, number) index: a filter on `number % stride`
-    # would read all 50,000 rows to keep 2,000.
-    strided = s.execute(
-        select(Trial.id, Trial.number, Trial.round_index, Trial.params, Trial.value)
-        .where(*_valued(study_id), Trial.number.in_(range(0, span, stride)))
-        .order_by(Trial.number)
-    ).all()
-    chosen = sorted({row.id: row for row in [*best, *strided]}.values(), key=lambda r: r.number)
-    paths = list((study.spec.get("space") or {}).keys())
-    sample = {
-        "ids": [r.id for r in chosen],
-        "numbers": [r.number for r in chosen],
-        "rounds": [r.round_index for r in chosen],
-        "values": [r.value for r in chosen],
-        "params": {path: [r.params.get(path) for r in chosen] for path in paths},
-    }
-    rounds = s.scalars(select(Round).where(Round.study_id == study_id).order_by(Round.index))
-    return {
-        "study": summary,
-        "planned_trials": _planned(study, summary["total_trials"]),
-        "finished_trials": finished,
-        "valued_trials": valued,
-        "records": records(s, study),
-        "sample": sample,
-        "sample_stride": stride,
-        "best_ids": [row.id for row in best],
-        "rounds": [{"index": r.index, "box": r.box, "created_at": r.created_at} for r in rounds],
-        "last_event_id": last_event,
-    }
-
-
-def curve(s: Session, trial: Trial, *, points: int) -> dict[str, Any]:
-    """The trial's latest attempt, every `stride`-th epoch and the last one."""
-    last, n = s.execute(
-        select(func.max(Metric.epoch), func.count()).where(
-            Metric.trial_id == trial.id, Metric.attempt == trial.attempt
-        )
-    ).one()
-    stride = max(1, math.ceil((n or 0) / points))
-    rows = s.execute(
-        select(Metric.epoch, *(getattr(Metric, k) for k in METRIC_FIELDS))
-        .where(
-            Metric.trial_id == trial.id,
-            Metric.attempt == trial.attempt,
-            or_(Metric.epoch % stride == 0, Metric.epoch == last),
-        )
-        .order_by(Metric.epoch)
-    ).all()
-    return {
-        "trial": trial_dict(trial),
-        "stride": stride,
-        "epochs": [r[0] for r in rows],
-        "metrics": {k: [r[i + 1] for r in rows] for i, k in enumerate(METRIC_FIELDS)},
-    }
-
-
-SORTABLE = ("number", "value", "status", "round", "epochs_done", "started_at", "finished_at")
-SORT_PATTERN = rf"^-?({'|'.join(SORTABLE)}|params\..+)$"
-
-
-def _bad_sort(sort: str, msg: str) -> RequestValidationError:
-    return RequestValidationError(
-        [{"type": "value_error", "loc": ("query", "sort"), "msg": msg, "input": sort}]
-    )
-
-
-def _sort_key(study: Study, sort: str) -> list[Any]:
-    desc = sort.startswith("-")
-    name = sort.lstrip("-")
-    if name.startswith("params."):
-        path = name.removeprefix("params.")
-        dist = (study.spec.get("space") or {}).get(path)
-        if dist is None:
-            raise _bad_sort(sort, f"the study has no hyperparameter {path!r}")
-        element = Trial.params[path]
-        column: Any = (
-            element.as_float() if dist.get("type") in ("float", "int") else element.as_string()
-        )
-    elif name == "value":
-        # "value" alone means best first, whichever the direction; "-value" worst first.
-        maximize = study.direction == "maximize"
-        column = Trial.value
-        desc = maximize != desc
-    elif name == "round":
-        column = Trial.round_index
-    else:
-        column = getattr(Trial, name)
-    order = column.desc() if desc else column.asc()
-    return [column.is_(None), order, Trial.number]
+# --- routes ----------------------------------------------------------------------------
 
 
 @router.get(
@@ -390,10 +200,7 @@ def get_overview(
     points: Annotated[int, Query(ge=10, le=MAX_POINTS)] = MAX_POINTS,
 ) -> dict[str, Any]:
     """Everything the study page draws, aggregated in SQL: counts, records and a sample."""
-    # The cursor first: an event that lands while the rest is read is replayed, not missed.
-    cursor = settled_cursor(db, study_id)
-    with db.session(write=False) as s:
-        return overview(s, study_id, max_points=points, last_event=cursor)
+    return study_overview(db=db, study_id=study_id, max_points=points)
 
 
 @router.get(
@@ -406,12 +213,7 @@ def get_curves(
     points: Annotated[int, Query(ge=10, le=2000)] = CURVE_POINTS,
 ) -> list[dict[str, Any]]:
     """Learning curves of the best `top` trials, each downsampled to `points` epochs."""
-    with db.session(write=False) as s:
-        study = _study(s, study_id)
-        trials = s.scalars(
-            select(Trial).where(*_valued(study_id)).order_by(*_best_first(study)).limit(top)
-        ).all()
-        return [curve(s, t, points=points) for t in trials]
+    return best_curves(db=db, study_id=study_id, top=top, points=points)
 
 
 @router.get(
@@ -436,22 +238,19 @@ def get_trials_table(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     """One page of the trials table, sorted by any column, hyperparameters included."""
-    with db.session(write=False) as s:
-        study = _study(s, study_id)
-        q = select(Trial).where(Trial.study_id == study_id)
-        if status is not None:
-            q = q.where(Trial.status == status)
-        if round is not None:
-            q = q.where(Trial.round_index == round)
-        total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
-        rows = s.scalars(q.order_by(*_sort_key(study, sort)).limit(limit).offset(offset)).all()
-        return {
-            "items": [trial_dict(t) for t in rows],
-            "total": total,
-            "limit": limit,
-            "offset": offset,
-            "sort": sort,
-        }
+    try:
+        return trials_table(
+            db=db,
+            study_id=study_id,
+            status=status,
+            round_index=round,
+            sort=sort,
+            limit=limit,
+            offset=offset,
+        )
+    except UnknownSort as exc:
+        error = {"type": "value_error", "loc": ("query", "sort"), "msg": str(exc)}
+        raise RequestValidationError([{**error, "input": sort}]) from None
 
 
 class Cursor(BaseModel):
@@ -464,11 +263,7 @@ class Cursor(BaseModel):
 )
 def get_trial_cursor(trial_id: int, db: DbDep) -> dict[str, Any]:
     """Where the event stream of a trial's study is now: a page reads this before loading."""
-    with db.session(write=False) as s:
-        study_id = s.scalar(select(Trial.study_id).where(Trial.id == trial_id))
-    if study_id is None:
-        raise NotFound(f"trial {trial_id} does not exist")
-    return {"study_id": study_id, "last_event_id": settled_cursor(db, study_id)}
+    return trial_cursor(db=db, trial_id=trial_id)
 
 
 class MetricsTail(BaseModel):
@@ -487,22 +282,4 @@ def get_metrics_tail(
     after: Annotated[int, Query(ge=0, description="only epochs after this one")] = 0,
 ) -> dict[str, Any]:
     """The epochs of the trial's latest attempt after `after`: a live page fetches only news."""
-    with db.session(write=False) as s:
-        trial = s.get(Trial, trial_id)
-        if trial is None:
-            raise NotFound(f"trial {trial_id} does not exist")
-        rows = s.execute(
-            select(Metric.epoch, *(getattr(Metric, k) for k in METRIC_FIELDS))
-            .where(
-                Metric.trial_id == trial_id,
-                Metric.attempt == trial.attempt,
-                Metric.epoch > after,
-            )
-            .order_by(Metric.epoch)
-        ).all()
-        return {
-            "attempt": trial.attempt,
-            "rows": [
-                {"epoch": r[0], **{k: r[i + 1] for i, k in enumerate(METRIC_FIELDS)}} for r in rows
-            ],
-        }
+    return metrics_tail(db=db, trial_id=trial_id, after=after)

@@ -152,7 +152,7 @@ def test_the_page_cursor_never_passes_an_event_still_being_written(  # type: ign
 ) -> None:
     """PostgreSQL hands out event ids before commit: a later id can commit first. The cursor
     a page follows the stream from must wait for the earlier one, or it skips it for good."""
-    from service.api.dashboard import settled_cursor
+    from service.dashboard import settled_cursor
     from service.errors import Unavailable
     from service.events import emit, events_after
 
