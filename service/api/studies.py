@@ -95,7 +95,7 @@ async def read_spec_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     content_type = request.headers.get("content-type", "application/json")
     try:
-        return load_spec_data(raw, syntax="yaml" if "yaml" in content_type else "json")
+        return load_spec_data(raw, json_only="yaml" not in content_type)
     except SpecError as exc:  # about the body as a whole: a syntax error, a key twice...
         raise InvalidSpec(errors=[{**e, "loc": "body"} for e in exc.errors]) from None
 

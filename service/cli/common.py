@@ -9,7 +9,6 @@ from typing import Any, NoReturn
 
 import httpx
 import typer
-import yaml
 from rich.console import Console
 
 from service.settings import Settings, get_settings
@@ -46,20 +45,21 @@ def settings_with(db: str | None = None) -> Settings:
 
 
 def read_spec_file(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """A spec from a YAML or JSON file: (the mapping, None), or (None, why it is not one)."""
+    """A spec from a YAML or JSON file: (the mapping, None), or (None, why it is not one).
+
+    Read by the spec's one loader, so a file gets the errors the API gives the same text.
+    """
+    # Imported here: the spec brings numpy and pydantic, which `caviar --help` never needs.
+    from service.spec import SpecError, load_spec_data
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, f"cannot read: {getattr(exc, 'strerror', None) or exc}"
+        raw = path.read_bytes()
+    except OSError as exc:
+        return None, f"cannot read: {exc.strerror or exc}"
     try:
-        data = yaml.safe_load(text)  # JSON is YAML too
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        return None, f"not valid YAML or JSON{where}: {getattr(exc, 'problem', exc)}"
-    if not isinstance(data, dict):
-        return None, "a spec must be a mapping at the top level"
-    return data, None
+        return load_spec_data(raw), None
+    except SpecError as exc:
+        return None, str(exc)
 
 
 def load_spec_file(path: Path) -> dict[str, Any]:

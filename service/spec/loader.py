@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Hashable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -22,25 +22,30 @@ from service.spec.messages import SpecError, error_at, from_validation, kind_of
 from service.spec.schema import StudySpec
 
 try:  # libyaml parses several times faster; the pure-Python parser is the fallback
-    from yaml import CSafeLoader as _SafeLoader
+    from yaml import CSafeLoader as _FastSafeLoader
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
+    from yaml import SafeLoader as _FastSafeLoader  # type: ignore[assignment]
 
 # A spec is at most a few levels deep (space.hidden_layers.units.low) and holds at most
 # a few thousand values; anything far beyond is an attack on the parser or the validator.
 MAX_SPEC_DEPTH = 32
 MAX_SPEC_VALUES = 100_000
 
-Syntax = Literal["yaml", "json"]
-
+_MAPPING_TAG = yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-class _StrictLoader(_SafeLoader):
+class _StrictFastLoader(_FastSafeLoader):
     """A safe loader that refuses a key given twice instead of keeping the last silently."""
 
 
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+class _StrictLoader(yaml.SafeLoader):
+    """The same in pure Python: slower, but its errors point where the text goes wrong."""
+
+
+def _construct_mapping(
+    loader: _StrictFastLoader | _StrictLoader, node: yaml.MappingNode
+) -> dict[Any, Any]:
     # A key merged in with `<<` may be given again after it: that is how a merge is
     # overridden. Only the mapping's own keys must each appear once.
     own = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
@@ -64,11 +69,12 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
     return out
 
 
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictFastLoader.add_constructor(_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor(_MAPPING_TAG, _construct_mapping)
 
 
 class _DuplicateKey(ValueError):
-    pass
+    """A JSON object gives a key twice."""
 
 
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -99,27 +105,31 @@ def _parse_json(text: str) -> Any:
         raise _syntax_error("JSON", None, None, str(exc)) from None
 
 
-def _parse_yaml(text: str, what: str) -> Any:
+def _parse_yaml(text: str) -> Any:
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        problem = " ".join(str(exc.problem or exc.context or "").split())
-        raise _syntax_error(what, line, column, problem) from None
+        return yaml.load(text, Loader=_StrictFastLoader)  # a SafeLoader subclass: safe
+    except yaml.YAMLError as fast_error:
+        error = fast_error
+    # libyaml marks the end of the text a line past it; the slow parser names the place.
+    try:
+        yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
-        raise _syntax_error(what, None, None, " ".join(str(exc).split())) from None
+        error = exc
+    what = "YAML or JSON"  # read last, as JSON is YAML too: its errors speak for both
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        problem = " ".join(str(error.problem or error.context or "").split())
+        raise _syntax_error(what, mark.line + 1, mark.column + 1, problem)
+    raise _syntax_error(what, None, None, " ".join(str(error).split()))
 
 
-def _parse(text: str, syntax: Syntax | None) -> Any:
-    if syntax == "json":
+def _parse(text: str, *, json_only: bool) -> Any:
+    if json_only:
         return _parse_json(text)
-    if syntax == "yaml":
-        return _parse_yaml(text, "YAML")
     try:  # JSON's parser is the faster; text it refuses may still be YAML
         return _parse_json(text)
     except SpecError:
-        return _parse_yaml(text, "YAML or JSON")
+        return _parse_yaml(text)
 
 
 def _shape_problem(value: Any, *, max_depth: int, max_values: int) -> str | None:
@@ -143,13 +153,13 @@ def _shape_problem(value: Any, *, max_depth: int, max_values: int) -> str | None
     return None
 
 
-def load_spec_data(text: str | bytes, *, syntax: Syntax | None = None) -> dict[str, Any]:
+def load_spec_data(text: str | bytes, *, json_only: bool = False) -> dict[str, Any]:
     """Spec text as a mapping, unchecked; `SpecError` (at loc "") if it is not one.
 
-    `syntax` None reads JSON or YAML, whichever the text is. Refused: text that is not
-    UTF-8, a syntax error (naming its line and column), a key given twice in one mapping,
-    anything but a mapping at the top, more than `MAX_SPEC_DEPTH` levels of nesting and
-    more than `MAX_SPEC_VALUES` values.
+    The text is JSON or YAML, whichever it is (only JSON if `json_only`). Refused: text
+    that is not UTF-8, a syntax error (naming its line and column), a key given twice in
+    one mapping, anything but a mapping at the top, more than `MAX_SPEC_DEPTH` levels of
+    nesting and more than `MAX_SPEC_VALUES` values.
     """
     if isinstance(text, bytes):
         try:
@@ -157,7 +167,7 @@ def load_spec_data(text: str | bytes, *, syntax: Syntax | None = None) -> dict[s
         except UnicodeDecodeError as exc:
             raise _refused(f"a spec must be UTF-8 text ({exc})") from None
     try:
-        data = _parse(text, syntax)
+        data = _parse(text, json_only=json_only)
     except RecursionError:
         raise _refused(f"nested deeper than {MAX_SPEC_DEPTH} levels") from None
     if not isinstance(data, dict):
