@@ -24,6 +24,7 @@ from service.models import (
     Trial,
     TrialStatus,
 )
+from service.queue import after_trial_finished
 from service.settings import Settings
 from service.spec import (
     BUILTIN_DATASETS,
@@ -34,7 +35,7 @@ from service.spec import (
     total_rounds,
 )
 from service.studies.reads import study_dict, trial_detail
-from service.studies.rounds import add_trials, after_trial_finished
+from service.studies.rounds import add_trials
 
 
 def validate_spec(data: Any, *, settings: Settings) -> StudySpec:
