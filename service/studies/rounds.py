@@ -24,7 +24,6 @@ from service.db import Database
 from service.events import emit
 from service.models import Round, Study, Trial, TrialStatus
 from service.queue.closing import ROUND_DUE, ROUNDS_DUE
-from service.queue.closing import after_trial_finished as after_trial_finished
 from service.spec import TrialPlan, parse_spec, plan_round
 
 log = logging.getLogger("caviar.service")
