@@ -1,8 +1,7 @@
-"""The FastAPI application: routers, problem-details errors, the lease reaper, the dashboard."""
+"""The FastAPI application: its routers, middleware and background threads, and the dashboard."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -35,7 +34,6 @@ from service.schemas import Health
 from service.settings import Settings, get_settings
 from service.studies.rounds import Planner
 
-log = logging.getLogger("caviar.service")
 STATIC = Path(__file__).parent / "static"
 
 try:
@@ -90,7 +88,6 @@ def create_app(settings: Settings | None = None, *, extra_tokens: list[Token] = 
     app.include_router(studies_routes.router)
     app.include_router(events_routes.router)
     app.include_router(panda_routes.router)
-    app.include_router(panda_routes.worker_router)
     app.include_router(worker_routes.router)
     app.include_router(dataset_routes.router)
     app.include_router(health_routes.router)

@@ -15,9 +15,6 @@ from service.schemas import StudyRead, TrialDetail
 from service.studies import get_study
 
 router = APIRouter(prefix="/api", tags=["panda"])
-# The worker's checkpoint routes moved to service.api.worker with the rest of its protocol;
-# this empty router stays only while service/app.py still includes it.
-worker_router = APIRouter()
 
 
 class ForkRequest(BaseModel):

@@ -73,7 +73,8 @@ class ClaimAndReportResponse(ClaimResponse):
     waiting: bool = Field(
         False,
         description="no trial was leased, but queued ones wait for a free slot (a study at "
-        "its max_parallel, a panda study's running trial): the queue is not empty",
+        "its max_parallel, a panda study's running trial, a coarse-to-fine round being "
+        "planned): the queue is not empty",
     )
 
 

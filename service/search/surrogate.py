@@ -33,8 +33,8 @@ from scipy.stats import norm, rankdata
 from threadpoolctl import threadpool_limits
 
 # The model is fitted on at most this many trials (the best half of them and the rest
-# spread over the ranking): its cost grows with their cube, and a round is opened inside
-# the request that finished the round's last trial. The best 80 of a big study carry
+# spread over the ranking): its cost grows with their cube, and a round waits on it (the
+# service's planner opens it while the workers idle). The best 80 of a big study carry
 # what the next round needs; the rest only say roughly where not to go.
 MAX_POINTS = 160
 # Candidates per round: at least this many, and this many per trial to place.
