@@ -53,6 +53,7 @@ from service.studies import (
     stop_trial,
     trial_metrics,
     validate_spec,
+    zoom_preview,
     zoom_study,
 )
 
@@ -197,6 +198,35 @@ def post_zoom(
         keep_top=body.keep_top,
     )
     return get_study(db=db, study_id=child)
+
+
+class ZoomPreview(BaseModel):
+    spec: dict[str, Any] = Field(
+        description="a spec whose space is the box a zoom starts from, on each scale"
+    )
+    box: dict[str, Any] = Field(description="the box, as a round's box is described")
+    kept: int = Field(description="how many of the best trials set the box")
+
+
+@router.post(
+    "/studies/{study_id}/zoom/preview",
+    response_model=ZoomPreview,
+    dependencies=[ReadScope],
+    responses=problem_responses(404, 409, 422),
+)
+def post_zoom_preview(
+    study_id: StudyId, db: DbDep, settings: SettingsDep, body: ZoomRequest | None = None
+) -> dict[str, Any]:
+    """The region a zoom would sample, written as a spec of its own to read, edit and submit."""
+    body = body or ZoomRequest()
+    return zoom_preview(
+        db=db,
+        study_id=study_id,
+        settings=settings,
+        rounds=body.rounds,
+        trials_per_round=body.trials_per_round,
+        keep_top=body.keep_top,
+    )
 
 
 @router.get("/studies/{study_id}/trials", response_model=TrialsPage, dependencies=[ReadScope])

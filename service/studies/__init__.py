@@ -7,7 +7,6 @@ from service.studies.commands import (
     retry_failed,
     stop_trial,
     validate_spec,
-    zoom_study,
 )
 from service.studies.export import EXPORT_COLUMNS, export_csv, export_trials
 from service.studies.hot_reads import get_study, list_studies, list_trials
@@ -21,6 +20,7 @@ from service.studies.reads import (
     trial_metrics,
 )
 from service.studies.workers import list_workers
+from service.studies.zoom import zoom_preview, zoom_study
 
 __all__ = [
     "EXPORT_COLUMNS",
@@ -43,5 +43,6 @@ __all__ = [
     "trial_dict",
     "trial_metrics",
     "validate_spec",
+    "zoom_preview",
     "zoom_study",
 ]

@@ -333,7 +333,7 @@ def test_a_finished_study_shows_its_plots_best_config_and_zooms_in(  # type: ign
     box = httpx.get(f"{svc.url}/api/studies/{child_id}/rounds").json()[0]["box"]["axes"]
     assert_narrowed(box["learning_rate"], spec, best)
 
-    # Or as a spec narrowed in the browser, to review and edit before it is submitted.
+    # Or as a spec of its own (the same box, from the service), to review and edit first.
     page.go_back()
     wait_ready(page, "study")
     page.get_by_role("button", name="Zoom into the best").click()
@@ -341,10 +341,10 @@ def test_a_finished_study_shows_its_plots_best_config_and_zooms_in(  # type: ign
     dialog.locator(".spec-status.ok").wait_for()
     zoom_yaml = dialog.get_by_label("Search spec (YAML)").input_value()
     assert "type: coarse_to_fine" in zoom_yaml
-    assert "name: browser-moons-zoom" in zoom_yaml
+    assert 'name: "browser-moons (zoom)"' in zoom_yaml
     shot(page, "zoom-spec", full_page=False)
     dialog.get_by_role("button", name="Create zoomed study").click()
-    page.get_by_role("heading", name="browser-moons-zoom").wait_for()
+    page.get_by_role("heading", name="browser-moons (zoom)").wait_for()
     zoomed_id = int(page.url.rsplit("/", 1)[1])
     zoomed = httpx.get(f"{svc.url}/api/studies/{zoomed_id}").json()
     assert zoomed["strategy"] == "coarse_to_fine"

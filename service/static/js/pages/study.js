@@ -7,7 +7,6 @@ import { follow } from "../live.js";
 import { curvesFigure, draw, empty, historyFigure, loadPlotly, paramFigure, parallelFigure, parcoordsFigure } from "../plots.js";
 import { TERMINAL_STUDY, TRIAL_STATUSES, badge, copyText, duration, esc, fmt, markReady, progressBar, throttle, when, whenVisible } from "../util.js";
 import { toYaml } from "../yaml.js";
-import { zoomSpec } from "../zoom.js";
 
 const PAGE = 25;
 const EVENT_REFRESH_MS = 1000; // at most one refetch per second however fast events come
@@ -364,11 +363,28 @@ export function mount(view, { id }) {
     if (!dlg.open) dlg.showModal();
   });
 
-  function editZoom() {
+  // The region comes from the service (POST .../zoom/preview), the same box its zoom
+  // samples first, written back as ranges on each hyperparameter's scale.
+  async function editZoom() {
     const dlg = $(".zoom-dialog");
-    const byId = new Map(ov.sample.map((p) => [p.id, p]));
-    const bestTrials = ov.best_ids.map((i) => byId.get(i)).filter(Boolean);
-    const { spec, kept } = zoomSpec(ov.study, bestTrials);
+    const form = dlg.querySelector(".zoom-form");
+    const body = {};
+    if (form) {
+      const f = new FormData(form);
+      for (const k of ["rounds", "trials_per_round", "keep_top"]) if (f.get(k)) body[k] = Number(f.get(k));
+    }
+    let preview;
+    try {
+      preview = await api(`/api/studies/${id}/zoom/preview`, { method: "POST", body });
+    } catch (err) {
+      const msg = dlg.querySelector(".zoom-error");
+      if (msg) {
+        msg.textContent = err.errors?.length ? err.errors.map((x) => `${x.loc}: ${x.msg}`).join("; ") : err.message;
+        msg.hidden = false;
+      }
+      return;
+    }
+    const { spec, kept } = preview;
     dlg.querySelector(".zoom-note").textContent = `The space below spans the best ${kept} trial${kept === 1 ? "" : "s"} of this study, on each hyperparameter's scale, with a margin. Review it, then create the study.`;
     const ed = specEditor(dlg.querySelector(".editor-slot"), {
       initial: `# Zoomed in from study ${ov.study.id} (${ov.study.name}).\n${toYaml(spec)}`,
