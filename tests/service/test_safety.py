@@ -73,6 +73,7 @@ MATRIX = [
     ("GET", "/api/trials/1/checkpoints", "read"),
     ("POST", "/api/studies/1/continue", "write"),
     ("POST", "/api/studies/1/zoom", "write"),
+    ("POST", "/api/studies/1/zoom/preview", "read"),
     ("POST", "/api/datasets", "write"),
     ("GET", "/api/datasets", "read"),
     ("GET", "/api/datasets/ds-x", "read"),
