@@ -12,15 +12,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.db import Database
 from service.errors import Unavailable, get_or_404, not_found
 from service.events import LAST_EVENT_ID, take_order_lock
-from service.models import METRIC_FIELDS, TERMINAL_TRIAL, Event, Metric, Study, Trial, TrialStatus
-from service.spec import StudySpec, total_trials
+from service.models import METRIC_FIELDS, Event, Metric, Study, Trial, TrialStatus
 from service.studies.reads import study_dict, study_rounds, trial_dict
 
 MAX_POINTS = 2000  # scatter and parallel-coordinates points per study, best trials included
@@ -45,16 +43,6 @@ def _valued(study_id: int) -> list[ColumnElement[bool]]:
 def _best_first(study: Study) -> list[Any]:
     value = Trial.value.desc() if study.direction == "maximize" else Trial.value.asc()
     return [value, Trial.number]
-
-
-def _planned(study: Study, queued_so_far: int) -> int:
-    # Read through the schema only, not parse_spec's caps and checks: a spec stored under
-    # other caps stays readable. One the schema no longer reads counts what exists.
-    try:
-        planned = total_trials(StudySpec.model_validate(study.spec))
-    except ValidationError:
-        planned = 0
-    return max(planned, queued_so_far)
 
 
 def records(s: Session, study: Study) -> list[tuple[int, float]]:
@@ -118,8 +106,8 @@ def overview(
     best, stride, sample = _sample(s, study, max_points=max_points)
     return {
         "study": summary,
-        "planned_trials": _planned(study, summary["total_trials"]),
-        "finished_trials": sum(counts[status.value] for status in TERMINAL_TRIAL),
+        "planned_trials": summary["planned_trials"],
+        "finished_trials": summary["finished_trials"],
         # Completed trials are the ones with a value (a diverged one is failed), and this
         # count comes from the status index: counting `value IS NOT NULL` reads every row.
         "valued_trials": counts[TrialStatus.completed.value],

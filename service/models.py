@@ -26,6 +26,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# The statuses live in service.statuses (the CLI reads them without SQLAlchemy); the
+# service imports them from here too, beside the tables that store them.
+from service.statuses import (  # noqa: F401
+    OPEN_TRIAL,
+    TERMINAL_STUDY,
+    TERMINAL_TRIAL,
+    StudyStatus,
+    TrialStatus,
+)
+
 # A naming convention makes constraint names deterministic, so Alembic's SQLite batch
 # mode and PostgreSQL autogenerate agree on what each constraint is called.
 NAMING_CONVENTION = {
@@ -40,31 +50,6 @@ NAMING_CONVENTION = {
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
-
-
-class StudyStatus(enum.StrEnum):
-    queued = "queued"
-    running = "running"
-    completed = "completed"
-    cancelled = "cancelled"
-    failed = "failed"
-
-
-class TrialStatus(enum.StrEnum):
-    queued = "queued"
-    running = "running"
-    paused = "paused"
-    completed = "completed"
-    failed = "failed"
-    pruned = "pruned"
-    stopped = "stopped"
-
-
-TERMINAL_TRIAL = frozenset(
-    {TrialStatus.completed, TrialStatus.failed, TrialStatus.pruned, TrialStatus.stopped}
-)
-OPEN_TRIAL = frozenset({TrialStatus.queued, TrialStatus.running, TrialStatus.paused})
-TERMINAL_STUDY = frozenset({StudyStatus.completed, StudyStatus.cancelled, StudyStatus.failed})
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:

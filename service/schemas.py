@@ -55,6 +55,8 @@ _STUDY_EXAMPLE: dict[str, Any] = {
         "stopped": 0,
     },
     "total_trials": 60,
+    "planned_trials": 60,
+    "finished_trials": 18,
     "best_trial": {**_TRIAL_EXAMPLE, "config": {"hidden_layers": [20, 7, 5], "epochs": 200}},
     "parent_study_id": None,
     "error": None,
@@ -158,7 +160,11 @@ class StudyRead(BaseModel):
     objective: Objective
     rounds: RoundsProgress
     counts: dict[str, int] = Field(description="number of trials in each status")
-    total_trials: int
+    total_trials: int = Field(description="trials that exist now")
+    planned_trials: int = Field(
+        description="trials the study runs in all (later coarse-to-fine rounds included)"
+    )
+    finished_trials: int = Field(description="trials in a final status")
     best_trial: TrialDetail | None
     parent_study_id: int | None
     error: str | None

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from service.settings import Settings, get_settings
+from service.statuses import TERMINAL_STUDY
 
 app = typer.Typer(
     help="Caviar: hyperparameter search for NumPy neural networks.",
@@ -27,7 +28,7 @@ app.add_typer(db_app, name="db")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-TERMINAL = ("completed", "cancelled", "failed")
+TERMINAL = tuple(TERMINAL_STUDY)  # a study in one of these runs no more trials
 USAGE = 2  # exit code of a user's mistake: a bad spec, an unknown study, a refused token
 
 

@@ -12,20 +12,14 @@ from rich.table import Table
 
 from service.cli.common import TERMINAL
 
-DONE = ("completed", "failed", "pruned", "stopped")
-
 
 def done_count(study: dict[str, Any]) -> int:
-    return sum(study["counts"].get(k, 0) for k in DONE)
+    return int(study["finished_trials"])
 
 
 def expected_trials(study: dict[str, Any]) -> int:
     """All the trials the study will run: coarse-to-fine creates later rounds as it goes."""
-    strategy = study.get("spec", {}).get("strategy", {})
-    rounds = study["rounds"]["total"]
-    if rounds > 1 and strategy.get("trials_per_round"):
-        return max(study["total_trials"], rounds * int(strategy["trials_per_round"]))
-    return int(study["total_trials"])
+    return int(study["planned_trials"])
 
 
 def fmt_value(value: Any) -> str:

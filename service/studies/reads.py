@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.db import Database
 from service.errors import get_or_404
-from service.models import METRIC_FIELDS, Metric, Round, Study, Trial, TrialStatus
+from service.models import (
+    METRIC_FIELDS,
+    TERMINAL_TRIAL,
+    Metric,
+    Round,
+    Study,
+    Trial,
+    TrialStatus,
+)
+from service.spec import StudySpec, total_trials
 
 # A trial's summary, field by field: the columns it is read from, in the document's order.
 # Every summary (from an entity here, from raw rows in hot_reads, in the export) takes its
@@ -102,6 +113,22 @@ def objective_at(spec: Mapping[str, Any]) -> Any:
     return spec.get("objective", {}).get("at", "last")
 
 
+def planned_trials(spec: Mapping[str, Any], existing: int) -> int:
+    """How many trials a study runs in all: its plan over every round, or the trials that
+    exist when there are more (retries and forks add some)."""
+    return max(_planned(json.dumps(spec, sort_keys=True)), existing)
+
+
+@functools.lru_cache(maxsize=4096)
+def _planned(spec_json: str) -> int:
+    # Read through the schema only, not parse_spec's caps and checks: a spec stored under
+    # other caps stays readable. One the schema no longer reads counts what exists.
+    try:
+        return total_trials(StudySpec.model_validate_json(spec_json))
+    except ValidationError:
+        return 0
+
+
 def study_document(
     study: Mapping[str, Any], *, at: Any, counts: dict[str, int], best: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -119,6 +146,8 @@ def study_document(
         "rounds": {"current": study["current_round"], "total": study["total_rounds"]},
         "counts": counts,
         "total_trials": sum(counts.values()),
+        "planned_trials": planned_trials(study["spec"], sum(counts.values())),
+        "finished_trials": sum(counts.get(k.value, 0) for k in TERMINAL_TRIAL),
         "best_trial": best,
         "parent_study_id": study["parent_study_id"],
         "error": study["error"],

@@ -45,23 +45,11 @@ export function duration(start, end) {
   return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} m`;
 }
 
-/** Trials a study will have run in all: its plan, or what exists when that is more. */
-export function planned(study) {
-  const st = study.spec?.strategy || {};
-  let n = 0;
-  if (st.type === "coarse_to_fine") n = (st.rounds || 1) * (st.trials_per_round || 0);
-  else if (st.type === "random" || st.type === "sobol") n = st.trials || 0;
-  return Math.max(n, study.total_trials || 0);
-}
-
-export function finished(counts) {
-  return ["completed", "failed", "pruned", "stopped"].reduce((a, k) => a + (counts[k] || 0), 0);
-}
-
 /** A progress bar with the share of finished trials, and the running ones striped after it. */
 export function progressBar(study, { wide = false } = {}) {
-  const total = planned(study);
-  const done = finished(study.counts);
+  // Both counts come from the service, which knows the plan and the final statuses.
+  const total = study.planned_trials;
+  const done = study.finished_trials;
   const running = study.counts.running || 0;
   const pct = total ? (100 * done) / total : 0;
   const rpct = total ? (100 * running) / total : 0;

@@ -109,7 +109,7 @@ export function mount(view, { id }) {
   function progress() {
     const s = ov.study;
     const running = s.counts.running || 0;
-    $(".progress-line").innerHTML = `${progressBar({ ...s, total_trials: ov.planned_trials }, { wide: true })}
+    $(".progress-line").innerHTML = `${progressBar(s, { wide: true })}
       <span class="muted">${running ? `${running} running` : ""}${s.error ? ` <span class="error">${esc(s.error)}</span>` : ""}</span>`;
     $(".counts").innerHTML = TRIAL_STATUSES.map(
       (k) => `<button type="button" class="count ${k}${table.status === k ? " active" : ""}" data-status="${k}" title="Show the ${k} trials">
