@@ -74,7 +74,6 @@ MATRIX = [
     ("POST", "/api/studies/1/continue", "write"),
     ("POST", "/api/studies/1/zoom", "write"),
     ("POST", "/api/studies/1/zoom/preview", "read"),
-    ("POST", "/api/studies/1/zoom/preview", "read"),
     ("POST", "/api/datasets", "write"),
     ("GET", "/api/datasets", "read"),
     ("GET", "/api/datasets/ds-x", "read"),
