@@ -25,6 +25,7 @@ from service.api import worker as worker_routes
 from service.api.deps import DbDep, ReadScope
 from service.api.docs import install_openapi
 from service.auth import AuthenticationMiddleware, Authenticator, Token, parse_tokens
+from service.browsers import BrowserGuard, HostNames, names
 from service.db import get_database
 from service.limits import BodyLimitMiddleware, RateLimiter
 from service.metrics import CONTENT_TYPE, LatencyMiddleware, exposition
@@ -119,7 +120,9 @@ def create_app(settings: Settings | None = None, *, extra_tokens: list[Token] = 
 
 def _install_middleware(app: FastAPI, settings: Settings) -> None:
     """Body cap innermost, then authentication (a 401 is the first answer an anonymous caller
-    gets, before a 413), then CORS (so errors carry CORS headers), then latency outermost."""
+    gets, before a 413), then CORS (so errors carry CORS headers), then the browser guard
+    (a foreign Host or origin is refused before anything else looks at the request, and
+    every answer carries its headers), then latency outermost."""
 
     spec_routes = ("/api/studies", "/api/specs/validate", "/api/specs/preview")
 
@@ -133,7 +136,7 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
 
     app.add_middleware(BodyLimitMiddleware, cap=body_cap)
     app.add_middleware(AuthenticationMiddleware, authenticator=app.state.auth)
-    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    origins = names(settings.cors_origins)
     if origins:
         app.add_middleware(
             CORSMiddleware,
@@ -143,4 +146,6 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
             expose_headers=["retry-after", "etag", "content-disposition"],
             max_age=600,
         )
+    hosts = HostNames(names(settings.allowed_hosts))
+    app.add_middleware(BrowserGuard, hosts=hosts, cors_origins=origins)
     app.add_middleware(LatencyMiddleware)

@@ -61,6 +61,24 @@ class Settings(BaseSettings):
     # Browser origins allowed by CORS, comma-separated; empty keeps CORS off (same origin).
     cors_origins: str = ""
 
+    # What a web page may not do (service/browsers.py). The Host names this service answers
+    # to besides loopback's (localhost, *.localhost, 127.0.0.1, [::1]) and the one
+    # `caviar serve --host` names, comma-separated; `*.example.org` for its subdomains.
+    # `*` answers to any name: UNSAFE without tokens, since a DNS-rebinding page gets in.
+    allowed_hosts: str = ""
+    # Proxies whose X-Forwarded-For/-Proto are believed, comma-separated addresses; empty
+    # believes none, so a caller cannot pick the address its rate limit is counted under.
+    forwarded_allow_ips: str = ""
+    # A connection must have sent a request's headers this long after it opened or after
+    # its last response, else it is closed: a trickle of header bytes holds nothing.
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    # Event streams held open at once, per caller (token, or address) and in all: each
+    # polls the database, and beyond these the other requests wait behind them.
+    max_streams_per_client: int = Field(16, ge=1)
+    max_streams: int = Field(128, ge=1)
+    # /readyz says not ready when the disk holding a SQLite database has less free.
+    ready_min_free_bytes: int = Field(16 * 1024 * 1024, ge=0)
+
 
 @lru_cache
 def get_settings() -> Settings:

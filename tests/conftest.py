@@ -151,6 +151,9 @@ def settings_for():  # type: ignore[no-untyped-def]
             "heartbeat_seconds": 0.5,
             "reap_interval_seconds": 0.5,
             "tokens": "",
+            # Starlette's TestClient sends Host "testserver": a name this service answers
+            # to in tests only (service/browsers.py), never by default.
+            "allowed_hosts": "testserver",
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

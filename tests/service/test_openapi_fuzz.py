@@ -53,6 +53,7 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             tokens=f"fuzz:read,write,worker:{SECRET}",
             migrate_on_start=False,
             submit_burst=100_000,  # the fuzzer submits far faster than any person
+            allowed_hosts="testserver",  # the Host schemathesis' ASGI client sends
         )
     )
     yield app
