@@ -19,6 +19,7 @@ from service.db import Database
 from service.errors import Unavailable, get_or_404, not_found
 from service.events import LAST_EVENT_ID, take_order_lock
 from service.models import METRIC_FIELDS, Event, Metric, Study, Trial, TrialStatus
+from service.spec import stored_spec
 from service.studies.reads import study_dict, study_rounds, trial_dict
 
 MAX_POINTS = 2000  # scatter and parallel-coordinates points per study, best trials included
@@ -139,7 +140,7 @@ def _sample(s: Session, study: Study, *, max_points: int) -> tuple[list[Any], in
         .order_by(Trial.number)
     ).all()
     chosen = sorted({row.id: row for row in [*best, *strided]}.values(), key=lambda r: r.number)
-    paths = list((study.spec.get("space") or {}).keys())
+    paths = list(stored_spec(study.spec, fingerprint=study.spec_sha256).space)
     sample = {
         "ids": [r.id for r in chosen],
         "numbers": [r.number for r in chosen],
@@ -190,12 +191,12 @@ def _sort_key(study: Study, sort: str) -> list[Any]:
     name = sort.lstrip("-")
     if name.startswith("params."):
         path = name.removeprefix("params.")
-        dist = (study.spec.get("space") or {}).get(path)
+        dist = stored_spec(study.spec, fingerprint=study.spec_sha256).space.get(path)
         if dist is None:
             raise UnknownSort(f"the study has no hyperparameter {path!r}")
         element = Trial.params[path]
         column: Any = (
-            element.as_float() if dist.get("type") in ("float", "int") else element.as_string()
+            element.as_float() if dist.type in ("float", "int") else element.as_string()
         )
     elif name == "value":
         # "value" alone means best first, whichever the direction; "-value" worst first.

@@ -19,6 +19,7 @@ from service.spec.planning import (
     total_rounds,
     total_trials,
 )
+from service.spec.stored import stored_spec
 from service.spec.schema import (
     BUILTIN_DATASETS,
     GENERATED_DATASETS,
@@ -52,6 +53,7 @@ __all__ = [
     "parse_spec",
     "plan_round",
     "preview",
+    "stored_spec",
     "total_rounds",
     "total_trials",
 ]

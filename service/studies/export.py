@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from service.db import Database
 from service.errors import get_or_404
 from service.models import METRIC_FIELDS, Metric, Study, Trial
-from service.studies.reads import objective_at, trial_dict
+from service.spec import stored_spec
+from service.studies.reads import trial_dict
 
 # The export's fixed columns, in its order: fields of the trial summary, its id renamed.
 EXPORT_COLUMNS = (
@@ -50,7 +51,8 @@ def export_trials(*, db: Database, study_id: int) -> dict[str, Any]:
             select(Trial).where(Trial.study_id == study_id).order_by(Trial.number)
         ).all()
         finals = _final_metrics(s, study_id)
-        paths = list(study.spec.get("space", {}))
+        spec = stored_spec(study.spec, fingerprint=study.spec_sha256)
+        paths = list(spec.space)
         for t in trials:
             paths += [p for p in t.params if p not in paths]
         columns = [
@@ -64,7 +66,7 @@ def export_trials(*, db: Database, study_id: int) -> dict[str, Any]:
             "objective": {
                 "metric": study.metric,
                 "direction": study.direction,
-                "at": objective_at(study.spec),
+                "at": spec.objective.at,
             },
             "columns": columns,
             "rows": [_export_row(t, paths, finals.get(t.id)) for t in trials],

@@ -82,7 +82,6 @@ _best = _T.alias("best")
 # One statement is one snapshot, and one round trip on PostgreSQL.
 _STUDY_ROWS = select(
     *(_as_stored(_S.c[name]) for name in STUDY_COLUMNS),
-    _S.c.spec[("objective", "at")].as_string(),
     *(_count_in(st) for st in TrialStatus),
     *_summary_columns(_best),
     cast(_best.c.config, Text),
@@ -97,7 +96,7 @@ _STUDY_ROWS = select(
     )
 )
 _STUDY_STATUS = _STUDY_ROWS.where(_S.c.id == bindparam("study_id"))
-_N_STUDY = len(STUDY_COLUMNS)  # then `at`, then the counts, then the best trial
+_N_STUDY = len(STUDY_COLUMNS)  # then the counts, then the best trial
 _N_COUNTS = len(TrialStatus)
 
 
@@ -115,7 +114,7 @@ def _study_status(row: Sequence[Any]) -> dict[str, Any]:
     study = dict(zip(STUDY_COLUMNS, row, strict=False))
     study["status"] = _STUDY_STATUS_NAMES[study["status"]]
     study["spec"] = json_of_text(study["spec"])
-    first_count = _N_STUDY + 1
+    first_count = _N_STUDY
     counts = dict(
         zip(
             (st.value for st in TrialStatus),
@@ -128,7 +127,7 @@ def _study_status(row: Sequence[Any]) -> dict[str, Any]:
     if best_row[0] is not None:
         best = summary_of_row(best_row)
         best["config"] = json_of_text(best_row[-1])
-    return study_document(study, at=row[_N_STUDY] or "last", counts=counts, best=best)
+    return study_document(study, counts=counts, best=best)
 
 
 def list_studies(

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -23,7 +21,7 @@ from service.models import (
     Trial,
     TrialStatus,
 )
-from service.spec import StudySpec, total_trials
+from service.spec import StudySpec, stored_spec, total_trials
 
 # A trial's summary, field by field: the columns it is read from, in the document's order.
 # Every summary (from an entity here, from raw rows in hot_reads, in the export) takes its
@@ -72,6 +70,7 @@ STUDY_COLUMNS = (
     "started_at",
     "finished_at",
     "spec",
+    "spec_sha256",
 )
 
 TRIAL_STATUS_NAMES = {s.name: s.value for s in TrialStatus}
@@ -108,45 +107,35 @@ def json_of_text(text: str | None) -> Any:
         return json.loads(text)
 
 
-def objective_at(spec: Mapping[str, Any]) -> Any:
-    """The epoch a stored spec's objective is read at ("last" unless it says)."""
-    return spec.get("objective", {}).get("at", "last")
-
-
-def planned_trials(spec: Mapping[str, Any], existing: int) -> int:
+def planned_trials(spec: StudySpec, existing: int) -> int:
     """How many trials a study runs in all: its plan over every round, or the trials that
     exist when there are more (retries and forks add some)."""
-    return max(_planned(json.dumps(spec, sort_keys=True)), existing)
-
-
-@functools.lru_cache(maxsize=4096)
-def _planned(spec_json: str) -> int:
-    # Read through the schema only, not parse_spec's caps and checks: a spec stored under
-    # other caps stays readable. One the schema no longer reads counts what exists.
-    try:
-        return total_trials(StudySpec.model_validate_json(spec_json))
-    except ValidationError:
-        return 0
+    return max(total_trials(spec), existing)
 
 
 def study_document(
-    study: Mapping[str, Any], *, at: Any, counts: dict[str, int], best: dict[str, Any] | None
+    study: Mapping[str, Any], *, counts: dict[str, int], best: dict[str, Any] | None
 ) -> dict[str, Any]:
     """A study's status (StudyRead) from its STUDY_COLUMNS, its trial counts and best trial.
 
     `study["status"]` is the status's value; `best` is the best trial's detail or None.
     """
+    spec = stored_spec(study["spec"], fingerprint=study["spec_sha256"])
     return {
         "id": study["id"],
         "name": study["name"],
         "status": study["status"],
         "strategy": study["strategy"],
         "mode": study["mode"],
-        "objective": {"metric": study["metric"], "direction": study["direction"], "at": at},
+        "objective": {
+            "metric": study["metric"],
+            "direction": study["direction"],
+            "at": spec.objective.at,
+        },
         "rounds": {"current": study["current_round"], "total": study["total_rounds"]},
         "counts": counts,
         "total_trials": sum(counts.values()),
-        "planned_trials": planned_trials(study["spec"], sum(counts.values())),
+        "planned_trials": planned_trials(spec, sum(counts.values())),
         "finished_trials": sum(counts.get(k.value, 0) for k in TERMINAL_TRIAL),
         "best_trial": best,
         "parent_study_id": study["parent_study_id"],
@@ -193,7 +182,6 @@ def study_dict(s: Session, study: Study, *, with_best: bool = True) -> dict[str,
     fields["status"] = study.status.value
     return study_document(
         fields,
-        at=objective_at(study.spec),
         counts=trial_counts(s, study.id),
         best=trial_detail(best) if best is not None else None,
     )

@@ -24,7 +24,7 @@ from service.db import Database
 from service.events import emit
 from service.models import Round, Study, Trial, TrialStatus
 from service.queue.closing import ROUND_DUE, ROUNDS_DUE
-from service.spec import TrialPlan, parse_spec, plan_round
+from service.spec import TrialPlan, plan_round, stored_spec
 
 log = logging.getLogger("caviar.service")
 
@@ -51,7 +51,11 @@ def add_trials(
     )
 
 
-_DUE = select(Study.id, Study.current_round, Study.spec).where(*ROUND_DUE).order_by(Study.id)
+_DUE = (
+    select(Study.id, Study.current_round, Study.spec, Study.spec_sha256)
+    .where(*ROUND_DUE)
+    .order_by(Study.id)
+)
 
 
 def due_studies(*, db: Database) -> list[int]:
@@ -84,7 +88,8 @@ def open_next_round(*, db: Database, study_id: int) -> bool:
             return False
         history = _history(s, study_id)
     round_index = study.current_round + 1
-    spec = parse_spec(study.spec, check_trials=False)  # round 1 was checked at creation
+    # Read once per study, not per round: it was checked whole when it was submitted.
+    spec = stored_spec(study.spec, fingerprint=study.spec_sha256)
     box, plans = plan_round(spec, round_index=round_index, history=history)
     with db.session() as s:
         if not _still_due(s, study_id=study_id, round_index=round_index, history=history):
