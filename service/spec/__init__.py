@@ -19,7 +19,6 @@ from service.spec.planning import (
     total_rounds,
     total_trials,
 )
-from service.spec.stored import stored_spec
 from service.spec.schema import (
     BUILTIN_DATASETS,
     GENERATED_DATASETS,
@@ -32,6 +31,7 @@ from service.spec.schema import (
     StudySpec,
     TrialPlan,
 )
+from service.spec.stored import stored_spec
 
 __all__ = [
     "BUILTIN_DATASETS",
