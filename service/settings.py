@@ -48,6 +48,27 @@ class Settings(BaseSettings):
     # (an NPZ is a zip: a small upload must not inflate into gigabytes).
     max_dataset_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_dataset_array_bytes: int = Field(400 * 1024 * 1024, ge=1024)
+    # Checked as an upload is read (service/uploads.py): its feature columns, and its
+    # values (rows x feature columns, 8 bytes each once read).
+    max_features: int = Field(10_000, ge=1)
+    max_dataset_values: int = Field(10_000_000, ge=1)
+    # Output units: a classification's classes, a regression's targets. Every worker
+    # allocates a layer of them per trial: 40,000 labels were 6.4 GB each.
+    max_classes: int = Field(1000, ge=2)
+    # The largest checkpoint a trial stores (service.checkpoints refuses larger, so this
+    # cannot be raised past it): a spec whose largest network would make a larger one is
+    # refused at submission, instead of failing after training.
+    max_checkpoint_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # A panda trial keeps a checkpoint every `checkpoint_every` epochs: at most this many
+    # (the default fits max_epochs at the default checkpoint_every of 10).
+    max_checkpoints_per_trial: int = Field(1000, ge=1)
+    # Uploads are parsed on threads of their own, so heartbeats, claims and reads never
+    # wait behind them; more uploads at once wait for one of these.
+    upload_threads: int = Field(2, ge=1, le=32)
+    # Spec validations and previews per token (without tokens, per address), as a token
+    # bucket like submissions: each may expand up to max_trials_per_study trials.
+    spec_check_rate_per_minute: float = Field(120.0, gt=0)
+    spec_check_burst: int = Field(30, ge=1)
 
     # Submissions (new studies, data set uploads) per token, as a token bucket: `burst`
     # at once, then `per_minute` on average. Without tokens the client's address is the key.

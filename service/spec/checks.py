@@ -3,7 +3,8 @@
 The schema checks each block alone; these check what needs the model or the settings:
 that the base model is a valid config within the caps, that every space path exists and
 its distribution fits the field, that both ends of every range make a valid config, that
-the study is not bigger than the caps allow, and that every trial of round 1 is valid.
+the study is not bigger than the caps allow (`sizes`: nor its checkpoints), and that
+every trial of round 1 is valid.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from service.settings import Settings
 from service.spec.messages import SpecError, error_at, from_validation, suggest, trial_error
 from service.spec.planning import merge_params, sample_round, total_trials
 from service.spec.schema import StudySpec
+from service.spec.sizes import builtin_shape, checkpoint_count_errors, fit_errors
 from trainer.config import TrainConfig
 
 # Trials checked against TrainConfig before any is queued: all of round 1. Only the first
@@ -57,7 +59,7 @@ _FITS: dict[str, tuple[type[Distribution], ...]] = {
 _PATH = re.compile(r"^([A-Za-z_]\w*)(?:\.(\d+))?$")
 
 
-def _cap_errors(cfg: TrainConfig, settings: Settings) -> list[tuple[str, str, Any]]:
+def cap_errors(cfg: TrainConfig, settings: Settings) -> list[tuple[str, str, Any]]:
     """(field, msg, value) for every cap of `settings` that `cfg` goes over."""
     out: list[tuple[str, str, Any]] = []
     if len(cfg.hidden_layers) > settings.max_layers:
@@ -92,7 +94,7 @@ def _config_errors(config: Mapping[str, Any], settings: Settings) -> list[tuple[
     except ValidationError as exc:
         errors = from_validation(exc, known=list(TrainConfig.model_fields))
         return [(e["loc"], e["msg"], e["input"]) for e in errors]
-    return _cap_errors(cfg, settings)
+    return cap_errors(cfg, settings)
 
 
 def _check_model(spec: StudySpec, settings: Settings) -> list[dict[str, Any]]:
@@ -274,6 +276,10 @@ def check_spec(spec: StudySpec, *, settings: Settings, check_trials: bool = True
     errors = model_errors + _check_dataset(spec, settings) + space_errors
     if not space_errors:  # sizes need a sane space; a huge one must not be built
         errors += _check_sizes(spec, settings)
+    if not errors:
+        errors += checkpoint_count_errors(spec, settings)
+        if spec.dataset.is_builtin:  # an upload's shape is measured by the service
+            errors += fit_errors(spec, builtin_shape(spec.dataset), settings)
     if errors:
         raise SpecError(errors)
     if check_trials:

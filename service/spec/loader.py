@@ -20,6 +20,7 @@ from service.settings import Settings, get_settings
 from service.spec.checks import check_spec
 from service.spec.messages import SpecError, error_at, from_validation, kind_of
 from service.spec.schema import StudySpec
+from service.spec.values import value_errors
 
 try:  # libyaml parses several times faster; the pure-Python parser is the fallback
     from yaml import CSafeLoader as _FastSafeLoader
@@ -186,8 +187,9 @@ def parse_spec(
 ) -> StudySpec:
     """Validate a spec completely and return it; raise `SpecError` listing every problem.
 
-    `data` is a dict, or YAML or JSON text (read by `load_spec_data`). Checked: the
-    schema (unknown fields rejected), the caps of `settings`, that every space path exists
+    `data` is a dict, or YAML or JSON text (read by `load_spec_data`). Checked: values
+    no spec may hold (non-finite numbers, NUL characters, lone surrogates), the schema
+    (unknown fields rejected), the caps of `settings`, that every space path exists
     in TrainConfig and its distribution fits the field, that both ends of every range and
     every choice make a valid config, and (`check_trials`) that every trial of the first
     round does.
@@ -199,6 +201,8 @@ def parse_spec(
         data = load_spec_data(data)
     if not isinstance(data, Mapping):
         raise _refused(f"a spec must be a mapping (got {kind_of(data)})")
+    if errors := value_errors(dict(data)):
+        raise SpecError(errors)
     try:
         spec = StudySpec.model_validate(dict(data))
     except ValidationError as exc:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from itertools import islice, product
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from service.search.strategies import (
@@ -123,8 +125,7 @@ def preview(spec: StudySpec, n: int = 20) -> dict[str, Any]:
     """
     strategy = make_strategy(spec)
     space = strategy.space
-    _, params = strategy.suggest(round_index=0, history=())
-    first = params[:n]
+    first = first_params(spec, n)
     out: dict[str, Any] = {
         "strategy": spec.strategy.type,
         "rounds": total_rounds(spec),
@@ -145,6 +146,26 @@ def preview(spec: StudySpec, n: int = 20) -> dict[str, Any]:
             entry["levels"] = dist.grid(spec.strategy.grid_points) if dist.dims == 1 else None
         out["params"][path] = entry
     return out
+
+
+def first_params(spec: StudySpec, n: int) -> list[dict[str, Any]]:
+    """The params of round 1's first `n` trials, drawing no more than `n`.
+
+    The same as the first `n` of `plan_round`'s: random draws and Sobol points come in
+    order from their seed, and the grid is a product taken in order.
+    """
+    st = spec.strategy
+    if st.type == "grid":
+        space = spec.search_space()
+        per_path = [space.distributions[p].grid_units(st.grid_points) for p in space.paths]
+        combos = islice(product(*per_path), n)
+        return [space.decode(np.array(sum(combo, ()), dtype=float)) for combo in combos]
+    if st.type == "coarse_to_fine":
+        fewer = {"trials_per_round": min(n, st.trials_per_round)}
+    else:
+        fewer = {"trials": min(n, st.trials)}
+    cut = spec.model_copy(update={"strategy": st.model_copy(update=fewer)})
+    return make_strategy(cut).suggest(round_index=0, history=())[1]
 
 
 def _position(u: float) -> float | None:
