@@ -9,8 +9,8 @@ import pytest
 
 from service.search.strategies import Box, CoarseToFineStrategy, SearchSpace
 from service.search.surrogate import GaussianProcess, rank_normal, thompson_batch
-from tests.service.test_strategies import C2F_SPACE, narrow, run_c2f
-from tests.service.test_strategies import c2f as c2f_of
+from tests.service.search.test_strategies import C2F_SPACE, narrow, run_c2f
+from tests.service.search.test_strategies import c2f as c2f_of
 
 
 def smooth(X: np.ndarray) -> np.ndarray:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from service.events import EVENT_TYPES
+from tests.conftest import ROOT
 
-LIVE_JS = Path(__file__).resolve().parents[2] / "service" / "static" / "js" / "live.js"
+LIVE_JS = ROOT / "service" / "static" / "js" / "live.js"
 
 
 def test_the_dashboard_knows_every_event_type() -> None:
