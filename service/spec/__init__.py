@@ -6,9 +6,13 @@ a space of distributions, a strategy, an objective, how to execute and how to pr
 queued (`checks`), raising `SpecError` listing every problem as ``loc: msg``, each naming
 the field and echoing the value (``space.learning_rate.low: must be > 0 for scale log
 (got 0)``; `messages`). `plan_round` turns it into the trials of each round, and
-`total_trials` says how many the whole study runs (`planning`).
+`total_trials` says how many the whole study runs (`planning`). What the data set and
+the largest network cost (output units, checkpoint bytes, a panda trial's checkpoints) is
+checked against the caps too (`sizes`), and values no spec may hold anywhere are refused
+first (`values`).
 """
 
+from service.spec.checks import cap_errors
 from service.spec.loader import MAX_SPEC_DEPTH, MAX_SPEC_VALUES, load_spec_data, parse_spec
 from service.spec.messages import SpecError
 from service.spec.planning import (
@@ -31,7 +35,14 @@ from service.spec.schema import (
     StudySpec,
     TrialPlan,
 )
+from service.spec.sizes import (
+    DataShape,
+    builtin_shape,
+    epochs_checkpoint_errors,
+    fit_errors,
+)
 from service.spec.stored import stored_spec
+from service.spec.values import text_problem, value_errors
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -39,6 +50,7 @@ __all__ = [
     "MAX_SPEC_DEPTH",
     "MAX_SPEC_VALUES",
     "METRICS",
+    "DataShape",
     "DatasetSpec",
     "ExecutionSpec",
     "ObjectiveSpec",
@@ -47,6 +59,10 @@ __all__ = [
     "StrategySpec",
     "StudySpec",
     "TrialPlan",
+    "builtin_shape",
+    "cap_errors",
+    "epochs_checkpoint_errors",
+    "fit_errors",
     "load_spec_data",
     "make_strategy",
     "objective_direction",
@@ -54,6 +70,8 @@ __all__ = [
     "plan_round",
     "preview",
     "stored_spec",
+    "text_problem",
     "total_rounds",
     "total_trials",
+    "value_errors",
 ]
