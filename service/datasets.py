@@ -1,29 +1,31 @@
-"""Uploaded data sets: checked with the trainer's own loader, stored by sha256, deduplicated.
+"""Uploaded data sets: read within the caps, split as the trainer splits, stored by sha256.
 
-A file is accepted only if `trainer.load_dataset` can build a train/dev split from it, so
-a study that names it cannot fail later on its data. The content lives in the database
-(the service is the only process that opens it); workers fetch it over HTTP and cache it
-by sha256.
+A file is accepted only if it reads (service.uploads: the trainer's arrays, caps checked
+as it is read) and `trainer.dataset_from_arrays` can build a train/dev split from it, so
+a study that names it cannot fail later on its data; a study's own reading of it (another
+label column, a task, a split) is checked at submission (`check_study_data`). The content
+lives in the database (the service is the only process that opens it); workers fetch it
+over HTTP and cache it by sha256.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import re
-import tempfile
-import zipfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from service.db import Database
-from service.errors import Conflict, InvalidDataset, NotFound
+from service.errors import Conflict, InvalidDataset, InvalidSpec, NotFound
 from service.models import Dataset, Study
-from service.settings import Settings
+from service.settings import Settings, get_settings
+from service.spec import DataShape, StudySpec, fit_errors
+from service.uploads import UploadCaps, check_outputs, read_upload
+from trainer.datasets import dataset_from_arrays
 
 FORMATS = ("csv", "npz")
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -56,91 +58,122 @@ def detect_format(content: bytes, filename: str | None, declared: str | None) ->
     return "npz" if content.startswith(_ZIP_MAGIC) else "csv"
 
 
-def check_npz_sizes(content: bytes, *, limit: int) -> None:
-    """Refuse an NPZ whose arrays would take more than `limit` bytes once loaded.
-
-    An NPZ is a zip of .npy files; each .npy header declares its shape and dtype. Reading
-    the headers first means a small upload cannot make the loader allocate gigabytes.
-    """
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(content))
-    except zipfile.BadZipFile as exc:
-        raise _invalid(f"not a readable NPZ archive: {exc}") from None
-    total = 0
-    with archive:
-        for info in archive.infolist():
-            if not info.filename.endswith(".npy"):
-                raise _invalid(f"NPZ member {info.filename!r} is not a .npy array")
-            try:
-                with archive.open(info) as member:
-                    major, _minor = np.lib.format.read_magic(member)
-                    read_header = (
-                        np.lib.format.read_array_header_1_0
-                        if major == 1
-                        else np.lib.format.read_array_header_2_0
-                    )
-                    shape, _, dtype = read_header(member)
-            except Exception as exc:  # a corrupt member raises one of several types
-                msg = f"NPZ member {info.filename!r} is not a valid array: {exc}"
-                raise _invalid(msg) from None
-            if dtype.hasobject:
-                raise _invalid(f"NPZ member {info.filename!r} holds Python objects, not numbers")
-            total += int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
-            if total > limit:
-                raise _invalid(f"the arrays would take more than {limit} bytes once loaded")
+def _display_name(name: str, fmt: str) -> str:
+    """The file's name as messages give it: the upload's own, sanitized, with its format."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).stem)[:100] or "upload"
+    return f"{stem}.{fmt}"
 
 
 def _check_content(
     content: bytes, *, fmt: str, label_column: str | None, name: str, settings: Settings
 ) -> tuple[int, int]:
-    """Load the file exactly as a worker will; (rows, feature columns) or InvalidDataset."""
+    """Read the file as a worker will, caps checked as it is read; (rows, feature columns).
+
+    The arrays are split and standardized as `trainer.load_dataset` does, so a file that
+    is accepted is one every study naming it can train on.
+    """
     if not content:
         raise _invalid("the file is empty")
-    if fmt == "npz":
-        check_npz_sizes(content, limit=settings.max_dataset_array_bytes)
-    elif label_column is None:
+    if fmt == "csv" and label_column is None:
         raise _invalid(
             "label_column is required for a CSV file: name the column that holds y",
             "label_column",
         )
+    caps = UploadCaps.from_settings(settings)
     try:
-        ds = _load(content, fmt=fmt, label_column=label_column, name=name)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        data = read_upload(
+            content, fmt=fmt, label_column=label_column, caps=caps, name=_display_name(name, fmt)
+        )
+        check_outputs(data.y, None, caps, what="the label column")
+        ds = dataset_from_arrays(data.X, data.y, feature_names=data.feature_names)
+    except ValueError as exc:  # UploadRefused, or the trainer's own refusal
         raise _invalid(str(exc)) from None
-    rows = int(ds.X_train.shape[0] + ds.X_dev.shape[0])
-    if rows > settings.max_samples:
-        raise _invalid(f"the file has {rows} rows; at most {settings.max_samples} (max_samples)")
-    return rows, int(ds.X_train.shape[1])
+    return int(ds.X_train.shape[0] + ds.X_dev.shape[0]), ds.n_features
 
 
-def _load(content: bytes, *, fmt: str, label_column: str | None, name: str = "upload") -> Any:
-    """`trainer.load_dataset` on these bytes, through a temporary file as a worker does.
-
-    The file is named after the upload (sanitized), so the loader's messages name the
-    file the user sent.
-    """
-    from trainer import load_dataset
-
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).stem)[:100] or "upload"
-    with tempfile.TemporaryDirectory(prefix="caviar-dataset-") as tmp:
-        path = Path(tmp) / f"{stem}.{fmt}"
-        path.write_bytes(content)
-        spec: dict[str, Any] = {"path": str(path)}
-        if label_column is not None:
-            spec["label_column"] = label_column
-        try:
-            return load_dataset(spec)
-        except ValueError as exc:  # name the file as the user knows it, not our temp path
-            raise ValueError(str(exc).replace(str(path), path.name)) from None
-
-
-def load_stored(s: Session, *, dataset_id: str, label_column: str | None) -> Any:
+def load_stored(
+    s: Session, *, dataset_id: str, label_column: str | None, settings: Settings | None = None
+) -> Any:
     """Load a stored data set with `label_column`; ValueError says why it cannot be."""
-    row = s.execute(select(Dataset.content, Dataset.format).where(Dataset.id == dataset_id)).one()
+    row = s.execute(
+        select(Dataset.content, Dataset.format, Dataset.name).where(Dataset.id == dataset_id)
+    ).one()
+    data = read_upload(
+        bytes(row.content),
+        fmt=row.format,
+        label_column=label_column,
+        caps=UploadCaps.from_settings(settings or get_settings()),
+        name=_display_name(row.name, row.format),
+    )
+    return dataset_from_arrays(data.X, data.y, feature_names=data.feature_names)
+
+
+# Shapes measured per (data set, how a spec reads it): ids derive from the content's
+# sha256, so a shape never goes stale; a handful covers the studies being submitted.
+_SHAPES: OrderedDict[tuple[Any, ...], DataShape] = OrderedDict()
+_SHAPES_KEPT = 64
+
+
+def check_study_data(*, db: Database, spec: StudySpec, settings: Settings) -> None:
+    """InvalidSpec unless an uploaded data set loads as the spec reads it (label column,
+    task, split) within the class cap, and the spec's largest network fits the checkpoint
+    cap for it. Built-in data sets are checked by the spec itself; a missing one is
+    reported by `service.studies.check_dataset`."""
+    if spec.dataset.is_builtin:
+        return
+    shape = _study_data_shape(db=db, spec=spec, settings=settings)
+    if shape is not None and (errors := fit_errors(spec, shape, settings)):
+        raise InvalidSpec(errors=errors)
+
+
+def _study_data_shape(*, db: Database, spec: StudySpec, settings: Settings) -> DataShape | None:
+    ds = spec.dataset
+    with db.session(write=False) as s:
+        row = s.execute(
+            select(Dataset.content, Dataset.format, Dataset.label_column, Dataset.name).where(
+                Dataset.id == ds.name
+            )
+        ).first()
+    if row is None:
+        return None
+    label = ds.label_column or row.label_column
+    key = (ds.name, label, ds.task, ds.dev_fraction, ds.seed, ds.standardize, settings.max_classes)
+    if key in _SHAPES:
+        return _SHAPES[key]
+    loc, value = ("dataset.label_column", label) if ds.label_column else ("dataset.name", ds.name)
+    caps = UploadCaps.from_settings(settings)
     try:
-        return _load(bytes(row.content), fmt=row.format, label_column=label_column)
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(str(exc)) from None
+        data = read_upload(
+            bytes(row.content),
+            fmt=row.format,
+            label_column=label,
+            caps=caps,
+            name=_display_name(row.name, row.format),
+        )
+    except ValueError as exc:
+        raise InvalidSpec.at(loc, str(exc), value) from None
+    try:
+        check_outputs(data.y, ds.task, caps, what=f"the label column {label!r}")
+    except ValueError as exc:
+        where = ("dataset.task", ds.task) if ds.task else (loc, value)
+        raise InvalidSpec.at(where[0], str(exc), where[1]) from None
+    try:
+        built = dataset_from_arrays(
+            data.X,
+            data.y,
+            task=ds.task,
+            dev_fraction=ds.dev_fraction,
+            seed=ds.seed,
+            standardize=ds.standardize,
+            feature_names=data.feature_names,
+        )
+    except ValueError as exc:
+        raise InvalidSpec.at("dataset", str(exc), ds.name) from None
+    shape = DataShape(built.n_features, built.n_outputs, int(built.y_train.shape[0]))
+    _SHAPES[key] = shape
+    while len(_SHAPES) > _SHAPES_KEPT:
+        _SHAPES.popitem(last=False)
+    return shape
 
 
 def _meta(row: Any) -> dict[str, Any]:
