@@ -27,7 +27,7 @@ from service.api.docs import install_openapi
 from service.auth import AuthenticationMiddleware, Authenticator, Token, parse_tokens
 from service.browsers import BrowserGuard, HostNames, names
 from service.db import get_database
-from service.limits import BodyLimitMiddleware, RateLimiter
+from service.limits import BodyLimitMiddleware, RateLimiter, StreamSlots
 from service.metrics import CONTENT_TYPE, LatencyMiddleware, exposition
 from service.problems import SafeJSONResponse, install_error_handlers
 from service.queue import Reaper
@@ -82,6 +82,9 @@ def create_app(settings: Settings | None = None, *, extra_tokens: list[Token] = 
     app.state.auth = auth
     app.state.submissions = RateLimiter(
         per_minute=settings.submit_rate_per_minute, burst=settings.submit_burst
+    )
+    app.state.streams = StreamSlots(
+        per_client=settings.max_streams_per_client, total=settings.max_streams
     )
     install_error_handlers(app)
     install_openapi(app)

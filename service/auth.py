@@ -58,7 +58,8 @@ def parse_tokens(text: str) -> list[Token]:
     return tokens
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
+    """Whether a client address is this machine (TestClient's "testclient" is)."""
     if host in ("testclient", "localhost"):
         return True
     try:
@@ -90,7 +91,7 @@ class Authenticator:
     def check(self, request: Request, scope: str) -> Token | None:
         if not self.tokens:
             client = request.client.host if request.client else None
-            if not _is_loopback(client):
+            if not is_loopback(client):
                 raise Forbidden(
                     "no API tokens are configured, so this service answers only on loopback; "
                     "set CAVIAR_TOKENS to serve other hosts"

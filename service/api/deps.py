@@ -8,6 +8,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 
+from service.auth import is_loopback
 from service.db import Database
 from service.errors import RateLimited
 from service.metrics import SUBMISSIONS_REFUSED
@@ -69,15 +70,22 @@ WriteScope = require("write")
 WorkerScope = require("worker")
 
 
-async def _submission(request: Request) -> None:
-    """Spend one submission of the caller's rate (after WriteScope has named the caller)."""
+def caller_key(request: Request) -> str:
+    """Whom a limit counts a request against (after a scope check has named the caller):
+    its token; with no tokens configured, the address it came from, except that every
+    loopback address is one caller, this machine's user (127.0.0.2, 127.0.0.3, ... would
+    otherwise be a fresh bucket each)."""
     token = getattr(request.state, "token", None)
     if token is not None:
-        key = f"token:{token.name}"
-    else:  # no tokens configured: loopback callers, told apart by address
-        key = f"addr:{request.client.host if request.client else '-'}"
+        return f"token:{token.name}"
+    host = request.client.host if request.client else "-"
+    return "addr:loopback" if is_loopback(host) else f"addr:{host}"
+
+
+async def _submission(request: Request) -> None:
+    """Spend one submission of the caller's rate (after WriteScope has named the caller)."""
     try:
-        request.app.state.submissions.take(key)
+        request.app.state.submissions.take(caller_key(request))
     except RateLimited:
         SUBMISSIONS_REFUSED.inc()
         raise
