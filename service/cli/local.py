@@ -49,15 +49,14 @@ class Embedded:
         import uvicorn
 
         from service.app import create_app
+        from service.serving import server_config
 
         token, extra = _worker_token(settings)
         application = create_app(
             settings.model_copy(update={"migrate_on_start": False}), extra_tokens=extra
         )
         self.url = f"http://{host}:{port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(application, host=host, port=port, log_level="warning", access_log=False)
-        )
+        self.server = uvicorn.Server(server_config(application, settings, host=host, port=port))
         self.thread = threading.Thread(target=self.server.run, daemon=True, name="caviar-api")
         self.thread.start()
         while not self.server.started:
@@ -192,6 +191,44 @@ def watch_local(
         study = fetch()
 
 
+def _served_as(settings: Settings, host: str, *, allow_no_tokens: bool) -> Settings:
+    """The start checks of `serve`: no tokens on a non-loopback address only when told, and
+    the Host names the service answers to (service/browsers.py) with `host` among them.
+
+    Bound to every address (0.0.0.0, ::), the names a network calls this machine are not
+    known here; with tokens it answers to any, as Jupyter Server does when it listens
+    beyond loopback (a DNS-rebinding page holds no token), unless CAVIAR_ALLOWED_HOSTS
+    lists them.
+    """
+    from service.auth import parse_tokens
+    from service.browsers import host_name, is_loopback_name, names
+
+    try:
+        tokens = parse_tokens(settings.tokens)
+    except ValueError as exc:
+        fail(str(exc))
+    bound = host_name(host)
+    if not tokens and not is_loopback_name(bound) and not allow_no_tokens:
+        fail(
+            f"--host {host} reaches beyond this machine, but no API tokens are configured: "
+            "every caller would be refused but this machine's, and its web pages could "
+            "drive the service. Set CAVIAR_TOKENS (name:scopes:secret entries, see the "
+            "README) to serve the network, or pass --allow-no-tokens to start anyway."
+        )
+    allowed = names(settings.allowed_hosts)
+    if bound in ("", "0.0.0.0", "::"):
+        if tokens and not allowed:
+            allowed = ["*"]
+            err.print(
+                "answering to any Host name (tokens are required); list this service's "
+                "names in CAVIAR_ALLOWED_HOSTS to refuse others",
+                highlight=False,
+            )
+    elif not is_loopback_name(bound):
+        allowed.append(bound)
+    return settings.model_copy(update={"allowed_hosts": ",".join(allowed)})
+
+
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to bind; loopback unless told otherwise"),
@@ -200,11 +237,17 @@ def serve(
         None, help="database URL (default: CAVIAR_DATABASE_URL or ./caviar.db)"
     ),
     workers: int = typer.Option(0, help="embedded worker processes"),
+    allow_no_tokens: bool = typer.Option(
+        False,
+        "--allow-no-tokens",
+        help="serve a non-loopback --host with no CAVIAR_TOKENS anyway (only callers on "
+        "this machine are answered)",
+    ),
 ) -> None:
     """Serve the API and the dashboard, with N embedded workers, until SIGINT or SIGTERM."""
     import signal
 
-    settings = settings_with(db)
+    settings = _served_as(settings_with(db), host, allow_no_tokens=allow_no_tokens)
     _migrate_or_fail(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     stop = threading.Event()
