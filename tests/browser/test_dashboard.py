@@ -566,3 +566,43 @@ def test_with_tokens_the_dashboard_signs_in_works_through_its_cookie_and_signs_o
     page.get_by_role("button", name="Sign in").wait_for()
     assert page.context.cookies() == []
     assert page.goto(svc.url + "/").status == 401
+
+
+def test_a_read_only_token_sees_no_control_that_would_change_anything(  # type: ignore[no-untyped-def]
+    page, sqlite_url, live_service, spec_factory
+) -> None:
+    reader, writer = "reader-secret-0123456789", "writer-secret-0123456789"
+    svc = live_service(sqlite_url, tokens=f"ann:read:{reader};bob:write:{writer}")
+    headers = {"authorization": f"Bearer {writer}"}
+    study = httpx.post(f"{svc.url}/api/studies", json=spec_factory(), headers=headers).json()
+    trial_id = httpx.get(f"{svc.url}/api/studies/{study['id']}/trials", headers=headers).json()[
+        "items"
+    ][0]["id"]
+    page.caviar_allowed_errors.append("status of 401")  # the page refused before signing in
+    page.goto(svc.url + "/")
+    page.get_by_label("API token").fill(reader)
+    page.get_by_role("button", name="Sign in").click()
+    wait_ready(page, "studies")
+    page.locator("header .session").get_by_text("ann").wait_for()
+    assert page.get_by_role("button", name="New study").is_hidden()
+    page.goto(f"{svc.url}/#/studies/{study['id']}")
+    wait_ready(page, "study")
+    page.locator("h1 .status.queued").wait_for()  # a running study: a writer could cancel it
+    for name in ("Cancel study", "Retry failed", "Zoom into the best"):
+        assert page.get_by_role("button", name=name).is_hidden(), name
+    page.goto(f"{svc.url}/#/trials/{trial_id}")
+    wait_ready(page, "trial")
+    for name in ("Stop trial", "Pause", "Fork…"):
+        assert page.get_by_role("button", name=name).is_hidden(), name
+    shot(page, "read-only-trial", full_page=False)
+
+    # The same pages signed in as a writer show them.
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("API token").fill(writer)
+    page.get_by_role("button", name="Sign in").click()
+    page.goto(f"{svc.url}/#/studies/{study['id']}")
+    wait_ready(page, "study")
+    page.get_by_role("button", name="Cancel study").wait_for()
+    page.goto(svc.url + "/#/")
+    wait_ready(page, "studies")
+    page.get_by_role("button", name="New study").wait_for()

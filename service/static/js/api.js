@@ -31,6 +31,14 @@ export function signIn() {
   location.assign(`/login?next=${encodeURIComponent(location.pathname + location.hash)}`);
 }
 
+let me = null;
+
+/** Who the dashboard is signed in as and its scopes (asked once per page load); null if unknown. */
+export function session() {
+  me ??= api("/api/dashboard/session").catch(() => null);
+  return me;
+}
+
 let openapi = null;
 
 /** The routes this service has, from its OpenAPI document (read once per page load). */

@@ -1,6 +1,6 @@
 // Caviar's dashboard: a hash router over four pages, each updating itself live.
 
-import { api } from "./api.js";
+import { session } from "./api.js";
 import { esc } from "./util.js";
 
 const view = document.getElementById("view");
@@ -41,10 +41,18 @@ async function route() {
   }
 }
 
+// Controls that change something carry data-write; a token that may only read would meet
+// a 403 behind each, so they stay hidden until the session says it may write.
+const style = document.createElement("style");
+style.textContent = "html[data-read-only] [data-write] { display: none !important; }";
+document.head.append(style);
+document.documentElement.dataset.readOnly = "";
+
 // With tokens on, say who is signed in and offer to sign out (the cookie is HttpOnly: the
 // server ends the session).
-async function session() {
-  const me = await api("/api/dashboard/session").catch(() => null);
+async function signedIn() {
+  const me = await session();
+  if (me?.scopes.includes("write")) delete document.documentElement.dataset.readOnly;
   if (!me?.tokens_required) return;
   const box = document.createElement("form");
   box.className = "session";
@@ -56,4 +64,4 @@ async function session() {
 
 window.addEventListener("hashchange", route);
 route();
-session();
+signedIn();

@@ -48,10 +48,10 @@ export function mount(view, _params, query) {
           <option value="">All statuses</option>
           ${STUDY_STATUSES.map((s) => `<option value="${s}">${s}</option>`).join("")}
         </select>
-        <button type="button" class="primary" data-act="new">New study</button>
+        <button type="button" class="primary" data-act="new" data-write>New study</button>
       </div>
     </div>
-    <section class="panel new-study" hidden>
+    <section class="panel new-study" data-write hidden>
       <div class="panel-head"><h2>New study</h2><span class="muted">Errors appear beside the line of the field, before you submit.</span></div>
       <div class="editor-slot"></div>
     </section>

@@ -41,10 +41,10 @@ export function mount(view, { id }) {
       </div>
       <div class="actions">
         <a class="button ghost" data-act="csv" hidden>Export CSV</a>
-        <button type="button" class="primary" data-act="continue" hidden title="Run the next trial of this reviewed panda study">Continue with the next trial</button>
-        <button type="button" data-act="retry" hidden>Retry failed</button>
-        <button type="button" data-act="zoom" hidden title="A new coarse-to-fine study in the region of the best trials">Zoom into the best</button>
-        <button type="button" class="danger" data-act="cancel" hidden>Cancel study</button>
+        <button type="button" class="primary" data-act="continue" data-write hidden title="Run the next trial of this reviewed panda study">Continue with the next trial</button>
+        <button type="button" data-act="retry" data-write hidden>Retry failed</button>
+        <button type="button" data-act="zoom" data-write hidden title="A new coarse-to-fine study in the region of the best trials">Zoom into the best</button>
+        <button type="button" class="danger" data-act="cancel" data-write hidden>Cancel study</button>
       </div>
     </div>
     <section class="panel progress-panel">

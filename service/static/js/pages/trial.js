@@ -24,10 +24,10 @@ export function mount(view, { id }) {
         <p class="sub muted meta"></p>
       </div>
       <div class="actions">
-        <button type="button" data-act="pause" hidden title="Stop after this epoch with a checkpoint; the worker is freed">Pause</button>
-        <button type="button" data-act="resume" hidden title="Queue it again: it continues from its latest checkpoint">Resume</button>
-        <button type="button" data-act="fork" hidden title="A new trial from a checkpoint, with some hyperparameters changed">Fork…</button>
-        <button type="button" class="danger" data-act="stop" hidden>Stop trial</button>
+        <button type="button" data-act="pause" data-write hidden title="Stop after this epoch with a checkpoint; the worker is freed">Pause</button>
+        <button type="button" data-act="resume" data-write hidden title="Queue it again: it continues from its latest checkpoint">Resume</button>
+        <button type="button" data-act="fork" data-write hidden title="A new trial from a checkpoint, with some hyperparameters changed">Fork…</button>
+        <button type="button" class="danger" data-act="stop" data-write hidden>Stop trial</button>
       </div>
     </div>
     <section class="panel cards"></section>
