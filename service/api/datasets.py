@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
-from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import DbDep, ReadScope, SettingsDep, SubmitRate, WriteScope
 from service.api.docs import problem_responses
+from service.api.heavy import run_upload
 from service.datasets import (
     delete_dataset,
     detect_format,
@@ -16,7 +16,9 @@ from service.datasets import (
     list_datasets,
     store_dataset,
 )
+from service.errors import InvalidDataset
 from service.schemas import DatasetRead, DatasetsPage
+from service.spec import text_problem
 
 router = APIRouter(prefix="/api", tags=["datasets"])
 
@@ -72,18 +74,25 @@ async def post_dataset(
         Query(description="default: from the name's suffix, else from the content"),
     ] = None,
 ) -> dict[str, Any]:
-    """Upload a CSV or NPZ file; it is checked with the trainer's loader and deduplicated."""
+    """Upload a CSV or NPZ file; it is read within the caps as a worker reads it, and stored
+    once per content."""
+    for field, text in (("name", name), ("label_column", label_column)):
+        if text is not None and (problem := text_problem(text)):
+            raise InvalidDataset(
+                f"{field}: {problem}", errors=[{"loc": field, "msg": problem, "input": None}]
+            )
     content = await request.body()  # capped by the body-limit middleware while it streams
     fmt = detect_format(content, name, format)
-    dataset, created = await run_in_threadpool(
-        lambda: store_dataset(
-            db=db,
-            content=content,
-            name=name,
-            label_column=label_column,
-            fmt=fmt,
-            settings=settings,
-        )
+    # Parsed on the upload threads: heartbeats, claims and reads never wait behind it.
+    dataset, created = await run_upload(
+        request,
+        store_dataset,
+        db=db,
+        content=content,
+        name=name,
+        label_column=label_column,
+        fmt=fmt,
+        settings=settings,
     )
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -7,7 +7,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import (
     DbDep,
@@ -19,9 +18,11 @@ from service.api.deps import (
     WriteScope,
     run_read,
 )
-from service.api.docs import problem_responses
+from service.api.docs import PROBLEM_REF, problem_responses
+from service.api.heavy import SpecCheckRate, run_spec_work
 from service.api.render import json_bytes
-from service.errors import InvalidSpec
+from service.datasets import check_study_data
+from service.errors import CaviarError, InvalidSpec
 from service.models import StudyStatus, TrialStatus
 from service.schemas import (
     MetricRead,
@@ -36,7 +37,14 @@ from service.schemas import (
     TrialsPage,
     WorkerRead,
 )
-from service.spec import SpecError, load_spec_data, plan_round, total_rounds
+from service.spec import (
+    SpecError,
+    load_spec_data,
+    make_strategy,
+    parse_spec,
+    preview,
+    total_rounds,
+)
 from service.studies import (
     cancel_study,
     check_dataset,
@@ -91,12 +99,42 @@ SPEC_BODY = {
 }
 
 
+# What a spec body is read as: JSON, or YAML under any of its media types. Anything else
+# is refused, so a web page's form or text/plain body (which a browser sends to any
+# origin without asking) is never read as a spec.
+JSON_TYPE = "application/json"
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+SPEC_TYPES = (JSON_TYPE, *YAML_TYPES)
+
+
+class UnsupportedMediaType(CaviarError):
+    """The body's media type is not one this route reads."""
+
+    status = 415
+    slug = "unsupported-media-type"
+
+
+SPEC_BODY_REFUSED: dict[int | str, dict[str, Any]] = {
+    415: {
+        "description": "The body is not labelled as a spec: application/json or a YAML type",
+        "content": {"application/problem+json": {"schema": PROBLEM_REF}},
+    }
+}
+
+
 async def read_spec_body(request: Request) -> dict[str, Any]:
-    """The request body as a spec: YAML when the content type says so, JSON otherwise."""
+    """The request body as a spec: JSON or YAML as its content type says, off the event loop."""
+    given = request.headers.get("content-type", "")
+    media = given.split(";")[0].strip().lower()
+    if media not in SPEC_TYPES:
+        raise UnsupportedMediaType(
+            f"a spec is read as {', '.join(SPEC_TYPES)}; the body is "
+            + (f"{given[:100]!r}" if given else "not labelled (no Content-Type)"),
+            accepted=list(SPEC_TYPES),
+        )
     raw = await request.body()
-    content_type = request.headers.get("content-type", "application/json")
-    try:
-        return load_spec_data(raw, json_only="yaml" not in content_type)
+    try:  # YAML of up to max_spec_bytes can take a while to parse: not on the event loop
+        return await run_spec_work(request, load_spec_data, text=raw, json_only=media == JSON_TYPE)
     except SpecError as exc:  # about the body as a whole: a syntax error, a key twice...
         raise InvalidSpec(errors=[{**e, "loc": "body"} for e in exc.errors]) from None
 
@@ -107,7 +145,7 @@ async def read_spec_body(request: Request) -> dict[str, Any]:
     response_model=StudyRead,
     dependencies=[WriteScope, SubmitRate],
     openapi_extra=SPEC_BODY,
-    responses=problem_responses(409, 429),
+    responses={**problem_responses(409, 429), **SPEC_BODY_REFUSED},
 )
 async def post_study(
     request: Request,
@@ -124,8 +162,14 @@ async def post_study(
 ) -> dict[str, Any]:
     """Validate a search spec, expand it into trials and queue them."""
     data = await read_spec_body(request)
-    study_id = create_study(db=db, data=data, settings=settings, idempotency_key=idempotency_key)
-    return get_study(db=db, study_id=study_id)
+
+    def create() -> dict[str, Any]:
+        study_id = create_study(
+            db=db, data=data, settings=settings, idempotency_key=idempotency_key
+        )
+        return get_study(db=db, study_id=study_id)
+
+    return await run_spec_work(request, create)
 
 
 @router.get("/studies", response_model=StudiesPage, dependencies=[ReadScope])
@@ -298,36 +342,52 @@ def get_rounds(study_id: StudyId, db: DbDep) -> list[dict[str, Any]]:
 @router.post(
     "/specs/validate",
     response_model=SpecValidation,
-    dependencies=[ReadScope],
+    dependencies=[ReadScope, SpecCheckRate],
     openapi_extra=SPEC_BODY,
+    responses={**problem_responses(429), **SPEC_BODY_REFUSED},
 )
 async def post_validate(request: Request, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
     """Check a spec without queueing anything; 422 names every wrong field."""
-    spec = validate_spec(await read_spec_body(request), settings=settings)
-    await run_in_threadpool(check_dataset, db=db, spec=spec)
-    _, plans = plan_round(spec, round_index=0)
-    return {
-        "valid": True,
-        "trials": len(plans),
-        "rounds": total_rounds(spec),
-        "spec": spec.model_dump(mode="json"),
-    }
+    data = await read_spec_body(request)
+
+    def validate() -> dict[str, Any]:
+        # The checks a submission makes (every trial of round 1 included), and no more:
+        # the trials are counted, not drawn again.
+        spec = validate_spec(data, settings=settings)
+        check_dataset(db=db, spec=spec)
+        check_study_data(db=db, spec=spec, settings=settings)
+        return {
+            "valid": True,
+            "trials": make_strategy(spec).trials_in_round(0),
+            "rounds": total_rounds(spec),
+            "spec": spec.model_dump(mode="json"),
+        }
+
+    return await run_spec_work(request, validate)
 
 
 @router.post(
     "/specs/preview",
     response_model=SpecPreview,
-    dependencies=[ReadScope],
+    dependencies=[ReadScope, SpecCheckRate],
     openapi_extra=SPEC_BODY,
+    responses={**problem_responses(429), **SPEC_BODY_REFUSED},
 )
 async def post_preview(
     request: Request, settings: SettingsDep, n: Annotated[int, Query(ge=1, le=1000)] = 20
 ) -> dict[str, Any]:
     """Where the first n samples of each hyperparameter would land, without queueing."""
-    from service.spec import preview
+    data = await read_spec_body(request)
 
-    spec = validate_spec(await read_spec_body(request), settings=settings)
-    return preview(spec, n)
+    def show() -> dict[str, Any]:
+        # The spec's checks but the one of every trial: a preview draws n trials, no more.
+        try:
+            spec = parse_spec(data, settings=settings, check_trials=False)
+        except SpecError as exc:
+            raise InvalidSpec(errors=exc.errors) from None
+        return preview(spec, n)
+
+    return await run_spec_work(request, show)
 
 
 @router.get("/trials/{trial_id}", response_model=TrialDetail, dependencies=[ReadScope])

@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from itertools import islice, product
 from typing import Any
 
-import numpy as np
 from pydantic import ValidationError
 
 from service.search.strategies import (
@@ -159,7 +158,7 @@ def first_params(spec: StudySpec, n: int) -> list[dict[str, Any]]:
         space = spec.search_space()
         per_path = [space.distributions[p].grid_units(st.grid_points) for p in space.paths]
         combos = islice(product(*per_path), n)
-        return [space.decode(np.array(sum(combo, ()), dtype=float)) for combo in combos]
+        return [space.decode(list(sum(combo, ()))) for combo in combos]
     if st.type == "coarse_to_fine":
         fewer = {"trials_per_round": min(n, st.trials_per_round)}
     else:

@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service.datasets import check_study_data
 from service.db import Database
 from service.errors import Conflict, InvalidSpec, get_or_404
 from service.events import emit
@@ -65,6 +66,7 @@ def create_study(
     coarse-to-fine study start in the box around their best instead of the whole space.
     """
     spec = validate_spec(data, settings=settings)
+    check_study_data(db=db, spec=spec, settings=settings)  # an upload, as this spec reads it
     box, plans = plan_round(spec, round_index=0, history=list(history))
     stored = spec.model_dump(mode="json")
     with db.session() as s:
