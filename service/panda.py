@@ -21,6 +21,8 @@ from service.db import Database
 from service.errors import Conflict, InvalidSpec, get_or_404
 from service.events import emit
 from service.models import TERMINAL_STUDY, Checkpoint, Study, StudyStatus, Trial, TrialStatus
+from service.settings import Settings
+from service.spec import cap_errors, epochs_checkpoint_errors, stored_spec, value_errors
 from service.studies import trial_detail
 from trainer.checkpoint import FORKABLE_FIELDS
 from trainer.config import TrainConfig
@@ -89,9 +91,13 @@ def resume_trial(*, db: Database, trial_id: int) -> dict[str, Any]:
 
 
 def fork_trial(
-    *, db: Database, trial_id: int, from_epoch: int, changes: dict[str, Any]
+    *, db: Database, trial_id: int, from_epoch: int, changes: dict[str, Any], settings: Settings
 ) -> dict[str, Any]:
-    """A new trial that starts from `trial_id`'s checkpoint at `from_epoch`, with changes."""
+    """A new trial that starts from `trial_id`'s checkpoint at `from_epoch`, with changes.
+
+    A fork is a submission of one trial: the same caps hold (epochs, the trials a study
+    may have, a panda trial's checkpoints), and the route spends the same rate.
+    """
     _check_forkable(changes)
     with db.session() as s:
         parent = get_or_404(s, Trial, trial_id)
@@ -104,13 +110,37 @@ def fork_trial(
                 from_epoch,
             )
         config = _forked_config(parent.config, changes, from_epoch)
+        _check_fork_caps(s, parent, config, settings)
         _reopen_study(s, parent.study_id)
         child = _add_fork(s, parent, ckpt, config=config, changes=changes)
         return {**_detail(s, child), "parent_trial_id": parent.id, "fork_epoch": from_epoch}
 
 
+def _check_fork_caps(s: Session, parent: Trial, config: TrainConfig, settings: Settings) -> None:
+    """The caps a submitted spec meets, for one more trial of the parent's study."""
+    errors = [
+        {"loc": f"changes.{field}", "msg": msg, "input": value}
+        for field, msg, value in cap_errors(config, settings)
+    ]
+    study = s.get(Study, parent.study_id)
+    assert study is not None
+    if study.mode == "panda":  # every checkpoint is kept: their count is capped
+        every = stored_spec(study.spec, fingerprint=study.spec_sha256).execution.checkpoint_every
+        errors += epochs_checkpoint_errors(config.epochs, every, settings, loc="changes.epochs")
+    if errors:
+        raise InvalidSpec(errors=errors)
+    trials = s.scalar(select(func.count()).where(Trial.study_id == parent.study_id)) or 0
+    if trials >= settings.max_trials_per_study:
+        raise Conflict(
+            f"study {parent.study_id} has {trials} trials, the most a study may have "
+            f"({settings.max_trials_per_study}, max_trials_per_study); fork in a new study"
+        )
+
+
 def _check_forkable(changes: dict[str, Any]) -> None:
-    """InvalidSpec naming every change a fork cannot make."""
+    """InvalidSpec naming every change a fork cannot make, or cannot store (Infinity)."""
+    if errors := value_errors(changes, prefix="changes"):
+        raise InvalidSpec(errors=errors)
     errors = [
         {
             "loc": f"changes.{key}",

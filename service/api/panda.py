@@ -7,7 +7,15 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.deps import DbDep, ReadScope, StudyId, TrialId, WriteScope
+from service.api.deps import (
+    DbDep,
+    ReadScope,
+    SettingsDep,
+    StudyId,
+    SubmitRate,
+    TrialId,
+    WriteScope,
+)
 from service.api.docs import problem_responses
 from service.checkpoints import list_checkpoints
 from service.panda import continue_study, fork_trial, pause_trial, resume_trial
@@ -67,12 +75,24 @@ def post_resume(trial_id: TrialId, db: DbDep) -> dict[str, Any]:
     "/trials/{trial_id}/fork",
     status_code=status.HTTP_201_CREATED,
     response_model=ForkRead,
-    dependencies=[WriteScope],
-    responses=problem_responses(404, 409, 422),
+    dependencies=[WriteScope, SubmitRate],
+    responses=problem_responses(404, 409, 422, 429),
 )
-def post_fork(trial_id: TrialId, body: ForkRequest, db: DbDep) -> dict[str, Any]:
-    """A new trial from this one's checkpoint at from_epoch, with some hyperparameters changed."""
-    return fork_trial(db=db, trial_id=trial_id, from_epoch=body.from_epoch, changes=body.changes)
+def post_fork(
+    trial_id: TrialId, body: ForkRequest, db: DbDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """A new trial from this one's checkpoint at from_epoch, with some hyperparameters changed.
+
+    Within the caps a submission meets (epochs, trials per study, a panda trial's
+    checkpoints), and counted in the same submission rate.
+    """
+    return fork_trial(
+        db=db,
+        trial_id=trial_id,
+        from_epoch=body.from_epoch,
+        changes=body.changes,
+        settings=settings,
+    )
 
 
 @router.get(
