@@ -23,10 +23,10 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The example is queued by the service itself once it listens: a second `make run` whose
+# port is taken stops there, and queues nothing into the server already on it.
 run: install
-	$(BIN)/caviar db upgrade
-	$(BIN)/caviar submit --api http://$(HOST):$(PORT) --connect-timeout 120 examples/moons.yaml &
-	$(BIN)/caviar serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+	$(BIN)/caviar serve --host $(HOST) --port $(PORT) --workers $(WORKERS) --submit examples/moons.yaml
 
 lint: install
 	$(BIN)/ruff check .

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import glob
+import json
+import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -11,17 +14,61 @@ import httpx
 import typer
 from rich.console import Console
 
+from service.cli.help import CaviarTyper
 from service.settings import Settings, get_settings
 from service.statuses import TERMINAL_STUDY
 
-app = typer.Typer(
+
+def example(*commands: str) -> str:
+    """A command's epilog: the example(s) its --help ends with, one command a line."""
+    label = "Example" if len(commands) == 1 else "Examples"
+    return f"{label}:\n" + "\n".join(f"$ {c}" for c in commands)
+
+
+app = CaviarTyper(
     help="Caviar: hyperparameter search for NumPy neural networks.",
+    epilog=example("caviar run examples/moons.yaml", "caviar serve --workers 2"),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+db_app = CaviarTyper(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+datasets_app = CaviarTyper(help="Uploaded data sets: upload, list, delete.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+# Options every command that talks to a service takes.
+API = typer.Option(None, help="the service's URL (default: CAVIAR_API_URL)")
+TOKEN = typer.Option(None, help="an API token (default: CAVIAR_TOKEN)")
+JSON = typer.Option(False, "--json", help="print the service's JSON answer instead")
+
+
+def caviar_version() -> str:
+    """The installed package's version (0.0.0 in a checkout that was never installed)."""
+    try:
+        return version("caviar")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"caviar {caviar_version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        help="print Caviar's version and exit",
+    ),
+) -> None:
+    """Caviar: hyperparameter search for NumPy neural networks."""
+
 
 # Lines are never wrapped (soft_wrap): a message naming a long path stays one line that
 # grep and scripts can read; tables still fit the terminal.
@@ -36,6 +83,11 @@ def fail(message: str, code: int = USAGE) -> NoReturn:
     """A clear message on stderr and a non-zero exit: no traceback for a user's mistake."""
     err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def print_json(value: Any) -> None:
+    """`value` as indented JSON on stdout, for programs (`--json`)."""
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
 def settings_with(db: str | None = None) -> Settings:

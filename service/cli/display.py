@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 from rich.console import Console
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
@@ -179,3 +181,35 @@ class StudyBars:
         )
         if ended:
             self.progress.stop_task(self.tasks[study["id"]])
+
+
+def watch_local(
+    database: Any, study_id: int, *, console: Console | None, interval: float = 0.5
+) -> dict[str, Any]:
+    """Follow a study until it ends: a live table on a terminal, a line per change otherwise.
+
+    `console=None` is silent (`--json` keeps stdout and stderr clean for a program).
+    """
+    from service.studies import get_study
+
+    def fetch() -> dict[str, Any]:
+        return get_study(db=database, study_id=study_id)
+
+    study = fetch()
+    if console is not None and console.is_terminal:
+        with Live(study_table(study), console=console, auto_refresh=False) as live:
+            while study["status"] not in TERMINAL:
+                time.sleep(interval)
+                study = fetch()
+                live.update(study_table(study), refresh=True)
+        return study
+    last = ""
+    while True:
+        line = progress_line(study)
+        if console is not None and line != last:
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+            last = line
+        if study["status"] in TERMINAL:
+            return study
+        time.sleep(interval)
+        study = fetch()

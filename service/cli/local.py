@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.live import Live
 
 from service.cli.common import (
-    TERMINAL,
     app,
     db_app,
     err,
+    example,
     expand_spec_paths,
     fail,
     load_spec_file,
@@ -28,7 +26,7 @@ from service.cli.common import (
     settings_with,
     spec_errors,
 )
-from service.cli.display import print_result, progress_line, study_table
+from service.cli.display import print_result, watch_local
 from service.settings import Settings
 
 
@@ -121,7 +119,12 @@ def _worker_token(settings: Settings) -> tuple[str | None, list[Any]]:
     return secret, [Token("embedded-workers", frozenset({"worker"}), secret)]
 
 
-@app.command()
+@app.command(
+    epilog=example(
+        "caviar run examples/moons.yaml",
+        "caviar run examples/optimizers.yaml --workers 2 --json",
+    )
+)
 def run(
     spec: Path = typer.Argument(..., help="the search spec, YAML or JSON"),
     db: str | None = typer.Option(
@@ -131,18 +134,11 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="print the best trial as one JSON object"),
 ) -> None:
     """Run a whole study on this machine, with no server, and print the best trial."""
-    from service.db import get_database
-    from service.errors import InvalidSpec
-    from service.studies import cancel_study, create_study, get_study
+    from service.studies import cancel_study, get_study
 
     data = load_spec_file(spec)
     settings = settings_with(db)
-    _migrate_or_fail(settings)
-    database = get_database(settings.database_url)
-    try:
-        study_id = create_study(db=database, data=data, settings=settings)
-    except InvalidSpec as exc:
-        fail(spec_errors(spec, exc.extra.get("errors", [])))
+    database, study_id = _create_here(spec, data, settings)
     n = workers or os.cpu_count() or 1
     embedded = Embedded(settings, host="127.0.0.1", port=_free_port(), workers=n)
     if not as_json:
@@ -159,36 +155,44 @@ def run(
         raise typer.Exit(1)
 
 
-def watch_local(
-    database: Any, study_id: int, *, console: Console | None, interval: float = 0.5
-) -> dict[str, Any]:
-    """Follow a study until it ends: a live table on a terminal, a line per change otherwise.
+def _create_here(path: Path, data: dict[str, Any], settings: Settings) -> tuple[Any, int]:
+    """The database and the study `run` creates in it; a spec it refuses leaves no database.
 
-    `console=None` is silent (`--json` keeps stdout and stderr clean for a program).
+    The spec is validated before the database is opened, and a SQLite file created for a
+    study the database then refuses (an uploaded data set it does not hold) is removed.
     """
-    from service.studies import get_study
+    from service.db import get_database
+    from service.errors import InvalidSpec
+    from service.studies import create_study, validate_spec
 
-    def fetch() -> dict[str, Any]:
-        return get_study(db=database, study_id=study_id)
+    try:
+        validate_spec(data, settings=settings)
+    except InvalidSpec as exc:
+        fail(spec_errors(path, exc.extra.get("errors", [])))
+    new_file = _new_sqlite_file(settings.database_url)
+    _migrate_or_fail(settings)
+    database = get_database(settings.database_url)
+    try:
+        return database, create_study(db=database, data=data, settings=settings)
+    except InvalidSpec as exc:
+        if new_file is not None:
+            from service.db import forget_database
 
-    study = fetch()
-    if console is not None and console.is_terminal:
-        with Live(study_table(study), console=console, auto_refresh=False) as live:
-            while study["status"] not in TERMINAL:
-                time.sleep(interval)
-                study = fetch()
-                live.update(study_table(study), refresh=True)
-        return study
-    last = ""
-    while True:
-        line = progress_line(study)
-        if console is not None and line != last:
-            console.print(line, highlight=False, markup=False, soft_wrap=True)
-            last = line
-        if study["status"] in TERMINAL:
-            return study
-        time.sleep(interval)
-        study = fetch()
+            forget_database(settings.database_url)
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                new_file.with_name(new_file.name + suffix).unlink(missing_ok=True)
+        fail(spec_errors(path, exc.extra.get("errors", [])))
+
+
+def _new_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL that does not exist yet (None for one that does, or a server)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
 
 
 def _served_as(settings: Settings, host: str, *, allow_no_tokens: bool) -> Settings:
@@ -229,7 +233,12 @@ def _served_as(settings: Settings, host: str, *, allow_no_tokens: bool) -> Setti
     return settings.model_copy(update={"allowed_hosts": ",".join(allowed)})
 
 
-@app.command()
+@app.command(
+    epilog=example(
+        "caviar serve --workers 2 --submit examples/moons.yaml",
+        "CAVIAR_TOKENS='me:read,write:SECRET' caviar serve --host 0.0.0.0 --port 8000",
+    )
+)
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to bind; loopback unless told otherwise"),
     port: int = typer.Option(8000, help="port to listen on"),
@@ -243,11 +252,19 @@ def serve(
         help="serve a non-loopback --host with no CAVIAR_TOKENS anyway (only callers on "
         "this machine are answered)",
     ),
+    submit: list[Path] = typer.Option(
+        [],
+        "--submit",
+        metavar="SPEC",
+        help="a spec to queue once this service listens (never into another on the port); "
+        "repeatable",
+    ),
 ) -> None:
     """Serve the API and the dashboard, with N embedded workers, until SIGINT or SIGTERM."""
     import signal
 
     settings = _served_as(settings_with(db), host, allow_no_tokens=allow_no_tokens)
+    specs = _valid_specs(submit, settings)
     _migrate_or_fail(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     stop = threading.Event()
@@ -260,6 +277,7 @@ def serve(
         soft_wrap=True,
     )
     try:
+        _queue_specs(specs, settings)
         while not stop.wait(0.5):
             if not embedded.thread.is_alive():
                 fail("the service stopped unexpectedly; see the log above")
@@ -268,7 +286,53 @@ def serve(
         embedded.stop()
 
 
-@app.command()
+def _valid_specs(paths: list[Path], settings: Settings) -> list[tuple[Path, dict[str, Any]]]:
+    """The specs `serve --submit` queues, each checked before the service starts."""
+    from service.errors import InvalidSpec
+    from service.studies import validate_spec
+
+    specs, problems = [], []
+    for path in paths:
+        data = load_spec_file(path)
+        try:
+            validate_spec(data, settings=settings)
+        except InvalidSpec as exc:
+            problems.append(spec_errors(path, exc.extra.get("errors", [])))
+        specs.append((path, data))
+    if problems:
+        fail("\n".join(problems))
+    return specs
+
+
+def _queue_specs(specs: list[tuple[Path, dict[str, Any]]], settings: Settings) -> None:
+    """Queue `serve --submit`'s specs: called once this process's own service listens, so a
+    second `make run` whose port is taken queues nothing anywhere."""
+    from service.db import get_database
+    from service.errors import InvalidSpec
+    from service.studies import create_study, get_study
+
+    database = get_database(settings.database_url)
+    for path, data in specs:
+        try:
+            study_id = create_study(db=database, data=data, settings=settings)
+        except InvalidSpec as exc:  # an uploaded data set this database does not hold
+            err.print(spec_errors(path, exc.extra.get("errors", [])), highlight=False)
+            continue
+        study = get_study(db=database, study_id=study_id)
+        err.print(
+            f"{path}: study {study_id} ({study['name']}) queued with "
+            f"{study['planned_trials']} trials",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command(
+    epilog=example(
+        "caviar worker --api http://127.0.0.1:8000 --processes 4",
+        "CAVIAR_TOKEN=SECRET caviar worker --api http://a:8000,http://b:8000",
+    )
+)
 def worker(
     api: str | None = typer.Option(
         None,
@@ -305,7 +369,7 @@ def worker(
     raise typer.Exit(run_pool(options))
 
 
-@app.command()
+@app.command(epilog=example("caviar validate examples/moons.yaml", "caviar validate examples/"))
 def validate(specs: list[str] = typer.Argument(..., help="spec files, globs or folders")) -> None:
     """Check specs without submitting them; names every wrong field (file: field: message)."""
     from service.errors import InvalidSpec
@@ -324,7 +388,7 @@ def validate(specs: list[str] = typer.Argument(..., help="spec files, globs or f
         fail("\n".join(problems))
 
 
-@db_app.command("upgrade")
+@db_app.command("upgrade", epilog=example("caviar db upgrade --db postgresql://me@db/caviar"))
 def db_upgrade(db: str | None = typer.Option(None, help="database URL")) -> None:
     """Apply every migration the database lacks."""
     from service import migrate

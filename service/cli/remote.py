@@ -1,4 +1,5 @@
-"""Commands that talk to a service over REST: submit, status, trials, cancel, export."""
+"""Commands that read studies from a service over REST, or submit them: submit, status, trials,
+cancel, export."""
 
 from __future__ import annotations
 
@@ -18,17 +19,22 @@ import httpx
 import typer
 
 from service.cli.common import (
+    API,
+    JSON,
     TERMINAL,
+    TOKEN,
     ServiceError,
     api_client,
     app,
     call,
     checked,
     err,
+    example,
     expand_spec_paths,
     expect,
     fail,
     out,
+    print_json,
     problem_text,
     read_spec_file,
     spec_errors,
@@ -40,10 +46,6 @@ from service.cli.display import (
     studies_table,
     trials_table,
 )
-
-API = typer.Option(None, help="the service's URL (default: CAVIAR_API_URL)")
-TOKEN = typer.Option(None, help="an API token (default: CAVIAR_TOKEN)")
-JSON = typer.Option(False, "--json", help="print the service's JSON instead of a table")
 
 # Event types after which a study's counts change; per-epoch metrics events do not.
 PROGRESS_EVENTS = frozenset(
@@ -60,7 +62,12 @@ PROGRESS_EVENTS = frozenset(
 )
 
 
-@app.command()
+@app.command(
+    epilog=example(
+        "caviar submit examples/moons.yaml --wait",
+        "caviar submit 'specs/*.yaml' --api http://gpu-box:8000",
+    )
+)
 def submit(
     specs: list[str] = typer.Argument(..., help="spec files, globs or folders"),
     api: str | None = API,
@@ -241,7 +248,9 @@ class StudyStatusFilter(enum.StrEnum):
     failed = "failed"
 
 
-@app.command()
+@app.command(
+    epilog=example("caviar status", "caviar status 3", "caviar status --status running --json")
+)
 def status(
     study: int | None = typer.Argument(None, help="a study id; all studies without it"),
     api: str | None = API,
@@ -258,7 +267,7 @@ def status(
         if study is not None:
             one = expect(call(client, "GET", f"/api/studies/{study}"))
             if as_json:
-                _print_json(one)
+                print_json(one)
                 return
             out.print(
                 f"study {one['id']} ({one['name']}): {progress_line(one)}",
@@ -278,7 +287,7 @@ def status(
             params["name"] = name
         page = expect(call(client, "GET", "/api/studies", params=params))
         if as_json:
-            _print_json(page)
+            print_json(page)
             return
         if not page["items"]:
             out.print("no studies")
@@ -303,7 +312,7 @@ class TrialSort(enum.StrEnum):
     value = "value"
 
 
-@app.command()
+@app.command(epilog=example("caviar trials 3 --sort value --limit 10"))
 def trials(
     study: int = typer.Argument(..., help="the study's id"),
     api: str | None = API,
@@ -328,7 +337,7 @@ def trials(
     with api_client(api, token) as client:
         page = expect(call(client, "GET", f"/api/studies/{study}/trials", params=params))
     if as_json:
-        _print_json(page)
+        print_json(page)
         return
     if not page["items"]:
         out.print(f"study {study}: no trials match")
@@ -336,7 +345,7 @@ def trials(
     out.print(trials_table(study, page))
 
 
-@app.command()
+@app.command(epilog=example("caviar cancel 3"))
 def cancel(
     study: int = typer.Argument(..., help="the study's id"),
     api: str | None = API,
@@ -358,7 +367,7 @@ class ExportFormat(enum.StrEnum):
     json = "json"
 
 
-@app.command()
+@app.command(epilog=example("caviar export 3 --format csv -o study-3.csv"))
 def export(
     study: int = typer.Argument(..., help="the study's id"),
     fmt: ExportFormat = typer.Option(ExportFormat.csv, "--format", help="csv or json"),
@@ -386,7 +395,3 @@ def export(
     else:  # cells may hold line breaks (an error message): count records, not lines
         rows = sum(1 for _ in csv.reader(io.StringIO(text))) - 1
     err.print(f"{output}: {rows} trials of study {study}", highlight=False)
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
