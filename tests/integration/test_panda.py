@@ -190,3 +190,44 @@ def test_a_caviar_study_checkpoints_sparingly_and_keeps_the_latest(
         finally:
             pool.stop()
             svc.stop()
+
+
+def test_forks_of_a_real_run_meet_the_caps_and_the_rate_of_submissions(
+    sqlite_url, live_service, spec_factory
+) -> None:  # type: ignore[no-untyped-def]
+    """Issue 17: 10^9 epochs, Infinity, a study grown past its cap, a burst without a 429."""
+    svc = live_service(
+        sqlite_url,
+        lease_seconds=5.0,
+        heartbeat_seconds=0.3,
+        max_epochs=100,
+        max_trials_per_study=4,
+        submit_burst=7,
+        submit_rate_per_minute=1,
+    )
+    api = httpx.Client(base_url=svc.url, timeout=30)
+    pool = Pool(PoolOptions(api_url=svc.url, processes=1))
+    pool.start()
+    try:
+        study_id = api.post("/api/studies", json=slow(spec_factory)).json()["id"]
+        parent = wait_until(
+            lambda: (t := trial_of(api, study_id))["status"] == "completed" and t,
+            what="the parent",
+        )
+        url = f"/api/trials/{parent['id']}/fork"
+
+        def fork(changes: str) -> httpx.Response:
+            body = '{"from_epoch": 10, "changes": ' + changes + "}"
+            return api.post(url, content=body, headers={"content-type": "application/json"})
+
+        huge = fork('{"epochs": 1000000000}')
+        assert huge.status_code == 422 and huge.json()["errors"][0]["loc"] == "changes.epochs"
+        infinite = fork('{"learning_rate": Infinity}')
+        assert infinite.status_code == 422, infinite.text
+        assert infinite.json()["errors"][0]["loc"] == "changes.learning_rate"
+        # 1 trial of at most 4; of 7 submissions at once, the study and 2 refusals spent 3.
+        codes = [fork(f'{{"l2": 0.0{i}}}').status_code for i in range(1, 6)]
+        assert codes == [201, 201, 201, 409, 429], codes
+        assert api.get(f"/api/studies/{study_id}").json()["total_trials"] == 4
+    finally:
+        pool.stop()
