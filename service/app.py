@@ -24,6 +24,7 @@ from service.api import studies as studies_routes
 from service.api import worker as worker_routes
 from service.api.deps import DbDep, ReadScope
 from service.api.docs import install_openapi
+from service.api.docs import router as docs_router
 from service.auth import AuthenticationMiddleware, Authenticator, Token, parse_tokens
 from service.browsers import BrowserGuard, HostNames, names
 from service.db import get_database
@@ -73,6 +74,9 @@ def create_app(settings: Settings | None = None, *, extra_tokens: list[Token] = 
         summary="Hyperparameter search for NumPy neural networks.",
         default_response_class=SafeJSONResponse,
         lifespan=lifespan,
+        # /docs and /redoc are docs_router's: the same pages, from packaged assets.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.db = get_database(settings.database_url)
@@ -96,6 +100,7 @@ def create_app(settings: Settings | None = None, *, extra_tokens: list[Token] = 
     app.include_router(dataset_routes.router)
     app.include_router(health_routes.router)
     app.include_router(dashboard_routes.router)  # before the /static mount: it serves plotly.js
+    app.include_router(docs_router)  # before the /static mount too: Swagger UI's and ReDoc's files
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def healthz() -> dict[str, str]:

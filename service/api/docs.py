@@ -1,18 +1,29 @@
-"""The OpenAPI document: problem-details responses and bearer auth on every operation.
+"""The API's documentation: the OpenAPI document, and /docs and /redoc served offline.
 
 Errors share one shape (service.schemas.Problem, `application/problem+json`), so instead
 of repeating the same six responses on each route, `install_openapi` adds the ones an
 operation can produce from what it has: auth (401, 403), parameters (422), path ids
 (404), a body (413), the database (503). Routes declare only their own (409, 429).
+
+Swagger UI (/docs) and ReDoc (/redoc) load their scripts and styles from this service,
+taken from the fastapi-offline package, never from a CDN (ReDoc without Google fonts),
+as the dashboard's plotly.js is: the pages work with no internet.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+from functools import cache
+from importlib.resources import files
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
 
+from service.errors import NotFound
 from service.schemas import Problem
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -107,3 +118,75 @@ def install_openapi(app: FastAPI) -> None:
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# -- /docs and /redoc, from packaged assets -------------------------------------------------
+
+ASSETS_URL = "/static/vendor/docs"
+ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "redoc.standalone.js": "text/javascript",
+}
+FAVICON = "/static/favicon.svg"  # the dashboard's own
+
+router = APIRouter(include_in_schema=False)
+
+
+# ReDoc's menu ends with Redocly's attribution, whose logo it fetches from Redocly's CDN
+# (and hides when that fails). Served without the URL, the image asks no other host for
+# anything; the attribution's text and link stay.
+_REWRITES = {"redoc.standalone.js": (b"https://cdn.redoc.ly/redoc/logo-mini.svg", b"")}
+
+
+@cache
+def _asset(name: str) -> tuple[bytes, bytes, str]:
+    """An asset as is and gzipped, and its ETag: read and compressed once per process."""
+    raw = (files("fastapi_offline") / "static" / name).read_bytes()
+    if name in _REWRITES:
+        raw = raw.replace(*_REWRITES[name])
+    etag = f'"{hashlib.sha256(raw).hexdigest()[:32]}"'
+    return raw, gzip.compress(raw, compresslevel=6, mtime=0), etag
+
+
+@router.get(ASSETS_URL + "/{name}")
+def get_docs_asset(name: str, request: Request) -> Response:
+    if name not in ASSETS:
+        raise NotFound(f"no documentation asset named {name!r}")
+    raw, packed, etag = _asset(name)
+    # The files change only with the installed package: the browser keeps them a day.
+    headers = {"Cache-Control": "public, max-age=86400", "ETag": etag, "Vary": "Accept-Encoding"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(packed, media_type=ASSETS[name], headers=headers)
+    return Response(raw, media_type=ASSETS[name], headers=headers)
+
+
+@router.get("/docs")
+def get_swagger_ui(request: Request) -> HTMLResponse:
+    """Swagger UI: every operation, to read and to try out."""
+    root = request.scope.get("root_path", "")
+    return get_swagger_ui_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title=f"{request.app.title} API - Swagger UI",
+        swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
+        swagger_favicon_url=f"{root}{FAVICON}",
+        # No badge from the public validator: the page asks nothing of other hosts.
+        swagger_ui_parameters={"validatorUrl": None},
+    )
+
+
+@router.get("/redoc")
+def get_redoc(request: Request) -> HTMLResponse:
+    """ReDoc: the API as one reference page."""
+    root = request.scope.get("root_path", "")
+    return get_redoc_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title=f"{request.app.title} API - ReDoc",
+        redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
+        redoc_favicon_url=f"{root}{FAVICON}",
+        with_google_fonts=False,
+    )
