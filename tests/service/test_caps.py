@@ -315,3 +315,12 @@ def test_spec_work_runs_off_the_event_loop(client, spec_factory, monkeypatch) ->
     for path in ("/api/specs/validate", "/api/specs/preview"):
         assert client.post(path, json=spec_factory()).status_code == 200
     assert on_loop == [False, False]
+
+
+def test_the_checkpoint_cap_of_the_spec_is_the_one_the_store_enforces() -> None:
+    from service.checkpoints import MAX_CHECKPOINT_BYTES
+    from service.settings import Settings
+
+    assert Settings.model_fields["max_checkpoint_bytes"].default == MAX_CHECKPOINT_BYTES
+    with pytest.raises(ValueError, match="max_checkpoint_bytes"):
+        Settings(database_url="sqlite://", max_checkpoint_bytes=MAX_CHECKPOINT_BYTES + 1)

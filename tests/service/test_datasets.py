@@ -232,3 +232,13 @@ def test_worker_processes_train_a_study_on_an_uploaded_csv(  # type: ignore[no-u
             pool.stop()
     assert study["status"] == "completed", study
     assert 0.5 <= study["best_trial"]["value"] <= 1.0
+
+
+@pytest.mark.parametrize("param", ["name", "label_column"])
+def test_a_nul_in_an_upload_s_names_is_422_naming_it(client, db_url, param) -> None:  # type: ignore[no-untyped-def]
+    # PostgreSQL cannot store a NUL: it was a database error, rendered as "out of range".
+    params = {"name": "churn.csv", "label_column": "churned", param: "a\x00b"}
+    r = upload(client, churn_csv(), **params)
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["loc"] == param and "NUL" in r.json()["errors"][0]["msg"]
+    assert stored(db_url) == 0
