@@ -179,6 +179,54 @@ def _summary(name: str, probe: Probe) -> tuple[str, float]:
     return line, worst
 
 
+def _requests(
+    args: argparse.Namespace, api: httpx.Client, worker: httpx.Client, worker_id: str
+) -> tuple[list[threading.Thread], dict[str, str]]:
+    """The expensive requests, each on a thread not started yet, and where they report."""
+    kind = "within every cap" if args.valid else "over the row cap"
+    print(f"building {args.uploads} CSV bodies of {args.upload_mb:g} MB ({kind}) and a "
+          f"{args.claim_mb:g} MB claim body...", flush=True)  # fmt: skip
+    bodies = [csv_body(args.upload_mb, i, valid=args.valid) for i in range(args.uploads)]
+    claim = claim_body(worker_id, args.claim_mb)
+    print(f"uploads {[len(b) for b in bodies]} bytes, claim {len(claim)} bytes", flush=True)
+    results: dict[str, str] = {}
+
+    def upload(body: bytes) -> httpx.Response:
+        return api.post(
+            "/api/datasets",
+            content=body,
+            params={"label_column": "y", "name": "load.csv"},
+            headers={"content-type": "text/csv"},
+            timeout=args.timeout,
+        )
+
+    def report() -> httpx.Response:
+        headers = {"content-type": "application/json"}
+        return worker.post("/api/worker/claim", content=claim, headers=headers)
+
+    heavy = [
+        _heavy(f"upload {i + 1}", lambda b=body: upload(b), results)
+        for i, body in enumerate(bodies)
+    ]
+    return [*heavy, _heavy("claim", report, results)], results
+
+
+def _report(in_flight: float, results: dict[str, str], probes: list[Probe]) -> bool:
+    print(f"\nexpensive requests in flight for {in_flight:.1f} s:")
+    for name in sorted(results):
+        print(f"  {name:<9} {results[name]}")
+    print(f"\nprobes every {PROBE_EVERY * 1000:.0f} ms while they were in flight "
+          f"(goal: max within {GOAL_SECONDS:g} s):")  # fmt: skip
+    worst = 0.0
+    for probe in probes:
+        line, probe_worst = _summary(probe.name, probe)
+        worst = max(worst, probe_worst)
+        print(f"  {line}")
+    met = worst <= GOAL_SECONDS and all(not p.errors for p in probes)
+    print(f"\ngoal {'met' if met else 'MISSED'}")
+    return met
+
+
 def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="caviar-safety-load-"))
     port = _free_port()
@@ -191,48 +239,12 @@ def run(args: argparse.Namespace) -> int:
             base_url=url, headers={"authorization": f"Bearer {WORKER}"}, timeout=args.timeout
         )
         worker_id, trial_id, lease = _leased_trial(api, worker)
-        kind = "within every cap" if args.valid else "over the row cap"
-        print(f"building {args.uploads} CSV bodies of {args.upload_mb:g} MB ({kind}) and a "
-              f"{args.claim_mb:g} MB claim body...", flush=True)  # fmt: skip
-        bodies = [csv_body(args.upload_mb, i, valid=args.valid) for i in range(args.uploads)]
-        claim = claim_body(worker_id, args.claim_mb)
-        print(f"uploads {[len(b) for b in bodies]} bytes, claim {len(claim)} bytes", flush=True)
-
+        heavy, results = _requests(args, api, worker, worker_id)
+        beat = f"/api/worker/trials/{trial_id}/heartbeat"
         probes = [
             Probe("healthz", lambda: httpx.get(f"{url}/healthz", timeout=args.timeout)),
-            Probe(
-                "heartbeat",
-                lambda: worker.post(
-                    f"/api/worker/trials/{trial_id}/heartbeat", json={"lease_token": lease}
-                ),
-            ),
+            Probe("heartbeat", lambda: worker.post(beat, json={"lease_token": lease})),
         ]
-        results: dict[str, str] = {}
-        heavy = [
-            _heavy(
-                f"upload {i + 1}",
-                lambda b=body: api.post(
-                    "/api/datasets",
-                    content=b,
-                    params={"label_column": "y", "name": "load.csv"},
-                    headers={"content-type": "text/csv"},
-                    timeout=args.timeout,
-                ),
-                results,
-            )
-            for i, body in enumerate(bodies)
-        ]
-        heavy.append(
-            _heavy(
-                "claim",
-                lambda: worker.post(
-                    "/api/worker/claim",
-                    content=claim,
-                    headers={"content-type": "application/json"},
-                ),
-                results,
-            )
-        )
         for probe in probes:
             probe.start()
         time.sleep(0.5)  # a few calls at rest first
@@ -245,20 +257,7 @@ def run(args: argparse.Namespace) -> int:
         for probe in probes:
             probe.stop.set()
             probe.join(5)
-
-        print(f"\nexpensive requests in flight for {in_flight:.1f} s:")
-        for name in sorted(results):
-            print(f"  {name:<9} {results[name]}")
-        print(f"\nprobes every {PROBE_EVERY * 1000:.0f} ms while they were in flight "
-              f"(goal: max within {GOAL_SECONDS:g} s):")  # fmt: skip
-        worst = 0.0
-        for probe in probes:
-            line, probe_worst = _summary(probe.name, probe)
-            worst = max(worst, probe_worst)
-            print(f"  {line}")
-        met = worst <= GOAL_SECONDS and all(not p.errors for p in probes)
-        print(f"\ngoal {'met' if met else 'MISSED'}")
-        return 0 if met else 1
+        return 0 if _report(in_flight, results, probes) else 1
     finally:
         server.terminate()
         try:
