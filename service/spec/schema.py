@@ -2,7 +2,8 @@
 
 A spec names a data set, a base model (a ``TrainConfig`` given as the fields to change),
 a space of distributions keyed by dotted paths into the model, a strategy, an objective,
-how to execute and how to prune (field by field in DESIGN.md). The schema alone checks
+how to execute and how to prune (field by field in docs/spec.md, which
+`service.spec.reference` writes from the descriptions here). The schema alone checks
 each block's own fields; `service.spec.parse_spec` also checks the spec against the
 model and the caps.
 
@@ -64,16 +65,51 @@ class _Strict(BaseModel):
 class DatasetSpec(_Strict):
     """A built-in generator, a built-in real data set, or the id of an uploaded one."""
 
-    name: str = Field(max_length=200)
-    n_samples: int = Field(1000, ge=4, description="generators only")
-    noise: float = Field(0.2, ge=0.0, le=1000.0, description="generators only")
-    dev_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    seed: int = Field(0, ge=0, lt=2**63)
-    label_column: str | None = Field(None, min_length=1, description="uploaded data only")
-    # Beyond DESIGN.md's block: what trainer.load_dataset also takes.
-    n_classes: int | None = Field(None, ge=2, le=50, description="spirals and blobs only")
-    standardize: bool = True
-    task: Literal["binary", "multiclass", "regression"] | None = None
+    name: str = Field(
+        max_length=200,
+        description="a built-in data set (below), or the id of an uploaded one "
+        "(`caviar datasets upload`)",
+    )
+    n_samples: int = Field(
+        1000, ge=4, description="generators only: examples drawn, train and dev together"
+    )
+    noise: float = Field(
+        0.2,
+        ge=0.0,
+        le=1000.0,
+        description="generators only: standard deviation of the Gaussian noise added to the "
+        "points (spirals: to the angle, in radians)",
+    )
+    dev_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="share of the examples held out as the dev set"
+    )
+    seed: int = Field(
+        0, ge=0, lt=2**63, description="seed of the generator and of the train/dev split"
+    )
+    label_column: str | None = Field(
+        None,
+        min_length=1,
+        description="uploaded data only: the CSV column (or NPZ array) holding y; default: "
+        "the one named at upload",
+    )
+    # What trainer.load_dataset also takes.
+    n_classes: int | None = Field(
+        None,
+        ge=2,
+        le=50,
+        description="spirals and blobs only: how many classes to draw (default 2 for "
+        "spirals, 3 for blobs)",
+    )
+    standardize: bool = Field(
+        True,
+        description="scale each feature to mean 0 and variance 1, with the training part's "
+        "statistics only",
+    )
+    task: Literal["binary", "multiclass", "regression"] | None = Field(
+        None,
+        description="default: inferred from the labels (two classes: binary; more integer "
+        "or string labels: multiclass; other numbers: regression)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -135,12 +171,26 @@ class DatasetSpec(_Strict):
 class StrategySpec(_Strict):
     """How trials are chosen: grid, random, sobol or coarse_to_fine."""
 
-    type: Literal["grid", "random", "sobol", "coarse_to_fine"] = "random"
-    trials: int = Field(60, ge=1, description="random and sobol")
+    type: Literal["grid", "random", "sobol", "coarse_to_fine"] = Field(
+        "random",
+        description="grid: every combination of grid_points values per dimension; random: "
+        "independent draws, uniform on each distribution's scale; sobol: a scrambled Sobol "
+        "sequence, which covers the space more evenly; coarse_to_fine: rounds, each in a "
+        "smaller box around the best trials so far",
+    )
+    trials: int = Field(60, ge=1, description="random and sobol: how many trials")
     grid_points: int = Field(5, ge=1, description="grid: points per continuous dimension")
-    rounds: int = Field(3, ge=1, description="coarse_to_fine")
-    trials_per_round: int = Field(20, ge=1, description="coarse_to_fine")
-    keep_top: float = Field(0.25, gt=0.0, le=1.0, description="coarse_to_fine")
+    rounds: int = Field(
+        3, ge=1, description="coarse_to_fine: how many rounds, the first over the whole space"
+    )
+    trials_per_round: int = Field(20, ge=1, description="coarse_to_fine: trials in each round")
+    keep_top: float = Field(
+        0.25,
+        gt=0.0,
+        le=1.0,
+        description="coarse_to_fine: the share of a round's best trials whose span makes the "
+        "next round's box (0.25: the best quarter)",
+    )
     margin: float = Field(
         0.1, ge=0.0, le=1.0, description="coarse_to_fine: widen the best's span by this share"
     )
@@ -156,9 +206,17 @@ class StrategySpec(_Strict):
 class ObjectiveSpec(_Strict):
     """What a trial's value is; `direction` defaults to the one the metric needs."""
 
-    metric: Literal["dev_accuracy", "dev_cost", "train_accuracy", "train_cost"] = "dev_accuracy"
-    direction: Literal["maximize", "minimize"]
-    at: Literal["last", "best"] = "last"
+    metric: Literal["dev_accuracy", "dev_cost", "train_accuracy", "train_cost"] = Field(
+        "dev_accuracy",
+        description="a trial's value: accuracy or cost, on the dev set or the training set",
+    )
+    direction: Literal["maximize", "minimize"] = Field(
+        description="default: maximize for an accuracy, minimize for a cost; the other one "
+        "is refused (it would look for the worst model)"
+    )
+    at: Literal["last", "best"] = Field(
+        "last", description="last: the metric after the last epoch; best: its best epoch's"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -183,12 +241,32 @@ class ObjectiveSpec(_Strict):
 class ExecutionSpec(_Strict):
     """How the queue runs a study's trials."""
 
-    mode: Literal["caviar", "panda"] = "caviar"
-    max_parallel: int = Field(8, ge=1, le=100_000)
-    seed: int = Field(42, ge=0, lt=2**63)
-    max_retries: int = Field(2, ge=0, le=100)
-    checkpoint_every: int = Field(10, ge=1)
-    await_review: bool = False
+    mode: Literal["caviar", "panda"] = Field(
+        "caviar",
+        description="caviar: many trials at once; panda: one trial at a time, watched, with "
+        "a checkpoint every checkpoint_every epochs to pause, resume and fork from",
+    )
+    max_parallel: int = Field(
+        8, ge=1, le=100_000, description="at most this many of its trials running at once"
+    )
+    seed: int = Field(
+        42, ge=0, lt=2**63, description="seed of the strategy: the same seed, the same trials"
+    )
+    max_retries: int = Field(
+        2,
+        ge=0,
+        le=100,
+        description="times a trial whose worker crashed or vanished is queued again before "
+        "it counts as failed",
+    )
+    checkpoint_every: int = Field(
+        10, ge=1, description="save the training state every this many epochs"
+    )
+    await_review: bool = Field(
+        False,
+        description="panda only: after each trial, wait until a person continues the study "
+        "(`caviar continue`, or the dashboard)",
+    )
 
     @model_validator(mode="after")
     def _review_needs_panda(self) -> ExecutionSpec:
@@ -202,23 +280,49 @@ class ExecutionSpec(_Strict):
 class PruningSpec(_Strict):
     """Stopping unpromising trials early: none, median or ASHA."""
 
-    type: Literal["none", "median", "asha"] = "none"
-    warmup_epochs: int = Field(10, ge=0, description="median")
+    type: Literal["none", "median", "asha"] = Field(
+        "none",
+        description="none; median: stop a trial whose best so far is worse than the median "
+        "of the others' at the same epoch; asha: asynchronous successive halving, keeping "
+        "the best 1 / reduction_factor at each rung",
+    )
+    warmup_epochs: int = Field(
+        10, ge=0, description="median: epochs a trial runs before it can be stopped"
+    )
     min_epochs: int = Field(5, ge=1, description="asha: rungs at min_epochs * reduction_factor^k")
-    reduction_factor: int = Field(3, ge=2, description="asha")
+    reduction_factor: int = Field(
+        3, ge=2, description="asha: a rung keeps the best 1 / reduction_factor of its trials"
+    )
 
 
 class StudySpec(_Strict):
     """A whole search. Build it with `parse_spec`, which also checks it against the model."""
 
-    name: str = Field(min_length=1, max_length=200)
-    dataset: DatasetSpec
-    model: dict[str, Any] = Field(default_factory=dict)
-    space: dict[str, AnyDistribution] = Field(default_factory=dict)
-    strategy: StrategySpec = Field(default_factory=lambda: StrategySpec())
-    objective: ObjectiveSpec = Field(default_factory=lambda: ObjectiveSpec.model_validate({}))
-    execution: ExecutionSpec = Field(default_factory=lambda: ExecutionSpec())
-    pruning: PruningSpec = Field(default_factory=lambda: PruningSpec())
+    name: str = Field(
+        min_length=1, max_length=200, description="the study's name in lists and exports"
+    )
+    dataset: DatasetSpec = Field(description="the data to train on")
+    model: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the base model: the TrainConfig fields to change from their defaults",
+    )
+    space: dict[str, AnyDistribution] = Field(
+        default_factory=dict,
+        description="what to search: a distribution for each model path to vary",
+    )
+    strategy: StrategySpec = Field(
+        default_factory=lambda: StrategySpec(), description="how trials are chosen"
+    )
+    objective: ObjectiveSpec = Field(
+        default_factory=lambda: ObjectiveSpec.model_validate({}),
+        description="what a trial's value is",
+    )
+    execution: ExecutionSpec = Field(
+        default_factory=lambda: ExecutionSpec(), description="how the trials run"
+    )
+    pruning: PruningSpec = Field(
+        default_factory=lambda: PruningSpec(), description="stopping unpromising trials early"
+    )
 
     @field_validator("pruning", mode="before")
     @classmethod
