@@ -1,4 +1,5 @@
-"""The command line against a live service: submit, status, trials, cancel, export, validate."""
+"""The command line against a live service: submit, status, trials, cancel, export, validate;
+run and serve --submit, which must leave nothing behind that they refused or were not bound to."""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ from typer.testing import CliRunner
 from service.cli import app
 from service.cli.display import watch_local
 from service.db import get_database
-from service.models import Checkpoint
 from service.studies import cancel_study, create_study
 from worker.pool import Pool, PoolOptions
 
@@ -282,165 +282,6 @@ def test_run_shows_a_live_table_on_a_terminal_and_plain_lines_otherwise(  # type
         assert (
             text.strip() == "[cancelled] round 1/2 3/6 done, 0 running, 0 queued, 0 failed; best -"
         )
-
-
-def commands() -> list[tuple[str, ...]]:
-    """Every command and group of the app as its words: ("run",), ("db",), ("db", "upgrade")..."""
-    import typer
-
-    found: list[tuple[str, ...]] = []
-    for name, command in typer.main.get_command(app).commands.items():
-        found.append((name,))
-        found += [(name, sub) for sub in getattr(command, "commands", {})]
-    return found
-
-
-def test_version_and_a_clean_help_with_an_example_for_every_command() -> None:
-    from importlib.metadata import version
-
-    shown = caviar("--version")
-    assert shown.exit_code == 0 and shown.stdout.strip() == f"caviar {version('caviar')}"
-    every = commands()
-    for wanted in (
-        ("datasets", "upload"),
-        ("datasets", "list"),
-        ("continue",),
-        ("pause",),
-        ("resume",),
-        ("fork",),
-        ("zoom",),
-        ("retry-failed",),
-        ("stop",),
-    ):
-        assert wanted in every
-    for path in every:
-        text = caviar(*path, "--help").stdout
-        assert "<bool>" not in text, (path, text)
-        usage = next(line for line in text.splitlines() if "Usage:" in line)
-        assert "{" not in usage and "}" not in usage, (path, usage)
-        if path not in (("db",), ("datasets",)):
-            assert "$ caviar " in text, (path, "no example")
-    assert "run [OPTIONS] SPEC" in caviar("run", "--help").stdout
-    assert "status [OPTIONS] [STUDY]" in caviar("status", "--help").stdout
-    assert "submit [OPTIONS] SPECS..." in caviar("submit", "--help").stdout
-
-
-def claim(api: httpx.Client, n: int) -> list[dict[str, Any]]:
-    wid = api.post("/api/worker/register", json={"name": "cli-test"}).json()["worker_id"]
-    body = {"worker_id": wid, "max_trials": n}
-    return list(api.post("/api/worker/claim", json=body).json()["trials"])
-
-
-def end(api: httpx.Client, trial: dict[str, Any], value: float, epochs: int = 2) -> None:
-    rows = [{"epoch": e, "dev_accuracy": value} for e in range(1, 1 + epochs)]
-    body = {"lease_token": trial["lease_token"], "outcome": "completed", "epochs": rows}
-    r = api.post(f"/api/worker/trials/{trial['trial_id']}/finish", json=body)
-    assert r.status_code == 200, r.text
-
-
-def test_pause_resume_stop_retry_fork_and_zoom_act_on_a_live_service(  # type: ignore[no-untyped-def]
-    sqlite_url, live_service, spec_factory
-) -> None:
-    url = live_service(sqlite_url).url
-    with httpx.Client(base_url=url) as api:
-        study = api.post("/api/studies", json=spec_factory(name="acts")).json()["id"]
-        first, running = claim(api, 2)
-        with get_database(sqlite_url).session() as s:  # as a worker's upload leaves it
-            s.add(
-                Checkpoint(
-                    trial_id=first["trial_id"],
-                    attempt=1,
-                    epoch=2,
-                    size_bytes=1,
-                    content=b"c",
-                    created_at=0.0,
-                )
-            )
-        end(api, first, 0.8)
-        waiting = [t["id"] for t in api.get(f"/api/studies/{study}/trials").json()["items"]]
-        third, fourth = waiting[2:]
-
-        r = caviar("pause", str(third), "--api", url)
-        assert r.exit_code == 0 and r.stdout.strip().endswith(": paused"), r.output
-        r = caviar("pause", str(running["trial_id"]), "--api", url)
-        assert r.exit_code == 0 and "pauses after its current epoch" in r.stdout, r.output
-        r = caviar("resume", str(third), "--api", url, "--json")
-        assert r.exit_code == 0 and json.loads(r.stdout)["status"] == "queued", r.output
-        again = caviar("resume", str(third), "--api", url)
-        assert again.exit_code == 2 and "not paused" in again.stderr
-
-        r = caviar("stop", str(fourth), "--api", url)
-        assert r.exit_code == 0 and "stopped" in r.stdout, r.output
-        r = caviar("retry-failed", str(study), "--api", url)
-        assert r.exit_code == 0 and "queued 1 trial again" in r.stdout, r.output
-        assert api.get(f"/api/trials/{fourth}").json()["status"] == "queued"
-
-        r = caviar(
-            "fork", str(first["trial_id"]), "--from-epoch", "2", "--set", "learning_rate=0.001",
-            "--api", url, "--json",
-        )  # fmt: skip
-        assert r.exit_code == 0, r.output
-        child = json.loads(r.stdout)
-        assert child["parent_trial_id"] == first["trial_id"] and child["fork_epoch"] == 2
-        assert api.get(f"/api/trials/{child['id']}").json()["config"]["learning_rate"] == 0.001
-        r = caviar("fork", str(first["trial_id"]), "--from-epoch", "7", "--api", url)
-        assert r.exit_code == 2 and "no checkpoint at epoch 7" in r.stderr, r.output
-        r = caviar("fork", str(first["trial_id"]), "--from-epoch", "2", "--set", "lr", "--api", url)
-        assert r.exit_code == 2 and "expected key=value" in r.stderr
-
-        preview = caviar("zoom", str(study), "--preview", "--api", url)
-        assert preview.exit_code == 0, preview.output
-        zoomed_spec = yaml.safe_load(preview.stdout)
-        assert zoomed_spec["strategy"]["type"] == "coarse_to_fine"
-        assert api.get("/api/studies").json()["total"] == 1  # a preview queues nothing
-        r = caviar("zoom", str(study), "--rounds", "2", "--api", url, "--json")
-        assert r.exit_code == 0, r.output
-        zoomed = json.loads(r.stdout)
-        assert zoomed["parent_study_id"] == study and zoomed["strategy"] == "coarse_to_fine"
-
-        r = caviar("continue", str(study), "--api", url)
-        assert r.exit_code == 2 and "not waiting for a review" in r.stderr
-
-
-def test_continue_lets_a_reviewed_panda_study_run_its_next_trial(  # type: ignore[no-untyped-def]
-    sqlite_url, live_service, spec_factory
-) -> None:
-    url = live_service(sqlite_url).url
-    spec = spec_factory(execution={"mode": "panda", "await_review": True, "seed": 1})
-    with httpx.Client(base_url=url) as api:
-        study = api.post("/api/studies", json=spec).json()["id"]
-        (trial,) = claim(api, 1)
-        end(api, trial, 0.9)
-        assert api.get(f"/api/studies/{study}").json()["awaiting_review"] is True
-        assert claim(api, 1) == []  # it waits for the person
-        r = caviar("continue", str(study), "--api", url)
-        assert r.exit_code == 0 and f"study {study} (tiny-moons) continues" in r.stdout, r.output
-        assert api.get(f"/api/studies/{study}").json()["awaiting_review"] is False
-        assert len(claim(api, 1)) == 1
-
-
-def test_datasets_upload_list_and_delete(sqlite_url, live_service, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    url = live_service(sqlite_url).url
-    rows = ["age,spend,churned"] + [f"{i / 10},{(i * 7) % 5},{i % 2}" for i in range(40)]
-    data = tmp_path / "churn.csv"
-    data.write_text("\n".join(rows) + "\n")
-    r = caviar("datasets", "upload", str(data), "--label-column", "churned", "--api", url)
-    assert r.exit_code == 0, r.output
-    assert "40 rows, 2 feature columns" in r.stdout
-    dataset_id = httpx.get(f"{url}/api/datasets").json()["items"][0]["id"]
-    assert f"dataset: {{name: {dataset_id}}}" in r.stdout
-    again = caviar("datasets", "upload", str(data), "--label-column", "churned", "--api", url)
-    assert again.exit_code == 0 and "uploaded before" in again.stdout
-    listed = caviar("datasets", "list", "--api", url)
-    assert listed.exit_code == 0 and dataset_id in listed.stdout and "churn.csv" in listed.stdout
-    bad = caviar("datasets", "upload", str(data), "--api", url)  # no label column
-    assert bad.exit_code == 2 and "422" in bad.stderr
-    odd = tmp_path / "data.txt"
-    odd.write_text("x")
-    assert caviar("datasets", "upload", str(odd), "--api", url).exit_code == 2
-    gone = caviar("datasets", "delete", dataset_id, "--api", url)
-    assert gone.exit_code == 0 and "deleted" in gone.stdout
-    assert httpx.get(f"{url}/api/datasets").json()["total"] == 0
 
 
 def test_run_leaves_no_database_behind_for_a_spec_it_refuses(  # type: ignore[no-untyped-def]
