@@ -12,7 +12,7 @@ checked against the caps too (`sizes`), and values no spec may hold anywhere are
 first (`values`).
 """
 
-from service.spec.checks import cap_errors
+from service.spec.checks import cap_errors, checked_round
 from service.spec.loader import MAX_SPEC_DEPTH, MAX_SPEC_VALUES, load_spec_data, parse_spec
 from service.spec.messages import SpecError
 from service.spec.planning import (
@@ -61,6 +61,7 @@ __all__ = [
     "TrialPlan",
     "builtin_shape",
     "cap_errors",
+    "checked_round",
     "epochs_checkpoint_errors",
     "fit_errors",
     "load_spec_data",

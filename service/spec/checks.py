@@ -10,7 +10,7 @@ every trial of round 1 is valid.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_origin
 
 from pydantic import ValidationError
@@ -25,7 +25,7 @@ from service.search.distributions import (
 from service.settings import Settings
 from service.spec.messages import SpecError, error_at, from_validation, suggest, trial_error
 from service.spec.planning import merge_params, sample_round, total_trials
-from service.spec.schema import StudySpec
+from service.spec.schema import StudySpec, TrialPlan
 from service.spec.sizes import builtin_shape, checkpoint_count_errors, fit_errors
 from trainer.config import TrainConfig
 
@@ -254,8 +254,18 @@ def _check_sizes(spec: StudySpec, settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
-def _check_first_round(spec: StudySpec, settings: Settings) -> None:
-    _, plans = sample_round(spec, round_index=0, history=())
+def checked_round(
+    spec: StudySpec,
+    *,
+    settings: Settings,
+    history: Sequence[tuple[Mapping[str, Any], float | None]] = (),
+) -> tuple[dict[str, Any] | None, list[TrialPlan]]:
+    """The first round's box and trials, each trial's config checked once (the schema of
+    TrainConfig and the caps); `SpecError` naming the first trials that fail.
+
+    `history` (a parent's trials) makes a coarse-to-fine round start around their best.
+    """
+    box, plans = sample_round(spec, round_index=0, history=history)
     errors = []
     for i, plan in enumerate(plans):
         for f, msg, value in _config_errors(plan.config, settings):
@@ -264,6 +274,7 @@ def _check_first_round(spec: StudySpec, settings: Settings) -> None:
             break
     if errors:
         raise SpecError(errors)
+    return box, plans
 
 
 def check_spec(spec: StudySpec, *, settings: Settings, check_trials: bool = True) -> None:
@@ -283,4 +294,4 @@ def check_spec(spec: StudySpec, *, settings: Settings, check_trials: bool = True
     if errors:
         raise SpecError(errors)
     if check_trials:
-        _check_first_round(spec, settings)
+        checked_round(spec, settings=settings)

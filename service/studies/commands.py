@@ -31,18 +31,20 @@ from service.spec import (
     BUILTIN_DATASETS,
     SpecError,
     StudySpec,
+    checked_round,
     parse_spec,
-    plan_round,
     total_rounds,
 )
 from service.studies.reads import study_dict, trial_detail
 from service.studies.rounds import add_trials
 
 
-def validate_spec(data: Any, *, settings: Settings) -> StudySpec:
-    """Parse and validate a spec, or raise InvalidSpec naming every wrong field."""
+def validate_spec(data: Any, *, settings: Settings, check_trials: bool = True) -> StudySpec:
+    """Parse and validate a spec, or raise InvalidSpec naming every wrong field.
+
+    `check_trials`: also that every trial of the first round makes a valid config."""
     try:
-        return parse_spec(data, settings=settings)
+        return parse_spec(data, settings=settings, check_trials=check_trials)
     except SpecError as exc:
         raise InvalidSpec(errors=exc.errors) from None
 
@@ -65,9 +67,14 @@ def create_study(
     `history` (params and value of finished trials, of a parent study) makes a
     coarse-to-fine study start in the box around their best instead of the whole space.
     """
-    spec = validate_spec(data, settings=settings)
+    # The first round is drawn once, with the history, and each trial's config checked
+    # once as it is (parse_spec would draw it a second time, without the history, to check).
+    spec = validate_spec(data, settings=settings, check_trials=False)
     check_study_data(db=db, spec=spec, settings=settings)  # an upload, as this spec reads it
-    box, plans = plan_round(spec, round_index=0, history=list(history))
+    try:
+        box, plans = checked_round(spec, settings=settings, history=list(history))
+    except SpecError as exc:
+        raise InvalidSpec(errors=exc.errors) from None
     stored = spec.model_dump(mode="json")
     with db.session() as s:
         label_column = _check_dataset(s, spec)
