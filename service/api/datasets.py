@@ -74,8 +74,9 @@ async def post_dataset(
         Query(description="default: from the name's suffix, else from the content"),
     ] = None,
 ) -> dict[str, Any]:
-    """Upload a CSV or NPZ file; it is read within the caps as a worker reads it, and stored
-    once per content."""
+    """Upload a CSV or NPZ file, read within the caps as a worker reads it.
+
+    The same content is stored once."""
     for field, text in (("name", name), ("label_column", label_column)):
         if text is not None and (problem := text_problem(text)):
             raise InvalidDataset(
