@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from service.db import Database, db_epoch
@@ -17,20 +17,43 @@ from service.errors import InvalidSpec, get_or_404, not_found
 from service.events import emit
 from service.models import Checkpoint, Study, Trial
 from service.queue import lease_problem
+from service.queue.results import (
+    CAVIAR_CHECKPOINTS_KEPT,
+    ResultError,
+    check_checkpoint,
+    keep_latest,
+)
+from service.queue.tables import TRIAL_EPOCHS, trial_epochs
+
+__all__ = [
+    "CAVIAR_CHECKPOINTS_KEPT",
+    "MAX_CHECKPOINT_BYTES",
+    "checkpoint_at",
+    "checkpoint_content",
+    "checkpoint_epochs",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "store_checkpoint",
+]
 
 MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
 # A caviar study trains many models and nobody babysits them: each trial keeps its latest
-# checkpoints (a requeued attempt resumes from the last; a finished trial can be continued
-# from its end), not one per `checkpoint_every` epochs of every trial, which would fill the
-# disk (10 checkpoints of a 2.8 MB Adam state per trial are 28 GB per thousand trials).
-# A panda study keeps them all: forking from any epoch is what it is for.
-CAVIAR_CHECKPOINTS_KEPT = 2
+# checkpoints (CAVIAR_CHECKPOINTS_KEPT: a requeued or handed-back attempt resumes from the
+# last; a finished trial can be continued from its end), not one per `checkpoint_every`
+# epochs of every trial, which would fill the disk (10 checkpoints of a 2.8 MB Adam state
+# per trial are 28 GB per thousand trials). A panda study keeps them all: forking from
+# any epoch is what it is for. A finished trial's last checkpoint usually comes with its
+# result (service.queue.results stores those); this is the upload of one on its own.
 
 
 def store_checkpoint(
     *, db: Database, trial_id: int, lease_token: str, epoch: int, content: bytes
 ) -> int:
-    """Keep a worker's checkpoint of its current attempt; returns its id."""
+    """Keep a worker's checkpoint of its current attempt; returns its id.
+
+    The lease is checked first; then the epoch against the trial's and the bytes against
+    the checkpoint format (ResultError, 422, for either).
+    """
     if len(content) > MAX_CHECKPOINT_BYTES:
         raise InvalidSpec.at(
             "body", f"a checkpoint is at most {MAX_CHECKPOINT_BYTES} bytes", len(content)
@@ -43,6 +66,11 @@ def store_checkpoint(
         if problem := lease_problem(trial_id, row, lease_token):
             raise problem
         assert row is not None
+        if epoch > trial_epochs(row.total_epochs):
+            raise ResultError(
+                f"epoch {epoch} is beyond the trial's {trial_epochs(row.total_epochs)} epochs"
+            )
+        check_checkpoint(content, epoch=epoch)
         key = {"trial_id": trial_id, "attempt": row.attempt, "epoch": epoch}
         existing = conn.execute(_CHECKPOINT_AT, key).scalar()
         if existing is not None:  # a re-sent upload
@@ -53,15 +81,16 @@ def store_checkpoint(
             ).scalar_one()
         )
         if row.mode == "caviar":
-            conn.execute(_PRUNE, {"trial_id": trial_id, "study_id": row.study_id})
+            keep_latest(conn, trial_ids=[trial_id])
         emit(s, study_id=row.study_id, type="trial.checkpointed", trial_id=trial_id, epoch=epoch)
         return checkpoint_id
 
 
-# The trial's lease and its study's mode; on PostgreSQL the trial row stays locked (key
-# share) to the end of the transaction, so the lease cannot move before the insert.
+# The trial's lease, epochs and its study's mode; on PostgreSQL the trial row stays
+# locked (key share) to the end of the transaction, so the lease cannot move before the
+# insert.
 _LEASE_OF_TRIAL = (
-    select(Trial.status, Trial.lease_token, Trial.attempt, Trial.study_id, Study.mode)
+    select(Trial.status, Trial.lease_token, Trial.attempt, Trial.study_id, TRIAL_EPOCHS, Study.mode)
     .join(Study, Study.id == Trial.study_id)
     .where(Trial.id == bindparam("trial_id"))
     .with_for_update(of=Trial, key_share=True)
@@ -82,21 +111,6 @@ _INSERT_CHECKPOINT = (
         created_at=db_epoch(),
     )
     .returning(Checkpoint.id)
-)
-# All but the trial's latest checkpoints, and never one a trial of the study resumes from.
-_PRUNE = delete(Checkpoint).where(
-    Checkpoint.trial_id == bindparam("trial_id"),
-    Checkpoint.id.not_in(
-        select(Checkpoint.id)
-        .where(Checkpoint.trial_id == bindparam("trial_id"))
-        .order_by(Checkpoint.attempt.desc(), Checkpoint.epoch.desc())
-        .limit(CAVIAR_CHECKPOINTS_KEPT)
-    ),
-    Checkpoint.id.not_in(
-        select(Trial.resume_checkpoint_id).where(
-            Trial.study_id == bindparam("study_id"), Trial.resume_checkpoint_id.is_not(None)
-        )
-    ),
 )
 
 

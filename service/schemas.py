@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from service.models import StudyStatus, TrialStatus
 
@@ -372,6 +372,21 @@ class Health(BaseModel):
 
 # Worker protocol -----------------------------------------------------------------------
 
+# Bounds of worker bodies, checked as they are read (a body over them is refused before
+# any lease is looked up): results per claim, and epochs per report, rows or points.
+MAX_RESULTS_PER_CLAIM = 64
+MAX_EPOCHS_PER_REPORT = 100_000
+# A finished trial's last checkpoint rides with its result up to this size (base64 in
+# the JSON); a larger one is uploaded on its own first (see worker.trial).
+MAX_INLINE_CHECKPOINT_BYTES = 1 << 20
+# Lease tokens and worker ids are the service's own (`w-` and hex; hex, `-` and an id).
+_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL's text cannot hold NUL; a worker's error text keeps the rest of it.
+    return value.replace("\x00", "\ufffd")
+
 
 class _Request(BaseModel):
     # Request bodies are validated as their schema says: "5" is not a number, true is not 1.
@@ -381,7 +396,9 @@ class _Request(BaseModel):
 class EpochReport(_Request):
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    epoch: int = Field(ge=1, description="1 after the first pass over the training set")
+    epoch: int = Field(
+        ge=1, le=2**31 - 1, description="1 after the first pass over the training set"
+    )
     train_cost: float | None = None
     train_accuracy: float | None = None
     dev_cost: float | None = None
@@ -390,10 +407,48 @@ class EpochReport(_Request):
     seconds: float | None = None
 
 
+_Column = Annotated[
+    list[Annotated[float, Field(allow_inf_nan=False)] | None],
+    Field(max_length=MAX_EPOCHS_PER_REPORT),
+]
+
+
+class Curve(_Request):
+    """Epochs as columns, one list per metric, equally long: what a worker sends (rows
+    cost the service several times more to read). A value that is not finite is null."""
+
+    epoch: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(max_length=MAX_EPOCHS_PER_REPORT)
+    train_cost: _Column = Field(default_factory=list)
+    train_accuracy: _Column = Field(default_factory=list)
+    dev_cost: _Column = Field(default_factory=list)
+    dev_accuracy: _Column = Field(default_factory=list)
+    learning_rate: _Column = Field(default_factory=list)
+    seconds: _Column = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _aligned(self) -> Curve:
+        n = len(self.epoch)
+        for name in ("train_cost", "train_accuracy", "dev_cost", "dev_accuracy", "learning_rate"):
+            column = getattr(self, name)
+            if column and len(column) != n:  # an empty column: that metric was not reported
+                raise ValueError(f"{name}: {len(column)} values for {n} epochs")
+        if self.seconds and len(self.seconds) != n:
+            raise ValueError(f"seconds: {len(self.seconds)} values for {n} epochs")
+        return self
+
+
+class InlineCheckpoint(_Request):
+    epoch: int = Field(ge=1, le=2**31 - 1, description="the epoch it was taken after")
+    content: str = Field(
+        max_length=(MAX_INLINE_CHECKPOINT_BYTES + 2) // 3 * 4,
+        description="trainer.Checkpoint bytes, base64",
+    )
+
+
 class WorkerRegister(_Request):
-    name: str = Field(max_length=200)
-    host: str | None = Field(None, max_length=200)
-    pid: int | None = None
+    name: Annotated[str, AfterValidator(_no_nul)] = Field(max_length=200)
+    host: Annotated[str, AfterValidator(_no_nul)] | None = Field(None, max_length=200)
+    pid: int | None = Field(None, ge=0, le=2**31 - 1)
 
 
 class WorkerRegistered(BaseModel):
@@ -403,8 +458,22 @@ class WorkerRegistered(BaseModel):
 
 
 class ClaimRequest(_Request):
-    worker_id: str
-    max_trials: int = Field(1, ge=1, le=64)
+    worker_id: str = Field(pattern=_ID_PATTERN)
+    max_trials: int = Field(1, ge=1, le=MAX_RESULTS_PER_CLAIM)
+    target_seconds: float | None = Field(
+        None,
+        ge=0,
+        le=3600,
+        description="lease trials of studies whose trials are known to take this long in "
+        "all, one at least (one alone of a study whose length is not known or longer); "
+        "null: up to max_trials",
+    )
+    busy_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=86_400,
+        description="the worker is still busy this long (the end of its running trial)",
+    )
 
 
 class ResumeFrom(BaseModel):
@@ -430,6 +499,9 @@ class ClaimedTrial(BaseModel):
         default_factory=list,
         description="epochs to report as soon as they end (where pruning decides)",
     )
+    expected_seconds: float | None = Field(
+        None, description="how long the study's trials have taken (null: not known yet)"
+    )
 
 
 class ClaimResponse(BaseModel):
@@ -437,19 +509,24 @@ class ClaimResponse(BaseModel):
 
 
 class LeaseRequest(_Request):
-    lease_token: str
+    lease_token: str = Field(pattern=_ID_PATTERN)
 
 
 class MetricsReport(_Request):
-    lease_token: str
-    epochs: list[EpochReport] = Field(max_length=100_000)
+    lease_token: str = Field(pattern=_ID_PATTERN)
+    epochs: list[EpochReport] = Field(default_factory=list, max_length=MAX_EPOCHS_PER_REPORT)
+    curve: Curve | None = Field(None, description="more epochs, as columns")
 
 
-class FinishReport(_Request):
-    lease_token: str
+class FinishReport(MetricsReport):
     outcome: Literal["completed", "diverged", "stopped", "failed"]
-    error: str | None = Field(None, max_length=100_000)
-    epochs: list[EpochReport] = Field(default_factory=list, max_length=100_000)
+    error: Annotated[str, AfterValidator(_no_nul)] | None = Field(None, max_length=100_000)
+    seconds: float | None = Field(
+        None, ge=0, le=10**9, description="how long the trial ran on the worker"
+    )
+    checkpoint: InlineCheckpoint | None = Field(
+        None, description="the state after its last epoch, instead of an upload of its own"
+    )
 
 
 class StopFlag(BaseModel):

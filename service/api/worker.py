@@ -3,28 +3,32 @@ checkpoints, and the files of uploaded data sets."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import pydantic_core
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from pydantic import BaseModel, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import MAX_ID, DbDep, SettingsDep, TrialId, WorkerScope
+from service.api.docs import problem_responses
 from service.api.render import json_bytes
 from service.checkpoints import checkpoint_content, store_checkpoint
 from service.datasets import dataset_content
+from service.limits import BodyTooLarge
 from service.models import TrialStatus
 from service.queue import (
-    claim_trials,
+    claim_and_report,
     finish_trial,
-    finish_trials,
     heartbeat,
     register_worker,
     release_trial,
     report_metrics,
-    trials_waiting,
 )
 from service.schemas import (
+    MAX_EPOCHS_PER_REPORT,
+    MAX_RESULTS_PER_CLAIM,
     ClaimRequest,
     ClaimResponse,
     FinishReport,
@@ -35,37 +39,32 @@ from service.schemas import (
     WorkerRegister,
     WorkerRegistered,
 )
+from service.settings import Settings
 
 router = APIRouter(prefix="/api/worker", dependencies=[WorkerScope], tags=["worker"])
 
-
-@router.post("/register", response_model=WorkerRegistered)
-def post_register(body: WorkerRegister, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
-    """Announce a worker process; returns its id and the lease timing to follow."""
-    worker_id = register_worker(db=db, name=body.name, host=body.host, pid=body.pid)
-    return {
-        "worker_id": worker_id,
-        "lease_seconds": settings.lease_seconds,
-        "heartbeat_seconds": settings.heartbeat_seconds,
-    }
+M = TypeVar("M", bound=BaseModel)
+SMALL_BODY_BYTES = 64 * 1024  # register, heartbeat, release: a few fields
 
 
 class FinishedTrial(FinishReport):
-    trial_id: int
+    trial_id: int = Field(ge=1, le=MAX_ID)
 
 
 class ClaimAndReport(ClaimRequest):
     """A claim that also reports the trials finished since the last one: short trials
     then cost one round trip and one transaction per batch, not per trial."""
 
-    max_trials: int = Field(1, ge=0, le=64, description="0 only reports")
-    finished: list[FinishedTrial] = Field(default_factory=list, max_length=64)
+    max_trials: int = Field(1, ge=0, le=MAX_RESULTS_PER_CLAIM, description="0 only reports")
+    finished: list[FinishedTrial] = Field(default_factory=list, max_length=MAX_RESULTS_PER_CLAIM)
 
 
 class FinishAnswer(BaseModel):
     trial_id: int
     status: TrialStatus | None = Field(description="the trial's new status; null if refused")
-    error: str | None = Field(description="why a result was refused (the lease was lost)")
+    error: str | None = Field(
+        description="why a result was refused (the lease was lost, it does not fit its trial)"
+    )
 
 
 class ClaimAndReportResponse(ClaimResponse):
@@ -78,77 +77,252 @@ class ClaimAndReportResponse(ClaimResponse):
     )
 
 
-@router.post("/claim", response_model=ClaimAndReportResponse)
-def post_claim(body: ClaimAndReport, db: DbDep, settings: SettingsDep) -> Response:
-    """Report finished trials, then lease up to max_trials queued ones (maybe none)."""
-    answers = []
-    if body.finished:
-        # One dump of the validated body, not one per trial and epoch.
-        answers = finish_trials(db=db, results=body.model_dump(include={"finished"})["finished"])
-    claimed = []
-    if body.max_trials:
-        claimed = claim_trials(
-            db=db,
-            worker_id=body.worker_id,
-            max_trials=body.max_trials,
-            lease_seconds=settings.lease_seconds,
-            caviar_checkpoint_seconds=settings.caviar_checkpoint_seconds,
-        )
+# --- bodies -------------------------------------------------------------------------------
+# Worker bodies are read here rather than by FastAPI, which parses and validates a JSON
+# body on the event loop before the route runs: one 50 MB claim held every request for a
+# minute. Here the bytes are awaited on the loop, then parsed (Rust, in one pass) and
+# validated on the thread pool, and what is cheap to count (results, epochs) is counted
+# before anything is validated; what depends on a trial (its epochs, its lease) is
+# checked by the queue, before any epoch is stored.
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` documenting `model` as the operation's JSON body (inlined)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.rsplit("/", 1)[1]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": inline(schema)}},
+        }
+    }
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's bytes, 413 past `limit` (told by Content-Length, or as they come)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_body(model: type[M], raw: bytes) -> M:
+    """`raw` as `model`, or RequestValidationError (a 422 naming each wrong field).
+
+    JSON's NaN and Infinity literals are read (Python's json writes them; a metric that
+    is not finite is stored as null), a lone UTF-16 surrogate is not JSON. Results and
+    epochs are counted before their items are validated.
+    """
+    try:
+        data = pydantic_core.from_json(raw)
+    except ValueError as exc:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": f"not valid JSON: {exc}"}]
+        ) from None
+    _count(data)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
+
+
+def _count(data: Any) -> None:
+    """RequestValidationError if `data` holds more results or epochs than a body may."""
+    if not isinstance(data, dict):
+        return
+    results = data.get("finished")
+    entries = results if isinstance(results, list) else [data]
+    if len(entries) > MAX_RESULTS_PER_CLAIM:
+        _too_many("finished", f"at most {MAX_RESULTS_PER_CLAIM} results in one claim")
+    epochs = 0
+    for entry in entries:
+        if isinstance(entry, dict):
+            rows, curve = entry.get("epochs"), entry.get("curve")
+            epochs += len(rows) if isinstance(rows, list) else 0
+            column = curve.get("epoch") if isinstance(curve, dict) else None
+            epochs += len(column) if isinstance(column, list) else 0
+    if epochs > MAX_EPOCHS_PER_REPORT:
+        _too_many("epochs", f"at most {MAX_EPOCHS_PER_REPORT} epochs in one body")
+
+
+def _too_many(loc: str, msg: str) -> None:
+    raise RequestValidationError([{"type": "too_long", "loc": ("body", loc), "msg": msg}])
+
+
+def _dump_result(report: FinishReport, trial_id: int) -> dict[str, Any]:
+    """A validated result as the queue takes it (see service.queue.finish_trials)."""
+    return {
+        "trial_id": trial_id,
+        "lease_token": report.lease_token,
+        "outcome": report.outcome,
+        "error": report.error,
+        "seconds": report.seconds,
+        "epochs": [e.model_dump() for e in report.epochs],
+        "curve": report.curve.model_dump() if report.curve is not None else None,
+        "checkpoint": report.checkpoint.model_dump() if report.checkpoint is not None else None,
+    }
+
+
+# --- routes -------------------------------------------------------------------------------
+
+
+@router.post("/register", response_model=WorkerRegistered, openapi_extra=json_body(WorkerRegister))
+async def post_register(request: Request, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
+    """Announce a worker process; returns its id and the lease timing to follow."""
+    raw = await read_body(request, SMALL_BODY_BYTES)
+
+    def register() -> str:
+        body = parse_body(WorkerRegister, raw)
+        return register_worker(db=db, name=body.name, host=body.host, pid=body.pid)
+
+    return {
+        "worker_id": await run_in_threadpool(register),
+        "lease_seconds": settings.lease_seconds,
+        "heartbeat_seconds": settings.heartbeat_seconds,
+    }
+
+
+@router.post(
+    "/claim",
+    response_model=ClaimAndReportResponse,
+    openapi_extra=json_body(ClaimAndReport),
+    responses=problem_responses(404),
+)
+async def post_claim(request: Request, db: DbDep, settings: SettingsDep) -> Response:
+    """Report finished trials, then lease up to max_trials queued ones (maybe none).
+
+    With `target_seconds`, the lease holds as many trials as the studies' observed trial
+    durations fit in that time, and never a trial behind one of a study whose trials are
+    longer or not known yet.
+    """
+    raw = await read_body(request, settings.max_body_bytes)
+    content = await run_in_threadpool(_claim, raw, db, settings)
+    return Response(content, media_type="application/json")
+
+
+def _claim(raw: bytes, db: Any, settings: Settings) -> bytes:
+    body = parse_body(ClaimAndReport, raw)
+    exchange = claim_and_report(
+        db=db,
+        worker_id=body.worker_id,
+        results=[_dump_result(f, f.trial_id) for f in body.finished],
+        max_trials=body.max_trials,
+        lease_seconds=settings.lease_seconds,
+        caviar_checkpoint_seconds=settings.caviar_checkpoint_seconds,
+        target_seconds=body.target_seconds,
+        busy_seconds=body.busy_seconds,
+    )
     # The busiest route: rendered here, not validated again against the response model
     # (which the document still shows, and the contract tests check answers against).
-    content: dict[str, Any] = {"trials": [c.__dict__ for c in claimed], "finished": answers}
-    if body.max_trials and not claimed:
-        content["waiting"] = trials_waiting(db=db)
-    return Response(json_bytes(content), media_type="application/json")
+    return json_bytes(
+        {
+            "trials": [c.__dict__ for c in exchange.trials],
+            "finished": exchange.finished,
+            "waiting": exchange.waiting,
+        }
+    )
 
 
-@router.post("/trials/{trial_id}/heartbeat", response_model=StopFlag)
-def post_heartbeat(
-    trial_id: int, body: LeaseRequest, db: DbDep, settings: SettingsDep
+@router.post(
+    "/trials/{trial_id}/heartbeat", response_model=StopFlag, openapi_extra=json_body(LeaseRequest)
+)
+async def post_heartbeat(
+    trial_id: TrialId, request: Request, db: DbDep, settings: SettingsDep
 ) -> dict[str, bool]:
     """Extend the lease; 409 once it is lost. Says whether the trial should stop."""
-    stop = heartbeat(
-        db=db,
-        trial_id=trial_id,
-        lease_token=body.lease_token,
-        lease_seconds=settings.lease_seconds,
-    )
-    return {"stop": stop}
+    raw = await read_body(request, SMALL_BODY_BYTES)
+
+    def beat() -> bool:
+        body = parse_body(LeaseRequest, raw)
+        return heartbeat(
+            db=db,
+            trial_id=trial_id,
+            lease_token=body.lease_token,
+            lease_seconds=settings.lease_seconds,
+        )
+
+    return {"stop": await run_in_threadpool(beat)}
 
 
-@router.post("/trials/{trial_id}/metrics", response_model=StopFlag)
-def post_metrics(
-    trial_id: int, body: MetricsReport, db: DbDep, settings: SettingsDep
+@router.post(
+    "/trials/{trial_id}/metrics", response_model=StopFlag, openapi_extra=json_body(MetricsReport)
+)
+async def post_metrics(
+    trial_id: TrialId, request: Request, db: DbDep, settings: SettingsDep
 ) -> dict[str, bool]:
-    """Store a batch of epochs (re-sent epochs are ignored); 409 once the lease is lost."""
-    stop = report_metrics(
-        db=db,
-        trial_id=trial_id,
-        lease_token=body.lease_token,
-        epochs=[e.model_dump() for e in body.epochs],
-        lease_seconds=settings.lease_seconds,
-    )
-    return {"stop": stop}
+    """Store a batch of epochs (re-sent epochs are ignored); 409 once the lease is lost.
+
+    An epoch beyond the trial's own is refused (422).
+    """
+    raw = await read_body(request, settings.max_body_bytes)
+
+    def report() -> bool:
+        body = parse_body(MetricsReport, raw)
+        return report_metrics(
+            db=db,
+            trial_id=trial_id,
+            lease_token=body.lease_token,
+            epochs=[e.model_dump() for e in body.epochs],
+            curve=body.curve.model_dump() if body.curve is not None else None,
+            lease_seconds=settings.lease_seconds,
+        )
+
+    return {"stop": await run_in_threadpool(report)}
 
 
-@router.post("/trials/{trial_id}/finish", response_model=FinishResponse)
-def post_finish(trial_id: int, body: FinishReport, db: DbDep) -> dict[str, Any]:
-    """Record the trial's end and its last epochs; 409 once the lease is lost."""
-    status = finish_trial(
-        db=db,
-        trial_id=trial_id,
-        lease_token=body.lease_token,
-        outcome=body.outcome,
-        error=body.error,
-        epochs=[e.model_dump() for e in body.epochs],
-    )
-    return {"status": status}
+@router.post(
+    "/trials/{trial_id}/finish",
+    response_model=FinishResponse,
+    openapi_extra=json_body(FinishReport),
+)
+async def post_finish(
+    trial_id: TrialId, request: Request, db: DbDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """Record the trial's end, its last epochs and checkpoint; 409 once the lease is lost.
+
+    Epochs or a checkpoint that do not fit the trial are refused (422).
+    """
+    raw = await read_body(request, settings.max_body_bytes)
+
+    def finish() -> TrialStatus:
+        result = _dump_result(parse_body(FinishReport, raw), trial_id)
+        return finish_trial(db=db, **result)
+
+    return {"status": await run_in_threadpool(finish)}
 
 
-@router.post("/trials/{trial_id}/release", status_code=204)
-def post_release(trial_id: int, body: LeaseRequest, db: DbDep) -> None:
-    """Hand the trial back to the queue without counting a retry (worker shutting down)."""
-    release_trial(db=db, trial_id=trial_id, lease_token=body.lease_token)
+@router.post("/trials/{trial_id}/release", status_code=204, openapi_extra=json_body(LeaseRequest))
+async def post_release(trial_id: TrialId, request: Request, db: DbDep) -> None:
+    """Hand the trial back to the queue without counting a retry (worker shutting down).
+
+    Its next attempt starts from its latest checkpoint.
+    """
+    raw = await read_body(request, SMALL_BODY_BYTES)
+
+    def release() -> None:
+        body = parse_body(LeaseRequest, raw)
+        release_trial(db=db, trial_id=trial_id, lease_token=body.lease_token)
+
+    await run_in_threadpool(release)
 
 
 class CheckpointStored(BaseModel):
@@ -169,8 +343,8 @@ async def post_checkpoint(
     trial_id: TrialId,
     request: Request,
     db: DbDep,
-    epoch: Annotated[int, Query(ge=1)],
-    x_lease_token: Annotated[str, Header()],
+    epoch: Annotated[int, Query(ge=1, le=MAX_ID)],
+    x_lease_token: Annotated[str, Header(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")],
 ) -> dict[str, int]:
     """Store the trial's training state after `epoch` (trainer.Checkpoint bytes)."""
     content = await request.body()

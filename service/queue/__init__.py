@@ -5,20 +5,28 @@ changes nothing and is told so (LeaseLost), so a trial's result is stored exactl
 however many workers, reapers or replicas touch it. The modules: claims (register, claim,
 trials_waiting), reports (heartbeat, metrics, pruning), finish (finish_trial(s), the
 objective), leases (lease_problem, release, reap, the Reaper thread) and closing (what a
-trial's end does to its study; the next round is left to service.studies.rounds).
+trial's end does to its study; the next round is left to service.studies.rounds);
+exchange (a worker's claim that also reports, in one transaction), results (a result
+checked against its trial, inline checkpoints) and pace (lease sizes from each study's
+observed trial durations).
 """
 
 from service.queue.claims import Claimed, claim_trials, register_worker, trials_waiting
 from service.queue.closing import ROUNDS_DUE, after_trial_finished
+from service.queue.exchange import Exchange, claim_and_report
 from service.queue.finish import finish_trial, finish_trials, objective_value_sql, study_objective
 from service.queue.leases import Reaper, lease_problem, reap_expired, release_trial
 from service.queue.reports import heartbeat, report_metrics
+from service.queue.results import ResultError
 
 __all__ = [
     "ROUNDS_DUE",
     "Claimed",
+    "Exchange",
     "Reaper",
+    "ResultError",
     "after_trial_finished",
+    "claim_and_report",
     "claim_trials",
     "finish_trial",
     "finish_trials",

@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from service.db import Database, db_epoch
+from service.errors import NotFound
 from service.events import emit_many
 from service.models import (
     METRIC_FIELDS,
@@ -37,8 +38,9 @@ from service.models import (
     Worker,
 )
 from service.queue.closing import ROUND_DUE
+from service.queue.pace import PACE, lease_from_study, work_ahead
 from service.queue.reports import pruning_spec
-from service.queue.tables import STUDIES, TOUCH_WORKER, TRIALS
+from service.queue.tables import METRICS, STUDIES, TOUCH_WORKER, TRIALS
 from service.search.pruners import decision_epochs
 from service.spec import PruningSpec
 
@@ -61,6 +63,7 @@ class Claimed:
     checkpoint_seconds: float = 0.0
     resume: dict[str, Any] | None = None  # {"checkpoint_id", "epoch"}: start from there
     report_at: list[int] = field(default_factory=list)  # epochs to report at once (rungs)
+    expected_seconds: float | None = None  # how long the study's trials take, if known
 
 
 def register_worker(*, db: Database, name: str, host: str | None, pid: int | None) -> str:
@@ -88,43 +91,99 @@ def claim_trials(
     max_trials: int,
     lease_seconds: float,
     caviar_checkpoint_seconds: float = 0.0,
+    target_seconds: float | None = None,
+    busy_seconds: float = 0.0,
 ) -> list[Claimed]:
-    """Lease up to `max_trials` queued trials to `worker_id`.
+    """Lease up to `max_trials` queued trials to `worker_id` (see `claim_in`)."""
+    with db.session() as s:
+        touch_worker(s, worker_id)
+        return claim_in(
+            s,
+            worker_id=worker_id,
+            max_trials=max_trials,
+            lease_seconds=lease_seconds,
+            caviar_checkpoint_seconds=caviar_checkpoint_seconds,
+            target_seconds=target_seconds,
+            busy_seconds=busy_seconds,
+        )
+
+
+def touch_worker(s: Session, worker_id: str) -> None:
+    """Note that the worker is alive; NotFound if no worker registered as `worker_id`."""
+    if s.connection().execute(TOUCH_WORKER, {"b_worker": worker_id}).rowcount == 0:
+        raise NotFound(f"worker {worker_id} is not registered; register it first")
+
+
+def claim_in(
+    s: Session,
+    *,
+    worker_id: str,
+    max_trials: int,
+    lease_seconds: float,
+    caviar_checkpoint_seconds: float = 0.0,
+    target_seconds: float | None = None,
+    busy_seconds: float = 0.0,
+) -> list[Claimed]:
+    """Lease up to `max_trials` queued trials to `worker_id`, within the session `s`.
 
     Studies are served oldest-waiting first (the one whose last claim is oldest), which is
     round-robin across studies; `max_parallel` and panda's one-at-a-time are enforced
     under a lock on the study row, so two replicas cannot both take the last free slot.
+    With `target_seconds`, a lease holds only as many trials as fit it by each study's
+    observed trial durations, after `busy_seconds` of the worker's running trial (see
+    service.queue.pace); without, up to `max_trials`.
     """
+    conn = s.connection()
+    if conn.dialect.name == "postgresql":
+        # The study rows stay locked to the end of the transaction: a replica that
+        # finds one locked serves another study, and max_parallel is counted under
+        # the lock, so two replicas cannot both fill the last free slot. NO KEY
+        # UPDATE, not UPDATE: see closing.after_trial_finished.
+        studies = conn.execute(_CANDIDATES_SKIP_LOCKED).all()
+        if not studies:
+            # Every study with work is locked by a short claim or finish: wait for
+            # one rather than send the worker to sleep with work in the queue.
+            studies = conn.execute(_CANDIDATES_WAIT).all()
+    else:
+        studies = conn.execute(_CANDIDATES).all()
     claimed: list[Claimed] = []
-    with db.session() as s:
-        conn = s.connection()
-        conn.execute(TOUCH_WORKER, {"b_worker": worker_id})
-        if conn.dialect.name == "postgresql":
-            # The study rows stay locked to the end of the transaction: a replica that
-            # finds one locked serves another study, and max_parallel is counted under
-            # the lock, so two replicas cannot both fill the last free slot. NO KEY
-            # UPDATE, not UPDATE: see closing.after_trial_finished.
-            studies = conn.execute(_CANDIDATES_SKIP_LOCKED).all()
-            if not studies:
-                # Every study with work is locked by a short claim or finish: wait for
-                # one rather than send the worker to sleep with work in the queue.
-                studies = conn.execute(_CANDIDATES_WAIT).all()
-        else:
-            studies = conn.execute(_CANDIDATES).all()
-        for study in studies:
-            if len(claimed) >= max_trials:
-                break
-            claimed.extend(
-                _claim_from_study(
-                    s,
-                    study=study,
-                    worker_id=worker_id,
-                    want=max_trials - len(claimed),
-                    lease_seconds=lease_seconds,
-                    caviar_checkpoint_seconds=caviar_checkpoint_seconds,
-                )
+    ahead = busy_seconds
+    for study in studies:
+        want = max_trials - len(claimed)
+        if want <= 0:
+            break
+        expected = _expected_seconds(s, study.id)
+        if target_seconds is not None:
+            want = lease_from_study(
+                ahead=ahead, expected=expected, budget=target_seconds, want=want
             )
+        if want <= 0:
+            break
+        taken = _claim_from_study(
+            s,
+            study=study,
+            worker_id=worker_id,
+            want=want,
+            lease_seconds=lease_seconds,
+            caviar_checkpoint_seconds=caviar_checkpoint_seconds,
+            expected=expected,
+        )
+        claimed.extend(taken)
+        ahead = work_ahead(ahead=ahead, expected=expected, taken=len(taken))
     return claimed
+
+
+def _expected_seconds(s: Session, study_id: int) -> float | None:
+    """The study's expected trial duration: as this process has seen its results, else
+    the epochs of its latest completed trial (another replica's, before a restart)."""
+    database = str(s.get_bind().engine.url)
+    expected = PACE.expected(database=database, study_id=study_id)
+    if expected is None:
+        last = s.connection().execute(_LAST_RUN, {"b_study": study_id}).scalar()
+        if last is not None:
+            PACE.seed(database=database, study_id=study_id, seconds=float(last))
+            expected = float(last)
+    return expected
 
 
 def trials_waiting(*, db: Database) -> bool:
@@ -133,7 +192,7 @@ def trials_waiting(*, db: Database) -> bool:
     that came back empty does not mean the queue is empty. Trials of a study awaiting a
     person's review do not count."""
     with db.session(write=False) as s:
-        return bool(s.connection().execute(_WAITING).scalar())
+        return bool(s.connection().execute(WAITING).scalar())
 
 
 _S, _T = STUDIES, TRIALS
@@ -153,12 +212,23 @@ _CANDIDATES = (
 _CANDIDATES_SKIP_LOCKED = _CANDIDATES.with_for_update(skip_locked=True, of=_S, key_share=True)
 # The planner opens a due round moments after the finish that closed the last one: its
 # trials are coming, so a worker leaving when idle must not leave now.
-_WAITING = select(or_(exists().where(*_SERVABLE), exists().where(*ROUND_DUE)))
+WAITING = select(or_(exists().where(*_SERVABLE), exists().where(*ROUND_DUE)))
 _CANDIDATES_WAIT = _CANDIDATES.limit(1).with_for_update(of=_S, key_share=True)
 _COUNT_RUNNING = (
     select(func.count())
     .select_from(_T)
     .where(_T.c.study_id == bindparam("b_study"), _T.c.status == TrialStatus.running)
+)
+# The training seconds of the study's latest completed trial (its final attempt's epochs).
+_LATEST_DONE = (
+    select(_T.c.id, _T.c.attempt)
+    .where(_T.c.study_id == bindparam("b_study"), _T.c.status == TrialStatus.completed)
+    .order_by(_T.c.id.desc())
+    .limit(1)
+    .subquery()
+)
+_LAST_RUN = select(func.sum(METRICS.c.seconds)).where(
+    METRICS.c.trial_id == _LATEST_DONE.c.id, METRICS.c.attempt == _LATEST_DONE.c.attempt
 )
 # One statement takes the trials: a CTE picks queued rows (on PostgreSQL locking them
 # FOR UPDATE SKIP LOCKED, so replicas pass over each other's picks instead of waiting)
@@ -221,6 +291,7 @@ def _claim_from_study(
     want: int,
     lease_seconds: float,
     caviar_checkpoint_seconds: float = 0.0,
+    expected: float | None = None,
 ) -> list[Claimed]:
     conn = s.connection()
     cap = 1 if study.mode == "panda" else study.max_parallel
@@ -247,6 +318,7 @@ def _claim_from_study(
         "dataset": {k: v for k, v in spec.get("dataset", {}).items() if v is not None},
         "checkpoint_every": int(spec.get("execution", {}).get("checkpoint_every") or 0),
         "checkpoint_seconds": caviar_checkpoint_seconds if study.mode == "caviar" else 0.0,
+        "expected_seconds": expected,
     }
     out = [
         _claimed(s, study_id=study.id, row=row, pruning=pruning, terms=terms)

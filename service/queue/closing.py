@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import threading
 
-from sqlalchemy import event, exists, func, select, update
+from sqlalchemy import bindparam, event, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from service.events import emit
 from service.models import OPEN_TRIAL, TERMINAL_STUDY, Study, StudyStatus, Trial, TrialStatus
+from service.queue.tables import STUDIES, TRIALS
 
 
 class Wakeup:
@@ -55,6 +56,25 @@ ROUND_DUE = (
 )
 
 
+# The study a trial of which ended, locked FOR NO KEY UPDATE (see after_trial_finished).
+_LOCK_STUDY = (
+    select(
+        STUDIES.c.status,
+        STUDIES.c.mode,
+        STUDIES.c.current_round,
+        STUDIES.c.total_rounds,
+    )
+    .where(STUDIES.c.id == bindparam("b_study"))
+    .with_for_update(key_share=True)
+)
+# EXISTS, not a count: it stops at the first open trial of the thousands queued. IN over
+# the open statuses, not NOT IN the terminal ones: the (study_id, status) index then
+# reads only open trials, however many have finished.
+_STILL_OPEN = select(
+    exists().where(TRIALS.c.study_id == bindparam("b_study"), TRIALS.c.status.in_(OPEN_TRIAL))
+)
+
+
 def after_trial_finished(s: Session, *, study_id: int) -> None:
     """End the study once no trial of it is open, or mark its next round due.
 
@@ -62,70 +82,61 @@ def after_trial_finished(s: Session, *, study_id: int) -> None:
     already serial), so of many trials finishing at once exactly one sees the round
     closed. The lock is FOR NO KEY UPDATE: it serializes these checks but not the KEY
     SHARE locks that inserting an event (a row referencing the study) takes; FOR UPDATE
-    would deadlock two finishers that had each inserted an event.
+    would deadlock two finishers that had each inserted an event. Core statements, not
+    the unit of work: this runs in every batch of results a worker reports.
     """
-    study = s.scalars(
-        select(Study)
-        .where(Study.id == study_id)
-        .with_for_update(key_share=True)
-        .execution_options(populate_existing=True)
-    ).one()
+    conn = s.connection()
+    study = conn.execute(_LOCK_STUDY, {"b_study": study_id}).one()
     if study.status in TERMINAL_STUDY:
         return
-    if mark_awaiting_review(s, study=study):
+    if study.mode == "panda" and mark_awaiting_review(s, study_id=study_id):
         return
-    still_open = s.scalar(
-        select(func.count())
-        .select_from(Trial)
-        # IN over the open statuses, not NOT IN the terminal ones: the (study_id, status)
-        # index then reads only open trials, however many have finished.
-        .where(Trial.study_id == study_id, Trial.status.in_(OPEN_TRIAL))
-    )
-    if still_open:
+    if conn.execute(_STILL_OPEN, {"b_study": study_id}).scalar():
         return
     if study.current_round + 1 < study.total_rounds:
         ROUNDS_DUE.notify_after_commit(s)
         return
-    finish_study(s, study=study)
+    finish_study(s, study_id=study_id)
 
 
-def finish_study(s: Session, *, study: Study) -> None:
+def finish_study(s: Session, *, study_id: int) -> None:
     produced = s.scalar(
         select(func.count())
         .select_from(Trial)
-        .where(Trial.study_id == study.id, Trial.value.is_not(None))
+        .where(Trial.study_id == study_id, Trial.value.is_not(None))
     )
     status = StudyStatus.completed if produced else StudyStatus.failed
     error = None if produced else "no trial produced a value: every trial failed or diverged"
     ended = s.execute(
         update(Study)
-        .where(Study.id == study.id, Study.status.in_([StudyStatus.queued, StudyStatus.running]))
+        .where(Study.id == study_id, Study.status.in_([StudyStatus.queued, StudyStatus.running]))
         .values(status=status, error=error, finished_at=func.now())
     )
     if ended.rowcount == 1:  # type: ignore[attr-defined]
-        emit(s, study_id=study.id, type="study.finished", status=status.value, error=error)
+        emit(s, study_id=study_id, type="study.finished", status=status.value, error=error)
 
 
-def mark_awaiting_review(s: Session, *, study: Study) -> bool:
+def mark_awaiting_review(s: Session, *, study_id: int) -> bool:
     """After a trial of a reviewed panda study ends, hold the next one for the person.
 
     The person then continues the study (its next queued trial runs), forks a trial with
     changes, or cancels; the claim passes over a study that awaits review.
     """
-    if study.mode != "panda" or not study.spec.get("execution", {}).get("await_review"):
+    spec = s.scalar(select(Study.spec).where(Study.id == study_id)) or {}
+    if not spec.get("execution", {}).get("await_review"):
         return False
     waiting = s.scalar(
         select(func.count())
         .select_from(Trial)
-        .where(Trial.study_id == study.id, Trial.status == TrialStatus.queued)
+        .where(Trial.study_id == study_id, Trial.status == TrialStatus.queued)
     )
     running = s.scalar(
         select(func.count())
         .select_from(Trial)
-        .where(Trial.study_id == study.id, Trial.status == TrialStatus.running)
+        .where(Trial.study_id == study_id, Trial.status == TrialStatus.running)
     )
     if not waiting or running:
         return False
-    s.execute(update(Study).where(Study.id == study.id).values(awaiting_review=True))
-    emit(s, study_id=study.id, type="study.awaiting_review", queued=waiting)
+    s.execute(update(Study).where(Study.id == study_id).values(awaiting_review=True))
+    emit(s, study_id=study_id, type="study.awaiting_review", queued=waiting)
     return True

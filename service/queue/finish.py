@@ -15,7 +15,9 @@ from service.events import emit_many
 from service.models import Metric, Study, TrialStatus
 from service.queue.closing import after_trial_finished
 from service.queue.leases import lease_problem
-from service.queue.tables import METRIC_INSERTS, TRIALS, WORKERS, metric_rows
+from service.queue.pace import PACE
+from service.queue.results import Checked, ResultError, check_result, store_checkpoints
+from service.queue.tables import STUDIES, TRIAL_EPOCHS, TRIALS, WORKERS, insert_metrics
 
 # A study's objective never changes, so the finish path reads it once per process.
 _OBJECTIVES: dict[tuple[str, int], tuple[str, str, str]] = {}
@@ -57,12 +59,14 @@ def finish_trial(
     outcome: str,
     error: str | None = None,
     epochs: Sequence[Mapping[str, Any]] = (),
+    **more: Any,
 ) -> TrialStatus:
     """Record a trial's end: its last epochs, its objective value, its status.
 
     `outcome` is the trainer's: completed, diverged, stopped; or failed (an exception).
     A diverged trial is `failed` with the reason and keeps its curve; its value stays
-    empty, so it ranks below every trial that finished.
+    empty, so it ranks below every trial that finished. `more` holds what a result may
+    carry besides (see `finish_trials`).
     """
     result = {
         "trial_id": trial_id,
@@ -70,6 +74,7 @@ def finish_trial(
         "outcome": outcome,
         "error": error,
         "epochs": epochs,
+        **more,
     }
     with db.session() as s:
         [answer], studies = _finish_many(s, [result])
@@ -83,14 +88,22 @@ def finish_trial(
 def finish_trials(*, db: Database, results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Record several trials' ends in one transaction (short trials, reported together).
 
-    A result whose lease was lost is refused alone, before anything of it is written
-    (the leases are checked first, under row locks): the answer says, per trial, its new
+    A result is a mapping: trial_id, lease_token, outcome, error; its last epochs as rows
+    (`epochs`) and/or columns (`curve`); how long it ran (`seconds`); its last
+    `checkpoint` ({epoch, content in base64}). A result whose lease was lost, or that
+    does not fit its trial, is refused alone, before anything of it is written (the
+    leases are checked first, under row locks): the answer says, per trial, its new
     status, or why it was refused.
     """
     with db.session() as s:
-        answers, studies = _finish_many(s, results)
-        for study_id in sorted(studies):  # a fixed order: no deadlock between replicas
-            after_trial_finished(s, study_id=study_id)
+        return finish_in(s, results)
+
+
+def finish_in(s: Session, results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """`finish_trials` within the session `s` (a worker's claim finishes, then leases)."""
+    answers, studies = _finish_many(s, results)
+    for study_id in sorted(studies):  # a fixed order: no deadlock between replicas
+        after_trial_finished(s, study_id=study_id)
     return [
         {"trial_id": int(r["trial_id"]), "status": None, "error": a.detail}
         if isinstance(a, CaviarError)
@@ -112,10 +125,13 @@ _LOCK_TRIALS = (
         TRIALS.c.stop_reason,
         TRIALS.c.worker_id,
         TRIALS.c.epochs_done,
+        TRIAL_EPOCHS,
+        STUDIES.c.mode,
     )
+    .join(STUDIES, STUDIES.c.id == TRIALS.c.study_id)
     .where(TRIALS.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(TRIALS.c.id)
-    .with_for_update(key_share=True)
+    .with_for_update(of=TRIALS, key_share=True)
 )
 _STORED_VALUES = select(TRIALS.c.id, TRIALS.c.value).where(
     TRIALS.c.id.in_(bindparam("ids", expanding=True))
@@ -185,7 +201,7 @@ class _Ended:
     outcome: str
     error: str | None
     done: int  # the last epoch done
-    epochs: Sequence[Mapping[str, Any]]
+    checked: Checked  # its metrics rows and checkpoint
 
 
 def _finish_many(
@@ -213,38 +229,62 @@ def _finish_many(
         elif problem := lease_problem(trial_id, rows.get(trial_id), r["lease_token"]):
             answers.append(problem)
         else:
-            ended[trial_id] = _judge(rows[trial_id], r)
+            try:
+                ended[trial_id] = _judge(rows[trial_id], r)
+            except ResultError as exc:
+                answers.append(exc)
+                continue
             answers.append(ended[trial_id].status)
     if not ended:
         return answers, set()
     _store(s, list(ended.values()))
     _emit_ended(s, list(ended.values()))
+    _observe(s, results, ended)
     return answers, {e.row.study_id for e in ended.values()}
 
 
 def _judge(row: Any, result: Mapping[str, Any]) -> _Ended:
-    """How the trial of `row` ended, from the worker's result."""
+    """How the trial of `row` ended, from the worker's result (ResultError if it does not
+    fit the trial)."""
+    checked = check_result(
+        trial_id=row.id, attempt=row.attempt, epochs=row.total_epochs, result=result
+    )
     outcome = str(result["outcome"])
     if outcome == "stopped" and row.stop_reason in ("pause", "prune"):
         outcome = "paused" if row.stop_reason == "pause" else "pruned"
-    epochs = result.get("epochs") or ()
     # epochs count from 1, as the trainer's; a late, re-sent batch never lowers it
-    done = max([row.epochs_done, *(int(e["epoch"]) for e in epochs)])
+    done = max(row.epochs_done, checked.last_epoch)
     error = result.get("error")
     if outcome == "diverged" and not error:
         error = f"diverged after {done} epochs: the cost or a gradient was not finite"
     status = _OUTCOME_STATUS.get(outcome, TrialStatus.failed)
-    return _Ended(row=row, status=status, outcome=outcome, error=error, done=done, epochs=epochs)
+    return _Ended(row=row, status=status, outcome=outcome, error=error, done=done, checked=checked)
+
+
+_RAN_TO_END = ("completed", "diverged")  # durations a study's next trials may expect
+
+
+def _observe(s: Session, results: Sequence[Mapping[str, Any]], ended: dict[int, _Ended]) -> None:
+    """Count the durations of the trials that ran to their end in their studies' pace."""
+    database = str(s.get_bind().engine.url)
+    for r in results:
+        e = ended.get(int(r["trial_id"]))
+        if e is not None and r.get("seconds") is not None and e.outcome in _RAN_TO_END:
+            PACE.observe(database=database, study_id=e.row.study_id, seconds=float(r["seconds"]))
 
 
 def _store(s: Session, ended: list[_Ended]) -> None:
-    """One insert for all metrics, one executemany per kind of end, one update per worker."""
+    """One insert for all metrics, one for all checkpoints, one executemany per kind of
+    end, one update per worker."""
     conn = s.connection()
-    metrics: list[dict[str, Any]] = []
+    metrics: list[tuple[Any, ...]] = []
+    checkpoints: list[tuple[int, int, int, bytes]] = []
     updates: dict[tuple[str, tuple[str, str, str]], list[dict[str, Any]]] = {}
     workers: dict[str, int] = {}
     for e in ended:
-        metrics.extend(metric_rows(e.row.id, e.row.attempt, e.epochs))
+        metrics.extend(e.checked.metrics)
+        if e.checked.checkpoint is not None:
+            checkpoints.append((e.row.id, e.row.attempt, *e.checked.checkpoint))
         kind = {TrialStatus.paused: "paused", TrialStatus.failed: "failed"}.get(e.status, "valued")
         objective = study_objective(s, e.row.study_id) if kind == "valued" else ("", "", "")
         updates.setdefault((kind, objective), []).append(
@@ -260,8 +300,9 @@ def _store(s: Session, ended: list[_Ended]) -> None:
         )
         if e.row.worker_id:
             workers[e.row.worker_id] = workers.get(e.row.worker_id, 0) + 1
-    if metrics:
-        conn.execute(METRIC_INSERTS[conn.dialect.name], metrics)
+    # The metrics first: the finish statements read the objective from them.
+    insert_metrics(conn, metrics)
+    store_checkpoints(conn, checkpoints, caviar={e.row.id for e in ended if e.row.mode == "caviar"})
     for (kind, objective), params in updates.items():
         moved = conn.execute(_finish_statement(kind, objective), params).rowcount
         # The leases were checked under lock: every guarded UPDATE must have matched.
@@ -271,15 +312,27 @@ def _store(s: Session, ended: list[_Ended]) -> None:
 
 
 def _emit_ended(s: Session, ended: list[_Ended]) -> None:
-    """One trial.finished (trial.paused) event per trial, with the value just stored."""
+    """One trial.finished (trial.paused) event per trial, with the value just stored,
+    after a trial.checkpointed for a checkpoint that came with the result."""
     valued = [e.row.id for e in ended if e.status != TrialStatus.failed]
     conn = s.connection()
     stored = (
         {r.id: r.value for r in conn.execute(_STORED_VALUES, {"ids": valued})} if valued else {}
     )
+    checkpointed = [
+        {
+            "study_id": e.row.study_id,
+            "type": "trial.checkpointed",
+            "trial_id": e.row.id,
+            "data": {"epoch": e.checked.checkpoint[0]},
+        }
+        for e in ended
+        if e.checked.checkpoint is not None
+    ]
     emit_many(
         s,
-        [
+        checkpointed
+        + [
             {
                 "study_id": e.row.study_id,
                 "type": "trial.paused" if e.status == TrialStatus.paused else "trial.finished",

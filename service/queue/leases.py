@@ -6,14 +6,14 @@ import logging
 import threading
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from service.db import Database, db_epoch
 from service.errors import LeaseLost, NotFound
 from service.events import emit
 from service.metrics import LEASE_EXPIRIES
-from service.models import Study, Trial, TrialStatus
+from service.models import Checkpoint, Study, Trial, TrialStatus
 from service.queue.closing import after_trial_finished
 
 log = logging.getLogger("caviar.service")
@@ -50,10 +50,22 @@ def leased(s: Session, trial_id: int, token: str) -> Trial:
 
 
 def release_trial(*, db: Database, trial_id: int, lease_token: str) -> None:
-    """Hand a trial back to the queue without counting a retry (a worker shutting down)."""
+    """Hand a trial back to the queue without counting a retry (a worker shutting down).
+
+    Its next attempt starts from its latest checkpoint (the worker stores one when it
+    stops), or where this one started (a fork's, a resumed trial's) if it has none.
+    """
     with db.session() as s:
         trial = leased(s, trial_id, lease_token)
-        emit(s, study_id=trial.study_id, type="trial.released", trial_id=trial_id)
+        latest = s.execute(_LATEST_CHECKPOINT, {"trial_id": trial_id}).first()
+        resume = trial.resume_checkpoint_id if latest is None else latest.id
+        emit(
+            s,
+            study_id=trial.study_id,
+            type="trial.released",
+            trial_id=trial_id,
+            from_epoch=latest.epoch if latest is not None else None,
+        )
         s.execute(
             update(Trial)
             .where(Trial.id == trial_id, Trial.lease_token == lease_token)
@@ -62,8 +74,17 @@ def release_trial(*, db: Database, trial_id: int, lease_token: str) -> None:
                 lease_token=None,
                 lease_expires_at=None,
                 worker_id=None,
+                resume_checkpoint_id=resume,
             )
         )
+
+
+_LATEST_CHECKPOINT = (
+    select(Checkpoint.id, Checkpoint.epoch)
+    .where(Checkpoint.trial_id == bindparam("trial_id"))
+    .order_by(Checkpoint.epoch.desc(), Checkpoint.attempt.desc())
+    .limit(1)
+)
 
 
 def reap_expired(*, db: Database) -> int:

@@ -13,7 +13,8 @@ from service.events import emit_many
 from service.models import METRIC_FIELDS, Metric, Study, Trial, TrialStatus
 from service.queue.finish import study_objective
 from service.queue.leases import lease_problem, leased
-from service.queue.tables import METRIC_INSERTS, TOUCH_WORKER, TRIALS, clean, metric_rows
+from service.queue.results import check_result
+from service.queue.tables import TOUCH_WORKER, TRIAL_EPOCHS, TRIALS, insert_metrics
 from service.search.pruners import should_prune
 from service.spec import PruningSpec
 
@@ -44,21 +45,6 @@ def heartbeat(*, db: Database, trial_id: int, lease_token: str, lease_seconds: f
         return bool(stop.stop_requested)
 
 
-def _insert_metrics(s: Session, *, trial: Any, epochs: Sequence[Mapping[str, Any]]) -> int:
-    """Store epochs of the trial's current attempt; returns the last epoch now done.
-
-    The trial row is not touched here: callers fold `epochs_done` into the one UPDATE
-    they make anyway.
-    """
-    rows = metric_rows(trial.id, trial.attempt, epochs)
-    if not rows:
-        return int(trial.epochs_done)
-    conn = s.connection()
-    conn.execute(METRIC_INSERTS[conn.dialect.name], rows)
-    # epochs count from 1, as the trainer's; a late, re-sent batch never lowers it
-    return max(trial.epochs_done, *(int(e["epoch"]) for e in epochs))
-
-
 # The one trial a metrics report is about, locked as `leased` locks it.
 _LOCK_REPORTING = (
     select(
@@ -70,6 +56,7 @@ _LOCK_REPORTING = (
         TRIALS.c.config,
         TRIALS.c.stop_requested,
         TRIALS.c.epochs_done,
+        TRIAL_EPOCHS,
     )
     .where(TRIALS.c.id == bindparam("b_id"))
     .with_for_update(key_share=True)
@@ -91,18 +78,28 @@ def report_metrics(
     lease_token: str,
     epochs: Sequence[Mapping[str, Any]],
     lease_seconds: float,
+    curve: Mapping[str, Sequence[Any]] | None = None,
 ) -> bool:
-    """Store a batch of epochs of the current attempt; returns whether to stop."""
+    """Store a batch of epochs of the current attempt, as rows (`epochs`) or columns
+    (`curve`); returns whether to stop. ResultError if an epoch is beyond the trial's."""
     with db.session() as s:
         conn = s.connection()
         trial = conn.execute(_LOCK_REPORTING, {"b_id": trial_id}).one_or_none()
         if problem := lease_problem(trial_id, trial, lease_token):
             raise problem
         assert trial is not None
-        done = _insert_metrics(s, trial=trial, epochs=epochs)
+        rows = check_result(
+            trial_id=trial_id,
+            attempt=trial.attempt,
+            epochs=trial.total_epochs,
+            result={"epochs": epochs, "curve": curve},
+        ).metrics
+        insert_metrics(conn, rows)
+        # epochs count from 1, as the trainer's; a late, re-sent batch never lowers it
+        done = max([trial.epochs_done, *(r[2] for r in rows)])
         events: list[dict[str, Any]] = []
-        if epochs:
-            latest = max(epochs, key=lambda e: int(e["epoch"]))
+        if rows:
+            latest = max(rows, key=lambda r: r[2])
             events.append(
                 {
                     "study_id": trial.study_id,
@@ -110,14 +107,14 @@ def report_metrics(
                     "trial_id": trial_id,
                     "data": {
                         "attempt": trial.attempt,
-                        "epoch": int(latest["epoch"]),
-                        **{k: clean(latest.get(k)) for k in METRIC_FIELDS},
+                        "epoch": latest[2],
+                        **dict(zip(METRIC_FIELDS, latest[3:], strict=True)),
                     },
                 }
             )
         stop = bool(trial.stop_requested)
-        if epochs and not stop:
-            reason = _prune_reason(s, trial=trial, epochs=[int(e["epoch"]) for e in epochs])
+        if rows and not stop:
+            reason = _prune_reason(s, trial=trial, epochs=[r[2] for r in rows])
             if reason is not None:
                 s.execute(
                     update(Trial)

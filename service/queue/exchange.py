@@ -1,0 +1,57 @@
+"""A worker's round trip: report the trials it finished, then lease the next ones.
+
+One transaction for both: a worker of short trials sends one request per batch of
+trials, and the service commits once for it (SQLite takes its write lock once;
+PostgreSQL flushes its log once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service.db import Database
+from service.queue.claims import WAITING, Claimed, claim_in, touch_worker
+from service.queue.finish import finish_in
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """What a claim answers: each result's fate, the trials leased, and whether queued
+    trials wait for a free slot although none was leased."""
+
+    finished: list[dict[str, Any]]
+    trials: list[Claimed]
+    waiting: bool
+
+
+def claim_and_report(
+    *,
+    db: Database,
+    worker_id: str,
+    results: Sequence[Mapping[str, Any]],
+    max_trials: int,
+    lease_seconds: float,
+    caviar_checkpoint_seconds: float = 0.0,
+    target_seconds: float | None = None,
+    busy_seconds: float = 0.0,
+) -> Exchange:
+    """Finish `results` (see finish_trials), then lease up to `max_trials` (see claim_in),
+    for the registered worker `worker_id` (NotFound if it is not)."""
+    with db.session() as s:
+        touch_worker(s, worker_id)
+        finished = finish_in(s, results) if results else []
+        trials: list[Claimed] = []
+        if max_trials:
+            trials = claim_in(
+                s,
+                worker_id=worker_id,
+                max_trials=max_trials,
+                lease_seconds=lease_seconds,
+                caviar_checkpoint_seconds=caviar_checkpoint_seconds,
+                target_seconds=target_seconds,
+                busy_seconds=busy_seconds,
+            )
+        waiting = bool(max_trials and not trials and s.connection().execute(WAITING).scalar())
+    return Exchange(finished=finished, trials=trials, waiting=waiting)
