@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import httpx
+import orjson
 
 log = logging.getLogger("caviar.worker")
 
@@ -22,7 +23,12 @@ class LeaseLostError(Exception):
 
 
 class ApiError(Exception):
-    """The service refused the request for a reason retrying cannot fix."""
+    """The service refused the request for a reason retrying cannot fix (`status`, if it
+    answered)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def parse_urls(api_url: str) -> list[str]:
@@ -80,9 +86,15 @@ class Client:
             self._http.base_url = httpx.URL(self.url)
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        """POST `body`; returns the JSON answer, or raises LeaseLostError / ApiError."""
-        response = self.request("POST", path, json=body)
-        return response.json() if response.content else None
+        """POST `body` as JSON; returns the JSON answer, or raises LeaseLostError / ApiError.
+
+        orjson, not httpx's json: a claim carries every epoch of its finished trials, and
+        it writes a number that is not finite as null, as the service stores it.
+        """
+        response = self.request(
+            "POST", path, content=orjson.dumps(body), headers={"content-type": "application/json"}
+        )
+        return orjson.loads(response.content) if response.content else None
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One request, retried on transient failures; a 2xx or 3xx response, or an error.
@@ -104,7 +116,10 @@ class Client:
                 if response.status_code < 400:
                     return response
                 if response.status_code not in (429, 502, 503, 504) and response.status_code < 500:
-                    raise ApiError(f"{path}: {response.status_code} {_detail(response)}")
+                    raise ApiError(
+                        f"{path}: {response.status_code} {_detail(response)}",
+                        response.status_code,
+                    )
                 problem = f"{response.status_code} {_detail(response)}"
             waited = time.monotonic() - started
             if self._stop.is_set() or (self._max_wait is not None and waited > self._max_wait):

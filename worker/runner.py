@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -17,9 +18,10 @@ from typing import Any
 
 from trainer import TrainConfig, train
 from trainer.checkpoint import Checkpoint
+from worker import policy
 from worker.client import ApiError, Client, LeaseLostError
 from worker.dataset_cache import DatasetCache
-from worker.policy import ClaimPolicy
+from worker.policy import ClaimPolicy, time_left
 from worker.trial import TrialRun
 
 log = logging.getLogger("caviar.worker")
@@ -35,18 +37,20 @@ class Worker:
     the next claim goes out (see `prefetch_if_due`), so the next trial is at hand when it
     ends and the process hardly waits on the service between trials (a trial longer
     than worker.policy.FINISH_DELAY_SECONDS claims when it ends, with its result).
-    Results travel with the next claim when it comes soon enough, else on their own from
-    that thread. How much to lease and when is worker.policy's to say.
+    Results, with their last epochs and checkpoint, travel with the next claim when it
+    comes soon enough, else on their own from that thread: a short trial costs no
+    request of its own. When to claim and report is worker.policy's to say; how many
+    trials a claim leases, the service's (from each study's observed trial durations).
 
     Parameters
     ----------
     api_url, token : where the service is and the worker-scoped token it wants.
     name : shown in the dashboard's worker list.
     max_trials : leave after this many trials (the pool starts a fresh process), or None.
-    claim_batch : at most this many trials leased per round trip; the worker leases as
-        many as it expects to finish in about worker.policy.LEASE_TARGET_SECONDS (from
-        the durations it has seen), so short trials amortize the request and long ones
-        go one by one.
+    claim_batch : at most this many trials leased per round trip; the service leases as
+        many as fit about worker.policy.LEASE_TARGET_SECONDS by the durations it has seen
+        of their studies' trials, so short trials amortize the request and long ones (or
+        not yet known ones) go one by one.
     exit_when_idle : leave once the queue is empty (tests and benchmarks): a claim came
         back empty and the service says no queued trial waits for a free slot.
     """
@@ -84,6 +88,7 @@ class Worker:
         self.datasets = DatasetCache(self.client, cache_dir)
         self._finished: list[dict[str, Any]] = []  # results not yet sent
         self._finished_since = 0.0
+        self._ahead = 0.0  # expected seconds of the leased trials not started (inf: unknown)
         self._prefetch: Future[tuple[dict[str, Any], list[TrialRun]]] | None = None
         self._reports: list[Future[Any]] = []  # results on their way without a claim
         # Every lease this process holds, started or not: the heartbeat thread extends
@@ -94,22 +99,10 @@ class Worker:
         self._unsettled: dict[int, TrialRun] = {}
         self._beating = threading.Event()  # set: the heartbeat thread should end
 
-    def lease_size(self, running: float | None = None) -> int:
-        """How many trials the next claim asks for; `running` is the expected duration of
-        a trial still training (an early claim's), counted in as if it had ended."""
-        return self.policy.lease_size(running)
-
-    def _want(self, *, running: float | None = None) -> int:
-        """The next claim's size, within what `max_trials` leaves (besides a trial still
-        `running`, of that expected duration)."""
-        size = self.lease_size(running)
-        return self.policy.within_max(
-            size, trials_done=self.trials_done, running=running is not None
-        )
-
-    def prefetch_if_due(self, run: TrialRun, epoch: int) -> None:
+    def prefetch_if_due(self, run: TrialRun, epoch: int) -> float | None:
         """Send the next claim now if `run`, the last leased trial, is about to end
-        (called after each of its epochs; see `ClaimPolicy.prefetch_for`)."""
+        (called now and then as it trains; see `ClaimPolicy.prefetch_in`); returns how
+        soon to ask again, or None."""
         if (
             self._prefetch is not None
             or self.shutdown.is_set()
@@ -117,17 +110,16 @@ class Worker:
             or run.lease_lost.is_set()
             or run.epochs_run == 0
         ):
-            return
-        running = self.policy.prefetch_for(
-            elapsed=time.monotonic() - run.started,
-            epochs_run=run.epochs_run,
-            epochs_left=run.epochs - epoch,
-        )
-        if running is None:
-            return
-        want = self._want(running=running)
+            return None
+        elapsed = time.monotonic() - run.started
+        left = time_left(elapsed=elapsed, epochs_run=run.epochs_run, epochs_left=run.epochs - epoch)
+        due = self.policy.prefetch_in(elapsed=elapsed, left=left)
+        if due is None or due > 0:
+            return due
+        want = self.policy.ask(trials_done=self.trials_done, running=True)
         if want > 0:
-            self._prefetch = self._send_claim(want)
+            self._prefetch = self._send_claim(want, busy=left)
+        return None
 
     def _heartbeat_loop(self) -> None:
         # Waits on an event, so the thread ends the moment the worker does.
@@ -194,14 +186,13 @@ class Worker:
                 idle = IDLE_SLEEP_SECONDS
                 pending.extend(zip(answer["trials"], runs, strict=True))
             trial, run = pending.popleft()
+            self._ahead = _expected_work(r for _, r in pending)
             run.last_of_lease = not pending
             run.started = time.monotonic()
             try:
                 result = self.run_trial(trial, run)
             finally:
                 self._let_go(run)
-            took = time.monotonic() - run.started
-            self.policy.trial_took(took)
             self.trials_done += 1
             if result is None:
                 continue
@@ -209,17 +200,20 @@ class Worker:
                 self._finished_since = run.started  # a result's age counts from then
             self._finished.append(result)
             if pending:  # else _next_lease decides, once it knows whether a claim comes now
-                self.report_if_due(len(pending))
+                self.report_if_due(self._ahead)
 
-    def report_if_due(self, trials_ahead: int = 0) -> None:
+    def report_if_due(self, ahead: float = 0.0) -> float | None:
         """Send the results on their own, now, if they would be too old by the time the
-        next claim carries them, `trials_ahead` trials on (see `ClaimPolicy.report_now`)."""
+        next claim carries them, `ahead` seconds from now (see `ClaimPolicy.report_in`);
+        returns how soon they would be due, or None if there are none to wait for."""
         if not self._finished:
-            return
-        age = time.monotonic() - self._finished_since
-        if self.policy.report_now(age=age, trials_ahead=trials_ahead):
-            self._reports = [r for r in self._reports if not r.done()]  # _claim logs errors
-            self._reports.append(self._send_claim(0))
+            return None
+        due = self.policy.report_in(age=time.monotonic() - self._finished_since, ahead=ahead)
+        if due > 0:
+            return due
+        self._reports = [r for r in self._reports if not r.done()]  # _claim logs errors
+        self._reports.append(self._send_claim(0))
+        return None
 
     def _next_lease(self) -> tuple[dict[str, Any], list[TrialRun]]:
         """The trials to run next: those of the claim sent early, or of one sent now.
@@ -234,20 +228,23 @@ class Worker:
                 early, self._prefetch = self._prefetch, None
                 answer, runs = early.result()
                 if runs:
-                    self.report_if_due(len(runs))
+                    self.report_if_due(_expected_work(runs))
                     return answer, runs
-            want = self._want()
+            want = self.policy.ask(trials_done=self.trials_done)
             return self._send_claim(want).result() if want > 0 else ({"trials": []}, [])
         finally:
             self.stall_seconds += time.monotonic() - waited
 
-    def _send_claim(self, want: int) -> Future[tuple[dict[str, Any], list[TrialRun]]]:
-        """Queue a claim of `want` trials (0: only report) carrying the results so far."""
+    def _send_claim(
+        self, want: int, busy: float = 0.0
+    ) -> Future[tuple[dict[str, Any], list[TrialRun]]]:
+        """Queue a claim of up to `want` trials (0: only report) carrying the results so
+        far, from a worker still busy `busy` seconds with its running trial."""
         finished, self._finished = self._finished, []
-        return self.claimer.submit(self._claim, want, finished)
+        return self.claimer.submit(self._claim, want, finished, busy)
 
     def _claim(
-        self, want: int, finished: list[dict[str, Any]]
+        self, want: int, finished: list[dict[str, Any]], busy: float = 0.0
     ) -> tuple[dict[str, Any], list[TrialRun]]:
         """Report `finished` and lease up to `want` trials, in one request (claim thread).
 
@@ -255,24 +252,28 @@ class Worker:
         """
         finished = self._settle(finished)
         sent = time.monotonic()
+        body = {
+            "worker_id": self.worker_id,
+            "max_trials": want,
+            "target_seconds": policy.LEASE_TARGET_SECONDS,
+            "busy_seconds": busy,
+            "finished": finished,
+        }
         try:
-            answer: dict[str, Any] = self.claim_client.post(
-                "/api/worker/claim",
-                {"worker_id": self.worker_id, "max_trials": want, "finished": finished},
-            )
+            try:
+                answer: dict[str, Any] = self.claim_client.post("/api/worker/claim", body)
+            except ApiError as exc:
+                if exc.status != 413 or not any("checkpoint" in r for r in finished):
+                    raise
+                # Too large with its checkpoints: they go on their own, then the results.
+                body["finished"] = finished = self._upload_checkpoints(finished)
+                answer = self.claim_client.post("/api/worker/claim", body)
         except ApiError as exc:
             if finished:
                 log.warning("could not report %d results: %s", len(finished), exc)
             raise
         self.policy.claim_took(time.monotonic() - sent)
-        for done in answer.get("finished", []):
-            extra = {"trial_id": done["trial_id"], "action": "finish"}
-            if done["status"] is None:
-                log.warning(
-                    "trial %s: result refused: %s", done["trial_id"], done["error"], extra=extra
-                )
-            else:
-                log.info("trial %s: %s", done["trial_id"], done["status"], extra=extra)
+        _log_answers(finished, answer.get("finished", []))
         return answer, self._hold(answer["trials"])
 
     def _settle(self, finished: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -295,6 +296,35 @@ class Worker:
                 if run.lease_lost.is_set():
                     log.warning("trial %s: lease lost; dropping it", run.trial_id)
                     continue
+            out.append(result)
+        return out
+
+    def _upload_checkpoints(self, finished: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The results, their inline checkpoints uploaded on their own first (claim thread).
+
+        An upload the service refuses fails its trial, as a refused result would; one
+        whose lease was lost drops its result (another owner has the trial)."""
+        out = []
+        for result in finished:
+            checkpoint = result.pop("checkpoint", None)
+            if checkpoint is not None:
+                try:
+                    self.upload_client.request(
+                        "POST",
+                        f"/api/worker/trials/{result['trial_id']}/checkpoints",
+                        params={"epoch": checkpoint["epoch"]},
+                        content=base64.b64decode(checkpoint["content"]),
+                        headers={
+                            "x-lease-token": result["lease_token"],
+                            "content-type": "application/octet-stream",
+                        },
+                    )
+                except LeaseLostError:
+                    continue
+                except ApiError as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                    log.warning("trial %s: upload failed: %s", result["trial_id"], error)
+                    result = {**result, "outcome": "failed", "error": error}
             out.append(result)
         return out
 
@@ -337,7 +367,7 @@ class Worker:
         if run.lease_lost.is_set():  # lost while it waited in its batch: not ours to run
             log.warning("trial %s: lease lost before it started", run.trial_id, extra=extra)
             return None
-        log.info("trial %s: attempt %s starts", run.trial_id, claimed["attempt"], extra=extra)
+        log.debug("trial %s: attempt %s starts", run.trial_id, claimed["attempt"], extra=extra)
         outcome, error = "failed", None
         try:
             config = TrainConfig(**claimed["config"])
@@ -361,8 +391,10 @@ class Worker:
             log.warning("trial %s failed: %s", run.trial_id, error, extra=extra)
         finally:
             run.done.set()
+        took = time.monotonic() - run.started
         if self.shutdown.is_set() and outcome == "stopped" and not run.stop_asked.is_set():
-            # The stop's checkpoint is stored before the trial goes back to the queue.
+            # The stop's checkpoint is stored before the trial goes back to the queue,
+            # which starts its next attempt there.
             with contextlib.suppress(Exception):  # a failed upload: resumed from an earlier one
                 run.drain()
             if not run.lease_lost.is_set():
@@ -375,13 +407,32 @@ class Worker:
         # before it reports the result (see `_settle`), the next trial need not.
         with self._held_lock:
             self._unsettled[run.trial_id] = run
-        return {
-            "trial_id": run.trial_id,
-            "lease_token": run.token,
-            "outcome": outcome,
-            "error": error,
-            "epochs": run.buffer,
-        }
+        return run.result(outcome, error, took)
+
+
+def _expected_work(runs: Any) -> float:
+    """The expected seconds of leased trials (inf if any is of a study not known yet)."""
+    total = 0.0
+    for run in runs:
+        if run.expected is None:
+            return float("inf")
+        total += run.expected
+    return total
+
+
+def _log_answers(sent: list[dict[str, Any]], answers: list[dict[str, Any]]) -> None:
+    """A line per refused result; per result only at debug level, or for trials that took
+    longer than a claim's delay (many short trials would fill the log)."""
+    took = {r["trial_id"]: r.get("seconds") or 0.0 for r in sent}
+    for done in answers:
+        extra = {"trial_id": done["trial_id"], "action": "finish"}
+        if done["status"] is None:
+            log.warning(
+                "trial %s: result refused: %s", done["trial_id"], done["error"], extra=extra
+            )
+        else:
+            level = logging.INFO if took.get(done["trial_id"], 0.0) >= 1.0 else logging.DEBUG
+            log.log(level, "trial %s: %s", done["trial_id"], done["status"], extra=extra)
 
 
 def install_sigterm(shutdown: threading.Event) -> None:

@@ -1,7 +1,8 @@
-"""One leased trial while it trains: its heartbeat, its metrics buffer, its checkpoint uploads."""
+"""One leased trial while it trains: its heartbeat, its metrics buffer, its checkpoints."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
@@ -15,6 +16,12 @@ from worker.client import ApiError, Client, LeaseLostError
 log = logging.getLogger("caviar.worker")
 
 FLUSH_SECONDS = 1.0  # metrics are sent in batches at most this often (and at the end)
+# The trial's last checkpoint rides with its result up to this size (the service's
+# MAX_INLINE_CHECKPOINT_BYTES); a larger one is uploaded on its own, before the result.
+INLINE_CHECKPOINT_BYTES = 1 << 20
+# Epochs a result carries at most; a longer tail goes out as a metrics report first.
+RESULT_EPOCHS = 20_000
+METRICS = ("train_cost", "train_accuracy", "dev_cost", "dev_accuracy", "learning_rate", "seconds")
 
 
 class TrialHost(Protocol):
@@ -26,9 +33,17 @@ class TrialHost(Protocol):
     uploader: ThreadPoolExecutor
     shutdown: threading.Event
 
-    def prefetch_if_due(self, run: TrialRun, epoch: int) -> None: ...
+    def prefetch_if_due(self, run: TrialRun, epoch: int) -> float | None: ...
 
-    def report_if_due(self, trials_ahead: int = 0) -> None: ...
+    def report_if_due(self) -> float | None: ...
+
+
+def columns(epochs: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Epochs as the service reads them fastest: one list per metric (see schemas.Curve)."""
+    curve = {"epoch": [e["epoch"] for e in epochs]}
+    for name in METRICS:
+        curve[name] = [e.get(name) for e in epochs]
+    return curve
 
 
 class TrialRun:
@@ -47,11 +62,14 @@ class TrialRun:
         self.started = 0.0  # when its turn came (time.monotonic(), set by the worker)
         self.epochs_run = 0  # epochs trained by this run (a resumed trial starts later)
         self.last_of_lease = False  # nothing else leased waits behind it: may prefetch
+        self.expected: float | None = claimed.get("expected_seconds")  # the service's guess
         self.uploads: list[Future[None]] = []  # checkpoints (and epochs before them) in flight
+        self.final: tuple[int, bytes] | None = None  # the last checkpoint, to ride inline
         # Periodic checkpoints at most this often (a caviar study's); the last epoch's and
-        # a stop's are always sent.
+        # a stop's are always kept.
         self.checkpoint_seconds = float(claimed.get("checkpoint_seconds") or 0.0)
         self.last_checkpoint = time.monotonic()
+        self.next_look = 0.0  # on_epoch looks at the clock's business no sooner than this
         epochs = claimed["config"].get("epochs")
         self.epochs = int(
             epochs if epochs is not None else TrainConfig.model_fields["epochs"].default
@@ -81,32 +99,40 @@ class TrialRun:
     def _send_epochs(self, epochs: list[dict[str, Any]], client: Client) -> None:
         answer = client.post(
             f"/api/worker/trials/{self.trial_id}/metrics",
-            {"lease_token": self.token, "epochs": epochs},
+            {"lease_token": self.token, "curve": columns(epochs)},
         )
         self.last_flush = time.monotonic()
         if answer and answer.get("stop"):
             self.stop_asked.set()
 
     def on_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Send the epochs so far, then the checkpoint: a resume finds the curve up to it.
+        """Keep the trial's state: its last with its result, any other uploaded now.
 
-        Both go out from the worker's upload thread while training goes on: the bytes
-        are taken here, at the epoch, and the trial's result is reported only after its
-        uploads (see `Worker._settle`), so its lease still holds when they arrive.
+        The last (its final epoch, or a stop the service asked for) rides with the result
+        when it is small, so a short trial costs no request of its own. A stop because the
+        worker is shutting down is uploaded at once: the trial goes back to the queue and
+        its next attempt starts from there. Periodic ones go at most every
+        `checkpoint_seconds` (a caviar study's). Uploads go out from the worker's upload
+        thread, after the epochs before them, while training goes on; the trial's result
+        is reported only after them (see `Worker._settle`), so its lease still holds.
         """
         if self.lease_lost.is_set():
             return
+        leaving = self.worker.shutdown.is_set() and not self.stop_asked.is_set()
+        last = checkpoint.epoch >= self.epochs or self.stop_asked.is_set()
         now = time.monotonic()
         if (
-            self.checkpoint_seconds
-            and checkpoint.epoch < self.epochs
-            and not self.stop_asked.is_set()
+            not (leaving or last)
+            and self.checkpoint_seconds
             and now - self.last_checkpoint < self.checkpoint_seconds
         ):
             return
         self.last_checkpoint = now
-        epochs, self.buffer = self.buffer, []
         content = checkpoint.to_bytes()
+        if last and not leaving and len(content) <= INLINE_CHECKPOINT_BYTES:
+            self.final = (checkpoint.epoch, content)
+            return
+        epochs, self.buffer = self.buffer, []
         self.uploads.append(
             self.worker.uploader.submit(self._upload, epochs, checkpoint.epoch, content)
         )
@@ -135,17 +161,51 @@ class TrialRun:
         for upload in uploads:
             upload.result()
 
+    def result(self, outcome: str, error: str | None, seconds: float) -> dict[str, Any]:
+        """The trial's result as a claim reports it: its last epochs and checkpoint."""
+        if len(self.buffer) > RESULT_EPOCHS:  # a long tail: a report of its own first
+            self.flush()
+        result: dict[str, Any] = {
+            "trial_id": self.trial_id,
+            "lease_token": self.token,
+            "outcome": outcome,
+            "error": error,
+            "seconds": seconds,
+        }
+        if self.buffer:
+            result["curve"] = columns(self.buffer)
+            self.buffer = []
+        if self.final is not None:
+            epoch, content = self.final
+            result["checkpoint"] = {"epoch": epoch, "content": base64.b64encode(content).decode()}
+            self.final = None
+        return result
+
     def on_epoch(self, metrics: dict[str, Any]) -> bool:
-        """The trainer's callback: buffer, send now and then; True asks training to stop."""
+        """The trainer's callback: buffer; now and then send, claim early, report; True
+        asks training to stop.
+
+        Called after every epoch of every trial, so it does little: the rest (the clock's
+        business) is looked at only when `next_look` has come, or at a pruning rung.
+        """
         self.buffer.append(metrics)
         self.epochs_run += 1
-        if self.last_of_lease:
-            self.worker.prefetch_if_due(self, int(metrics.get("epoch") or 0))
-        self.worker.report_if_due()  # earlier results, if this trial runs longer than thought
-        due = metrics.get("epoch") in self.report_at  # a pruning rung: decide now
-        if due or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+        now = time.monotonic()
+        if now >= self.next_look or metrics.get("epoch") in self.report_at:
+            self._look(now, int(metrics.get("epoch") or 0))
+        return self.stop_asked.is_set() or self.lease_lost.is_set() or self.worker.shutdown.is_set()
+
+    def _look(self, now: float, epoch: int) -> None:
+        """Flush epochs due (every FLUSH_SECONDS, at a pruning rung), send earlier results
+        or the next claim if due, and set when to look again."""
+        if epoch in self.report_at or now - self.last_flush >= FLUSH_SECONDS:
             try:
                 self.flush()
             except LeaseLostError:
                 self.lease_lost.set()
-        return self.stop_asked.is_set() or self.lease_lost.is_set() or self.worker.shutdown.is_set()
+        look = [self.last_flush + FLUSH_SECONDS]
+        if self.last_of_lease and (wait := self.worker.prefetch_if_due(self, epoch)) is not None:
+            look.append(now + wait)
+        if (wait := self.worker.report_if_due()) is not None:
+            look.append(now + wait)
+        self.next_look = min(look)

@@ -1,5 +1,5 @@
-"""A worker's leases: a batch is sized from observed durations, and every lease it holds,
-started or still waiting in its batch, is kept alive by its heartbeats."""
+"""A worker's leases: a batch is sized from its study's observed durations, and every lease
+it holds, started or still waiting in its batch, is kept alive by its heartbeats."""
 
 from __future__ import annotations
 
@@ -44,8 +44,15 @@ def test_trials_waiting_in_a_batch_keep_their_leases(  # type: ignore[no-untyped
     study_id = api.post("/api/studies", json=spec).json()["id"]
     worker = Worker(svc.url, exit_when_idle=True, claim_batch=4, train_fn=slow_train)
     sizes: list[int] = []
-    lease_size = worker.lease_size
-    monkeypatch.setattr(worker, "lease_size", lambda *a: sizes.append(lease_size(*a)) or sizes[-1])
+    claim = worker._claim
+
+    def counted(want: int, *args: Any) -> Any:
+        answer, runs = claim(want, *args)
+        if want:
+            sizes.append(len(runs))
+        return answer, runs
+
+    monkeypatch.setattr(worker, "_claim", counted)
     assert worker.run() == 5
     assert sizes[:2] == [1, 4]  # one to judge, then as many as fit (capped)
     study = api.get(f"/api/studies/{study_id}").json()
@@ -193,9 +200,9 @@ def test_a_long_trial_claims_when_it_ends_with_its_result(  # type: ignore[no-un
     worker = Worker(svc.url, exit_when_idle=True, claim_batch=1, train_fn=train_fn)
     claim = worker._claim
 
-    def counted(want: int, finished: list[dict[str, Any]]) -> Any:
+    def counted(want: int, finished: list[dict[str, Any]], *args: Any) -> Any:
         sent.append(len(finished))
-        return claim(want, finished)
+        return claim(want, finished, *args)
 
     monkeypatch.setattr(worker, "_claim", counted)
     assert worker.run() == 2
