@@ -97,8 +97,10 @@ def free_bytes(url: str) -> int | None:
 
 @router.get("/readyz", response_model=Readiness, responses=problem_responses(503))
 def readyz(request: Request) -> dict[str, str | None]:
-    """Ready: the database answers, is migrated to the revision this code expects, and
-    takes writes (a write rolled back; with SQLite, free space on its disk)."""
+    """Ready: the database answers, is migrated, and takes writes.
+
+    Migrated: to the revision this code expects. Takes writes: a write is rolled back,
+    and with SQLite its disk has free space."""
     settings = request.app.state.settings
     url: str = settings.database_url
     try:
