@@ -1,6 +1,6 @@
 """Caviar's trainer: NumPy neural networks with every technique of the course, no service code.
 
-The public API (DESIGN.md, "trainer Python API")::
+The public API::
 
     from trainer import TrainConfig, Model, train, gradient_check, load_dataset
 

@@ -1,4 +1,6 @@
-"""Learning-rate decay: the rate in force at an epoch (or mini-batch step), per DESIGN.md.
+"""Learning-rate decay: the rate in force at an epoch (or mini-batch step).
+
+The formulas are those of docs/spec.md (`lr_decay`).
 
 With ``e`` the epoch counted from 0 (the mini-batch step from 0 when ``decay_per`` is
 "step") and ``t = floor(e / decay_every)``, a staircase when ``decay_every > 1``:

@@ -84,7 +84,7 @@ _EXAMPLE_SPEC: dict[str, Any] = {
 SPEC_BODY = {
     "requestBody": {
         "required": True,
-        "description": "A search spec (DESIGN.md, 'Search spec'), as JSON or YAML",
+        "description": "A search spec (docs/spec.md), as JSON or YAML",
         "content": {
             "application/json": {
                 "schema": {"type": "object"},

@@ -91,7 +91,8 @@ def test_forward_and_backward_stay_finite_on_bounded_inputs(
 
 
 def test_batch_norm_puts_epsilon_inside_the_square_root() -> None:
-    # DESIGN.md rules over the course's sqrt(var) + eps; a large eps tells the two apart.
+    # Epsilon inside the square root (docs/spec.md, bn_epsilon), not the course notes'
+    # sqrt(var) + eps; a large eps tells the two apart.
     cfg = TrainConfig(hidden_layers=[3], batch_norm=True, bn_epsilon=0.5, dtype="float64")
     model = Model(cfg, n_features=2)
     bn = model.layers[1]

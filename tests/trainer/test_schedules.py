@@ -1,4 +1,4 @@
-"""Learning-rate decay exactly as DESIGN.md defines it, staircase included."""
+"""Learning-rate decay exactly as docs/spec.md defines it, staircase included."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The specs the spec's tests share: DESIGN.md's example, edits of it, and the caps."""
+"""The specs the spec's tests share: the reference example, edits of it, and the caps."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import yaml
 from service.settings import Settings
 from service.spec import SpecError, StudySpec, parse_spec
 
-DESIGN_EXAMPLE = """
+REFERENCE_EXAMPLE = """
 name: moons-adam                 # required
 dataset:
   name: moons
@@ -66,11 +66,11 @@ SETTINGS = Settings(
 
 
 def base() -> dict[str, Any]:
-    return yaml.safe_load(DESIGN_EXAMPLE)
+    return yaml.safe_load(REFERENCE_EXAMPLE)
 
 
 def with_(**changes: Any) -> dict[str, Any]:
-    """The DESIGN example with dotted paths set (value DROP removes the key)."""
+    """The reference example with dotted paths set (value DROP removes the key)."""
     spec = base()
     for dotted, value in changes.items():
         *parents, last = dotted.split("__")

@@ -13,16 +13,16 @@ from typer.testing import CliRunner
 from service.app import create_app
 from service.cli import app
 from service.spec import MAX_SPEC_DEPTH, MAX_SPEC_VALUES, SpecError, load_spec_data
-from tests.service.spec.examples import DESIGN_EXAMPLE, assert_refused_at, base, parse
+from tests.service.spec.examples import REFERENCE_EXAMPLE, assert_refused_at, base, parse
 
 
 @pytest.mark.parametrize("form", ["yaml", "json", "bytes", "dict", "spec"])
 def test_every_form_of_input_gives_the_same_spec(form: str) -> None:
-    expected = parse(DESIGN_EXAMPLE)
+    expected = parse(REFERENCE_EXAMPLE)
     data: Any = {
-        "yaml": DESIGN_EXAMPLE,
+        "yaml": REFERENCE_EXAMPLE,
         "json": json.dumps(base()),
-        "bytes": DESIGN_EXAMPLE.encode(),
+        "bytes": REFERENCE_EXAMPLE.encode(),
         "dict": base(),
         "spec": expected,
     }[form]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from service.spec import TrialPlan, plan_round, preview, total_rounds, total_trials
-from tests.service.spec.examples import DESIGN_EXAMPLE, base, parse, with_
+from tests.service.spec.examples import REFERENCE_EXAMPLE, base, parse, with_
 from trainer.config import TrainConfig
 
 
@@ -44,7 +44,7 @@ def test_a_layers_space_and_a_choice_of_lists_both_search_the_depth() -> None:
 
 
 def test_plans_merge_the_sampled_values_into_a_full_valid_config() -> None:
-    spec = parse(DESIGN_EXAMPLE)
+    spec = parse(REFERENCE_EXAMPLE)
     box, plans = plan_round(spec, round_index=0)
     assert box is None and len(plans) == 60
     for plan in plans:
@@ -60,7 +60,7 @@ def test_plans_merge_the_sampled_values_into_a_full_valid_config() -> None:
 
 
 def test_same_spec_same_seed_same_plans_and_another_seed_others() -> None:
-    a = plan_round(parse(DESIGN_EXAMPLE), round_index=0)
+    a = plan_round(parse(REFERENCE_EXAMPLE), round_index=0)
     b = plan_round(parse(json.dumps(base())), round_index=0)
     assert a == b
     c = plan_round(parse(with_(execution__seed=43)), round_index=0)
@@ -125,7 +125,7 @@ def test_coarse_to_fine_rounds_follow_the_history() -> None:
 
 
 def test_only_coarse_to_fine_has_later_rounds() -> None:
-    spec = parse(DESIGN_EXAMPLE)
+    spec = parse(REFERENCE_EXAMPLE)
     assert total_rounds(spec) == 1
     with pytest.raises(ValueError, match="round_index"):
         plan_round(spec, round_index=1)
@@ -147,7 +147,7 @@ def test_grid_plans_are_the_product() -> None:
 
 
 def test_preview_shows_where_the_first_samples_land() -> None:
-    spec = parse(DESIGN_EXAMPLE)
+    spec = parse(REFERENCE_EXAMPLE)
     shown = preview(spec, n=10)
     json.dumps(shown)
     assert shown["n"] == 10 and shown["total_trials"] == 60
@@ -165,7 +165,7 @@ def test_preview_shows_where_the_first_samples_land() -> None:
 
 
 def test_a_zoom_starts_coarse_to_fine_in_the_box_of_another_studys_best() -> None:
-    parent = parse(DESIGN_EXAMPLE)
+    parent = parse(REFERENCE_EXAMPLE)
     _, plans = plan_round(parent, round_index=0)
     history = [(p.params, -abs(p.params["learning_rate"] - 1e-3)) for p in plans]
     child = parse(with_(strategy={"type": "coarse_to_fine", "rounds": 2, "trials_per_round": 10}))

@@ -1,4 +1,4 @@
-"""The spec's schema: DESIGN.md's example parses, the defaults, each block's own rules."""
+"""The spec's schema: the reference example parses, the defaults, each block's own rules."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import pytest
 
 from service.search.distributions import FloatDistribution, LayersDistribution
 from service.spec import SpecError, objective_direction
-from tests.service.spec.examples import DESIGN_EXAMPLE, parse, with_
+from tests.service.spec.examples import REFERENCE_EXAMPLE, parse, with_
 from trainer.config import TrainConfig
 
 
 def test_the_design_example_parses_with_its_values() -> None:
-    spec = parse(DESIGN_EXAMPLE)
+    spec = parse(REFERENCE_EXAMPLE)
     assert spec.name == "moons-adam"
     assert spec.dataset.name == "moons" and spec.dataset.n_samples == 1000
     assert spec.model == {"hidden_layers": [20, 7, 5], "optimizer": "adam", "epochs": 200}
@@ -27,7 +27,7 @@ def test_the_design_example_parses_with_its_values() -> None:
 def test_the_defaults_are_the_design_values() -> None:
     spec = parse({"name": "x", "dataset": {"name": "moons"}})
     minimal = spec.to_json()
-    full = parse(DESIGN_EXAMPLE).to_json()
+    full = parse(REFERENCE_EXAMPLE).to_json()
     for block in ("strategy", "objective", "execution", "pruning"):
         assert {k: minimal[block][k] for k in full[block]} == full[block], block
     assert minimal["dataset"] == full["dataset"]
