@@ -46,6 +46,7 @@ from service.cli.display import (
     studies_table,
     trials_table,
 )
+from service.statuses import StudyStatus, TrialStatus
 
 # Event types after which a study's counts change; per-epoch metrics events do not.
 PROGRESS_EVENTS = frozenset(
@@ -240,14 +241,6 @@ def _poll(refresh: Callable[[], dict[str, Any]], interval: float = 1.0) -> dict[
     return study
 
 
-class StudyStatusFilter(enum.StrEnum):
-    queued = "queued"
-    running = "running"
-    completed = "completed"
-    cancelled = "cancelled"
-    failed = "failed"
-
-
 @app.command(
     epilog=example("caviar status", "caviar status 3", "caviar status --status running --json")
 )
@@ -255,9 +248,7 @@ def status(
     study: int | None = typer.Argument(None, help="a study id; all studies without it"),
     api: str | None = API,
     token: str | None = TOKEN,
-    state: StudyStatusFilter | None = typer.Option(
-        None, "--status", help="only studies in this status"
-    ),
+    state: StudyStatus | None = typer.Option(None, "--status", help="only studies in this status"),
     name: str | None = typer.Option(None, help="only studies whose name contains this"),
     limit: int = typer.Option(50, min=1, max=200, help="at most this many studies"),
     as_json: bool = JSON,
@@ -297,16 +288,6 @@ def status(
             out.print(f"{len(page['items'])} of {page['total']} studies", highlight=False)
 
 
-class TrialStatusFilter(enum.StrEnum):
-    queued = "queued"
-    running = "running"
-    paused = "paused"
-    completed = "completed"
-    failed = "failed"
-    pruned = "pruned"
-    stopped = "stopped"
-
-
 class TrialSort(enum.StrEnum):
     number = "number"
     value = "value"
@@ -317,9 +298,7 @@ def trials(
     study: int = typer.Argument(..., help="the study's id"),
     api: str | None = API,
     token: str | None = TOKEN,
-    state: TrialStatusFilter | None = typer.Option(
-        None, "--status", help="only trials in this status"
-    ),
+    state: TrialStatus | None = typer.Option(None, "--status", help="only trials in this status"),
     round_index: int | None = typer.Option(
         None, "--round", min=0, help="only this round (0-based)"
     ),
