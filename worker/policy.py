@@ -34,6 +34,11 @@ PREFETCH_LEAD_MIN_SECONDS = 0.05
 PREFETCH_LEAD_MAX_SECONDS = 1.0
 # The moving average of claim round trips: the weight of a new sample.
 ROUND_TRIP_WEIGHT = 0.2
+# Without `max_trials`, a process leaves (the pool starts a fresh one, so memory cannot
+# creep) once it has run this many trials for this long: a new process costs about a
+# second of CPU, which trials of a millisecond must not pay every 200 of them.
+RECYCLE_TRIALS = 200
+RECYCLE_SECONDS = 600.0
 
 
 def average(mean: float | None, sample: float, weight: float) -> float:
@@ -62,9 +67,17 @@ class ClaimPolicy:
     def claim_took(self, seconds: float) -> None:
         self.round_trip = average(self.round_trip, seconds, ROUND_TRIP_WEIGHT)
 
-    def ask(self, *, trials_done: int, running: bool = False) -> int:
+    def retiring(self, *, trials_done: int, lived: float) -> bool:
+        """Whether the process should leave now, after `trials_done` trials in `lived`
+        seconds (it then leases no more)."""
+        if self.max_trials is not None:
+            return trials_done >= self.max_trials
+        return trials_done >= RECYCLE_TRIALS and lived >= RECYCLE_SECONDS
+
+    def ask(self, *, trials_done: int, running: int = 0) -> int:
         """How many trials the next claim may lease at most: `claim_batch`, within what
-        `max_trials` leaves after `trials_done` (and one `running`); 0 or less: none."""
+        `max_trials` leaves after `trials_done` and `running` (leased, not done yet); 0
+        or less: none."""
         if self.max_trials is None:
             return self.claim_batch
         return min(self.claim_batch, self.max_trials - trials_done - running)
@@ -81,11 +94,13 @@ class ClaimPolicy:
 
         A trial longer than FINISH_DELAY_SECONDS claims when it ends: its result then
         rides with that claim rather than cost a request of its own, and one round trip
-        is little next to it.
+        is little next to it. The answer is never more than `elapsed`: the time left is
+        judged again as the trial goes on (its first epochs carry its setup, so the
+        first judgement is long).
         """
         if elapsed + left > FINISH_DELAY_SECONDS:
             return None
-        return max(0.0, left - self.lead())
+        return max(0.0, min(left - self.lead(), elapsed))
 
     def report_in(self, *, age: float, ahead: float = 0.0) -> float:
         """Seconds until results `age` seconds old (from their first trial's start) should

@@ -21,8 +21,10 @@ class PoolOptions:
     api_url: str
     token: str | None = None
     processes: int = 1
-    max_trials_per_process: int | None = 200  # then a fresh process: memory cannot creep
-    claim_batch: int = 16  # a cap: leases adapt to a quarter second of work (worker.policy)
+    # Then a fresh process, so memory cannot creep (None: worker.policy.RECYCLE_TRIALS and
+    # RECYCLE_SECONDS, whichever comes last: a new process costs a second of CPU).
+    max_trials_per_process: int | None = None
+    claim_batch: int = 64  # a cap: the service sizes leases to a quarter second of work
     exit_when_idle: bool = False
     name_prefix: str | None = None
     log_level: int = logging.INFO

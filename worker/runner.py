@@ -28,6 +28,7 @@ log = logging.getLogger("caviar.worker")
 
 IDLE_SLEEP_SECONDS = 0.5  # between empty claims; doubles up to IDLE_MAX_SECONDS
 IDLE_MAX_SECONDS = 2.0
+RESULTS_PER_CLAIM = 64  # the service's MAX_RESULTS_PER_CLAIM
 
 
 class Worker:
@@ -46,7 +47,8 @@ class Worker:
     ----------
     api_url, token : where the service is and the worker-scoped token it wants.
     name : shown in the dashboard's worker list.
-    max_trials : leave after this many trials (the pool starts a fresh process), or None.
+    max_trials : leave after this many trials (the pool starts a fresh process), or None:
+        after worker.policy.RECYCLE_TRIALS trials and RECYCLE_SECONDS.
     claim_batch : at most this many trials leased per round trip; the service leases as
         many as fit about worker.policy.LEASE_TARGET_SECONDS by the durations it has seen
         of their studies' trials, so short trials amortize the request and long ones (or
@@ -62,7 +64,7 @@ class Worker:
         *,
         name: str | None = None,
         max_trials: int | None = None,
-        claim_batch: int = 16,
+        claim_batch: int = 64,
         exit_when_idle: bool = False,
         shutdown: threading.Event | None = None,
         train_fn: Callable[..., Any] = train,
@@ -84,11 +86,13 @@ class Worker:
         self.worker_id = ""
         self.heartbeat_seconds = 5.0
         self.trials_done = 0
+        self.born = time.monotonic()
         self.stall_seconds = 0.0  # time the training thread spent waiting on claims
         self.datasets = DatasetCache(self.client, cache_dir)
         self._finished: list[dict[str, Any]] = []  # results not yet sent
         self._finished_since = 0.0
         self._ahead = 0.0  # expected seconds of the leased trials not started (inf: unknown)
+        self._behind = 0  # how many they are
         self._prefetch: Future[tuple[dict[str, Any], list[TrialRun]]] | None = None
         self._reports: list[Future[Any]] = []  # results on their way without a claim
         # Every lease this process holds, started or not: the heartbeat thread extends
@@ -116,10 +120,23 @@ class Worker:
         due = self.policy.prefetch_in(elapsed=elapsed, left=left)
         if due is None or due > 0:
             return due
-        want = self.policy.ask(trials_done=self.trials_done, running=True)
+        want = self.policy.ask(trials_done=self.trials_done, running=1)
         if want > 0:
             self._prefetch = self._send_claim(want, busy=left)
         return None
+
+    def _claim_ahead(self, run: TrialRun) -> None:
+        """Send the next claim now, before `run` starts, if what is left of the lease (it
+        and the trials behind it) is expected to end within a claim's lead: short trials
+        then find the next lease at hand, as a long one does (see `prefetch_if_due`)."""
+        if self._prefetch is not None or self.shutdown.is_set() or run.expected is None:
+            return
+        busy = run.expected + self._ahead
+        if busy > self.policy.lead():
+            return
+        want = self.policy.ask(trials_done=self.trials_done, running=1 + self._behind)
+        if want > 0:
+            self._prefetch = self._send_claim(want, busy=busy)
 
     def _heartbeat_loop(self) -> None:
         # Waits on an event, so the thread ends the moment the worker does.
@@ -168,7 +185,9 @@ class Worker:
     def _loop(self, pending: deque[tuple[dict[str, Any], TrialRun]]) -> None:
         idle = IDLE_SLEEP_SECONDS
         while not self.shutdown.is_set():
-            if self.policy.max_trials is not None and self.trials_done >= self.policy.max_trials:
+            if not pending and self.policy.retiring(
+                trials_done=self.trials_done, lived=time.monotonic() - self.born
+            ):
                 return
             if not pending:
                 try:
@@ -187,7 +206,9 @@ class Worker:
                 pending.extend(zip(answer["trials"], runs, strict=True))
             trial, run = pending.popleft()
             self._ahead = _expected_work(r for _, r in pending)
+            self._behind = len(pending)
             run.last_of_lease = not pending
+            self._claim_ahead(run)
             run.started = time.monotonic()
             try:
                 result = self.run_trial(trial, run)
@@ -239,8 +260,10 @@ class Worker:
         self, want: int, busy: float = 0.0
     ) -> Future[tuple[dict[str, Any], list[TrialRun]]]:
         """Queue a claim of up to `want` trials (0: only report) carrying the results so
-        far, from a worker still busy `busy` seconds with its running trial."""
-        finished, self._finished = self._finished, []
+        far (as many as a claim takes; the rest wait for the next), from a worker still
+        busy `busy` seconds with its running trial."""
+        finished = self._finished[:RESULTS_PER_CLAIM]
+        self._finished = self._finished[RESULTS_PER_CLAIM:]
         return self.claimer.submit(self._claim, want, finished, busy)
 
     def _claim(
@@ -382,7 +405,7 @@ class Worker:
                 dataset,
                 on_epoch=run.on_epoch,
                 resume=resume,
-                checkpoint_every=int(claimed.get("checkpoint_every") or 0),
+                checkpoint_every=run.checkpoint_every(int(claimed.get("checkpoint_every") or 0)),
                 on_checkpoint=run.on_checkpoint,
             )
             outcome = result.status

@@ -341,11 +341,16 @@ def worker(
     ),
     token: str | None = typer.Option(None, help="a worker token (default: CAVIAR_TOKEN)"),
     processes: int = typer.Option(1, help="worker processes, one BLAS thread each"),
-    max_trials: int = typer.Option(200, help="trials per process before a fresh one replaces it"),
+    max_trials: int | None = typer.Option(
+        None,
+        help="trials per process before a fresh one replaces it (default: 200 trials and 10 "
+        "minutes, so memory cannot creep and short trials do not pay for a new process)",
+    ),
     claim_batch: int = typer.Option(
-        16,
-        help="at most this many trials leased per request; each lease is sized to about a "
-        "quarter second of work from the trials seen, so only very short trials share one",
+        64,
+        help="at most this many trials leased per request; the service sizes each lease to "
+        "about a quarter second of work by the trials seen of each study, so only very short "
+        "trials share one",
     ),
 ) -> None:
     """Lease trials from a service and train them, until SIGTERM."""

@@ -21,8 +21,18 @@ def test_a_claim_asks_for_the_batch_within_what_max_trials_leaves() -> None:
     assert ClaimPolicy(claim_batch=16).ask(trials_done=1000) == 16
     pace = ClaimPolicy(claim_batch=4, max_trials=5)
     assert pace.ask(trials_done=2) == 3
-    assert pace.ask(trials_done=2, running=True) == 2
+    assert pace.ask(trials_done=2, running=1) == 2
+    assert pace.ask(trials_done=2, running=3) == 0
     assert pace.ask(trials_done=5) == 0
+
+
+def test_a_process_retires_after_max_trials_or_else_after_many_trials_and_minutes() -> None:
+    assert ClaimPolicy(max_trials=2).retiring(trials_done=2, lived=0.0)
+    assert not ClaimPolicy(max_trials=2).retiring(trials_done=1, lived=1e9)
+    # by default: short trials do not pay for a new process every 200 of them
+    assert not ClaimPolicy().retiring(trials_done=policy.RECYCLE_TRIALS, lived=1.0)
+    assert not ClaimPolicy().retiring(trials_done=10, lived=policy.RECYCLE_SECONDS)
+    assert ClaimPolicy().retiring(trials_done=policy.RECYCLE_TRIALS, lived=policy.RECYCLE_SECONDS)
 
 
 def test_the_time_left_is_judged_from_the_epochs_so_far() -> None:
@@ -37,6 +47,8 @@ def test_the_next_claim_goes_out_a_few_round_trips_before_the_trial_ends() -> No
     # 0.1 s in, 0.1 s left: due in 0.04 s; 0.05 s left: due now.
     assert pace.prefetch_in(elapsed=0.1, left=0.1) == pytest.approx(0.04)
     assert pace.prefetch_in(elapsed=0.1, left=0.05) == 0.0
+    # Judged again at the latest when it has run twice as long: early judgements are long.
+    assert pace.prefetch_in(elapsed=0.001, left=0.7) == pytest.approx(0.001)
 
 
 def test_the_lead_is_bounded_by_the_lease_target_and_a_long_trial_claims_when_it_ends() -> None:
