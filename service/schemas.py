@@ -373,7 +373,9 @@ class Health(BaseModel):
 # Worker protocol -----------------------------------------------------------------------
 
 # Bounds of worker bodies, checked as they are read (a body over them is refused before
-# any lease is looked up): results per claim, and epochs per report, rows or points.
+# any lease is looked up): its bytes, results per claim, and epochs per report, rows or
+# points. Workers send smaller claims (worker.runner splits its results).
+MAX_WORKER_BODY_BYTES = 16 * 1024 * 1024
 MAX_RESULTS_PER_CLAIM = 64
 MAX_EPOCHS_PER_REPORT = 100_000
 # A finished trial's last checkpoint rides with its result up to this size (base64 in
@@ -527,6 +529,22 @@ class FinishReport(MetricsReport):
     checkpoint: InlineCheckpoint | None = Field(
         None, description="the state after its last epoch, instead of an upload of its own"
     )
+
+
+# What the service reads of a report before its lease is checked: the same fields, with
+# the epochs and the checkpoint only counted; they are validated (as EpochReport, Curve
+# and InlineCheckpoint) once the lease holds, against the trial (service.queue.results).
+class MetricsReportHead(_Request):
+    lease_token: str = Field(pattern=_ID_PATTERN)
+    epochs: list[Any] = Field(default_factory=list, max_length=MAX_EPOCHS_PER_REPORT)
+    curve: dict[str, Any] | None = None
+
+
+class FinishReportHead(MetricsReportHead):
+    outcome: Literal["completed", "diverged", "stopped", "failed"]
+    error: Annotated[str, AfterValidator(_no_nul)] | None = Field(None, max_length=100_000)
+    seconds: float | None = Field(None, ge=0, le=10**9)
+    checkpoint: dict[str, Any] | None = None
 
 
 class StopFlag(BaseModel):

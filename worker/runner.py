@@ -29,6 +29,8 @@ log = logging.getLogger("caviar.worker")
 IDLE_SLEEP_SECONDS = 0.5  # between empty claims; doubles up to IDLE_MAX_SECONDS
 IDLE_MAX_SECONDS = 2.0
 RESULTS_PER_CLAIM = 64  # the service's MAX_RESULTS_PER_CLAIM
+# About this many bytes of results per claim at most (the service takes 16 MB bodies).
+CLAIM_BYTES = 8 * 1024 * 1024
 
 
 class Worker:
@@ -262,8 +264,13 @@ class Worker:
         """Queue a claim of up to `want` trials (0: only report) carrying the results so
         far (as many as a claim takes; the rest wait for the next), from a worker still
         busy `busy` seconds with its running trial."""
-        finished = self._finished[:RESULTS_PER_CLAIM]
-        self._finished = self._finished[RESULTS_PER_CLAIM:]
+        taken, size = 0, 0
+        for result in self._finished[:RESULTS_PER_CLAIM]:
+            size += _result_bytes(result)
+            if taken and size > CLAIM_BYTES:
+                break
+            taken += 1
+        finished, self._finished = self._finished[:taken], self._finished[taken:]
         return self.claimer.submit(self._claim, want, finished, busy)
 
     def _claim(
@@ -431,6 +438,13 @@ class Worker:
         with self._held_lock:
             self._unsettled[run.trial_id] = run
         return run.result(outcome, error, took)
+
+
+def _result_bytes(result: dict[str, Any]) -> int:
+    """About the size of a result in a claim's JSON: its checkpoint and its epochs."""
+    checkpoint = result.get("checkpoint")
+    epochs = len(result["curve"]["epoch"]) if "curve" in result else 0
+    return 200 + (len(checkpoint["content"]) if checkpoint else 0) + 170 * epochs
 
 
 def _expected_work(runs: Any) -> float:

@@ -29,12 +29,15 @@ from service.queue import (
 from service.schemas import (
     MAX_EPOCHS_PER_REPORT,
     MAX_RESULTS_PER_CLAIM,
+    MAX_WORKER_BODY_BYTES,
     ClaimRequest,
     ClaimResponse,
     FinishReport,
+    FinishReportHead,
     FinishResponse,
     LeaseRequest,
     MetricsReport,
+    MetricsReportHead,
     StopFlag,
     WorkerRegister,
     WorkerRegistered,
@@ -59,6 +62,19 @@ class ClaimAndReport(ClaimRequest):
     finished: list[FinishedTrial] = Field(default_factory=list, max_length=MAX_RESULTS_PER_CLAIM)
 
 
+class FinishedTrialHead(FinishReportHead):
+    trial_id: int = Field(ge=1, le=MAX_ID)
+
+
+class ClaimAndReportHead(ClaimRequest):
+    """ClaimAndReport as read before the leases are checked (see FinishReportHead)."""
+
+    max_trials: int = Field(1, ge=0, le=MAX_RESULTS_PER_CLAIM)
+    finished: list[FinishedTrialHead] = Field(
+        default_factory=list, max_length=MAX_RESULTS_PER_CLAIM
+    )
+
+
 class FinishAnswer(BaseModel):
     trial_id: int
     status: TrialStatus | None = Field(description="the trial's new status; null if refused")
@@ -80,10 +96,11 @@ class ClaimAndReportResponse(ClaimResponse):
 # --- bodies -------------------------------------------------------------------------------
 # Worker bodies are read here rather than by FastAPI, which parses and validates a JSON
 # body on the event loop before the route runs: one 50 MB claim held every request for a
-# minute. Here the bytes are awaited on the loop, then parsed (Rust, in one pass) and
-# validated on the thread pool, and what is cheap to count (results, epochs) is counted
-# before anything is validated; what depends on a trial (its epochs, its lease) is
-# checked by the queue, before any epoch is stored.
+# minute. Here the bytes (at most MAX_WORKER_BODY_BYTES) are awaited on the loop, then
+# parsed (Rust, in one pass) on the thread pool; results and epochs are counted before
+# anything is validated, and the epochs and checkpoints of a result are validated only
+# once its lease is known to hold, against its trial (service.queue.results). The
+# document shows the bodies in full (FinishReport), the routes read their heads.
 
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -168,17 +185,18 @@ def _too_many(loc: str, msg: str) -> None:
     raise RequestValidationError([{"type": "too_long", "loc": ("body", loc), "msg": msg}])
 
 
-def _dump_result(report: FinishReport, trial_id: int) -> dict[str, Any]:
-    """A validated result as the queue takes it (see service.queue.finish_trials)."""
+def _dump_result(report: FinishReportHead, trial_id: int) -> dict[str, Any]:
+    """A result as the queue takes it (see service.queue.finish_trials): its epochs and
+    checkpoint still as read, for the queue to validate once the lease holds."""
     return {
         "trial_id": trial_id,
         "lease_token": report.lease_token,
         "outcome": report.outcome,
         "error": report.error,
         "seconds": report.seconds,
-        "epochs": [e.model_dump() for e in report.epochs],
-        "curve": report.curve.model_dump() if report.curve is not None else None,
-        "checkpoint": report.checkpoint.model_dump() if report.checkpoint is not None else None,
+        "epochs": report.epochs,
+        "curve": report.curve,
+        "checkpoint": report.checkpoint,
     }
 
 
@@ -214,13 +232,13 @@ async def post_claim(request: Request, db: DbDep, settings: SettingsDep) -> Resp
     durations fit in that time, and never a trial behind one of a study whose trials are
     longer or not known yet.
     """
-    raw = await read_body(request, settings.max_body_bytes)
+    raw = await read_body(request, min(settings.max_body_bytes, MAX_WORKER_BODY_BYTES))
     content = await run_in_threadpool(_claim, raw, db, settings)
     return Response(content, media_type="application/json")
 
 
 def _claim(raw: bytes, db: Any, settings: Settings) -> bytes:
-    body = parse_body(ClaimAndReport, raw)
+    body = parse_body(ClaimAndReportHead, raw)
     exchange = claim_and_report(
         db=db,
         worker_id=body.worker_id,
@@ -273,16 +291,16 @@ async def post_metrics(
 
     An epoch beyond the trial's own is refused (422).
     """
-    raw = await read_body(request, settings.max_body_bytes)
+    raw = await read_body(request, min(settings.max_body_bytes, MAX_WORKER_BODY_BYTES))
 
     def report() -> bool:
-        body = parse_body(MetricsReport, raw)
+        body = parse_body(MetricsReportHead, raw)
         return report_metrics(
             db=db,
             trial_id=trial_id,
             lease_token=body.lease_token,
-            epochs=[e.model_dump() for e in body.epochs],
-            curve=body.curve.model_dump() if body.curve is not None else None,
+            epochs=body.epochs,
+            curve=body.curve,
             lease_seconds=settings.lease_seconds,
         )
 
@@ -301,10 +319,10 @@ async def post_finish(
 
     Epochs or a checkpoint that do not fit the trial are refused (422).
     """
-    raw = await read_body(request, settings.max_body_bytes)
+    raw = await read_body(request, min(settings.max_body_bytes, MAX_WORKER_BODY_BYTES))
 
     def finish() -> TrialStatus:
-        result = _dump_result(parse_body(FinishReport, raw), trial_id)
+        result = _dump_result(parse_body(FinishReportHead, raw), trial_id)
         return finish_trial(db=db, **result)
 
     return {"status": await run_in_threadpool(finish)}

@@ -76,12 +76,13 @@ def report_metrics(
     db: Database,
     trial_id: int,
     lease_token: str,
-    epochs: Sequence[Mapping[str, Any]],
+    epochs: Sequence[Any],
     lease_seconds: float,
-    curve: Mapping[str, Sequence[Any]] | None = None,
+    curve: Mapping[str, Any] | None = None,
 ) -> bool:
     """Store a batch of epochs of the current attempt, as rows (`epochs`) or columns
-    (`curve`); returns whether to stop. ResultError if an epoch is beyond the trial's."""
+    (`curve`), as read from JSON; returns whether to stop. ResultError if they are
+    invalid or beyond the trial's (checked once the lease holds)."""
     with db.session() as s:
         conn = s.connection()
         trial = conn.execute(_LOCK_REPORTING, {"b_id": trial_id}).one_or_none()

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Connection, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -32,6 +33,7 @@ from service.db import db_epoch
 from service.errors import CaviarError
 from service.models import Checkpoint, Trial
 from service.queue.tables import MetricRow, curve_rows, metric_rows, trial_epochs
+from service.schemas import Curve, EpochReport, InlineCheckpoint
 
 CHECKPOINT_FORMAT = ("caviar-checkpoint", 1)  # trainer.checkpoint's FORMAT and VERSION
 # A caviar study keeps each trial's latest checkpoints: a requeued attempt resumes from
@@ -58,27 +60,58 @@ class Checked:
     checkpoint: tuple[int, bytes] | None  # (epoch, content)
 
 
+_ROWS = TypeAdapter(list[EpochReport])
+
+
 def check_result(*, trial_id: int, attempt: int, epochs: Any, result: Mapping[str, Any]) -> Checked:
-    """The rows of `result` (rows in `epochs`, columns in `curve`, an inline `checkpoint`)
-    for attempt `attempt` of a trial of `epochs` epochs; ResultError if they do not fit."""
+    """The rows of `result` (rows in `epochs`, columns in `curve`, an inline `checkpoint`,
+    as read from JSON and not validated yet) for attempt `attempt` of a trial of `epochs`
+    epochs; ResultError if they are invalid or do not fit the trial.
+
+    Called once the lease is known to hold: what a worker without one sends is never
+    validated. The epochs are counted against the trial's first, then validated.
+    """
     total = trial_epochs(epochs)
-    rows = metric_rows(trial_id, attempt, result.get("epochs") or ())
+    raw_rows, raw_curve = result.get("epochs") or [], result.get("curve")
+    points = len(raw_curve.get("epoch") or []) if isinstance(raw_curve, dict) else 0
+    if len(raw_rows) + points > total:
+        raise ResultError(f"{len(raw_rows) + points} epochs for a trial of {total} epochs")
+    try:
+        rows = metric_rows(trial_id, attempt, _rows(raw_rows))
+        curve = Curve.model_validate(raw_curve).model_dump() if raw_curve is not None else None
+        inline = result.get("checkpoint")
+        checkpoint = InlineCheckpoint.model_validate(inline) if inline is not None else None
+    except ValidationError as exc:
+        raise ResultError(_first_error(exc)) from None
     last = max((r[2] for r in rows), default=0)
-    curve = result.get("curve")
     if curve and curve["epoch"]:
         rows += curve_rows(trial_id, attempt, curve)
         last = max(last, max(curve["epoch"]))
     if last > total:
         raise ResultError(f"epoch {last} is beyond the trial's {total} epochs")
-    checkpoint = None
-    if result.get("checkpoint"):
-        epoch = int(result["checkpoint"]["epoch"])
-        if epoch > total:
-            raise ResultError(f"checkpoint: epoch {epoch} is beyond the trial's {total} epochs")
-        content = decode_checkpoint(result["checkpoint"]["content"])
-        check_checkpoint(content, epoch=epoch)
-        checkpoint = (epoch, content)
-    return Checked(metrics=rows, last_epoch=last, checkpoint=checkpoint)
+    stored = None
+    if checkpoint is not None:
+        if checkpoint.epoch > total:
+            raise ResultError(
+                f"checkpoint: epoch {checkpoint.epoch} is beyond the trial's {total} epochs"
+            )
+        content = decode_checkpoint(checkpoint.content)
+        check_checkpoint(content, epoch=checkpoint.epoch)
+        stored = (checkpoint.epoch, content)
+    return Checked(metrics=rows, last_epoch=last, checkpoint=stored)
+
+
+def _rows(raw: list[Any]) -> list[dict[str, Any]]:
+    """Epochs reported as rows, validated, as dicts."""
+    if not raw:
+        return []
+    return [e.model_dump() for e in _ROWS.validate_python(list(raw))]
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
 
 
 def decode_checkpoint(text: str) -> bytes:
