@@ -54,7 +54,8 @@ def result(trial: dict[str, Any], **more: Any) -> dict[str, Any]:
 
 
 def report(client: TestClient, wid: str, *results: dict[str, Any]) -> dict[int, Any]:
-    r = client.post("/api/worker/claim", json={"worker_id": wid, "max_trials": 0, "finished": results})
+    body = {"worker_id": wid, "max_trials": 0, "finished": results}
+    r = client.post("/api/worker/claim", json=body)
     assert r.status_code == 200, r.text
     return {f["trial_id"]: f for f in r.json()["finished"]}
 
@@ -82,9 +83,7 @@ def test_a_worker_body_over_its_cap_is_refused_before_it_is_read(client: TestCli
         b'{"worker_id": "' + wid.encode() + b'", "max_trials": 0, "finished": [{"trial_id": 1, '
         b'"lease_token": "fake", "outcome": "completed", "epochs": [' + epochs[:-1] + b"]}]}"
     )
-    r = client.post(
-        "/api/worker/claim", content=body, headers={"content-type": "application/json"}
-    )
+    r = client.post("/api/worker/claim", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 413, r.text[:300]
 
 
@@ -190,7 +189,7 @@ def test_a_claim_needs_a_registered_worker(client: TestClient, db_url: str) -> N
 
 
 def test_a_lone_surrogate_is_refused_as_invalid_json(client: TestClient) -> None:
-    wid, (trial,) = leased(client)
+    _, (trial,) = leased(client)
     for path, body in (
         ("/api/worker/claim", '{"worker_id": "w-\\ud800", "max_trials": 1}'),
         (
