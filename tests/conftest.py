@@ -35,7 +35,7 @@ def missing_service(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _admin_engine():  # type: ignore[no-untyped-def]
+def _admin_engine():
     return create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
 
 
@@ -56,7 +56,7 @@ def _database_url(name: str) -> str:
     return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
 
 
-def _postgres_database(admin, template: str | None = None) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def _postgres_database(admin, template: str | None = None) -> Iterator[str]:
     """A PostgreSQL database of its own (a copy of `template` if given), dropped afterwards."""
     name = f"caviar_test_{uuid.uuid4().hex[:12]}"
     copy = f' TEMPLATE "{template}"' if template else ""
@@ -70,13 +70,13 @@ def _postgres_database(admin, template: str | None = None) -> Iterator[str]:  # 
 
 
 @pytest.fixture
-def postgres_url(postgres_admin) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def postgres_url(postgres_admin) -> Iterator[str]:
     """A fresh, empty PostgreSQL database of this test's own, dropped afterwards."""
     yield from _postgres_database(postgres_admin)
 
 
 @pytest.fixture(scope="session")
-def postgres_template(postgres_admin) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def postgres_template(postgres_admin) -> Iterator[str]:
     """A PostgreSQL database the migrations built once, for tests to copy."""
     databases = _postgres_database(postgres_admin)
     url = next(databases)
@@ -88,7 +88,7 @@ def postgres_template(postgres_admin) -> Iterator[str]:  # type: ignore[no-untyp
 
 
 @pytest.fixture
-def migrated_postgres_url(postgres_admin, postgres_template: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def migrated_postgres_url(postgres_admin, postgres_template: str) -> Iterator[str]:
     """A PostgreSQL database of this test's own, as the migrations build it."""
     yield from _postgres_database(postgres_admin, template=postgres_template)
 
@@ -114,7 +114,7 @@ def migrated_sqlite_url(sqlite_template: Path, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def empty_db_url(request, tmp_path: Path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def empty_db_url(request, tmp_path: Path) -> Iterator[str]:
     """An empty database of each kind Caviar supports."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'caviar.db'}"
@@ -125,7 +125,7 @@ def empty_db_url(request, tmp_path: Path) -> Iterator[str]:  # type: ignore[no-u
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request) -> str:  # type: ignore[no-untyped-def]
+def db_url(request) -> str:
     """A database of each kind, built by the migrations (never create_all)."""
     return str(request.getfixturevalue(f"migrated_{request.param}_url"))
 
@@ -141,7 +141,7 @@ def sqlite_url(migrated_sqlite_url: str) -> str:
 
 
 @pytest.fixture
-def settings_for():  # type: ignore[no-untyped-def]
+def settings_for():
     """Settings for a database URL, with fast leases for tests."""
 
     def make(url: str, **overrides: object) -> Settings:
@@ -177,7 +177,7 @@ def small_spec(**overrides: object) -> dict[str, object]:
 
 
 @pytest.fixture
-def spec_factory():  # type: ignore[no-untyped-def]
+def spec_factory():
     return small_spec
 
 
@@ -217,7 +217,7 @@ class LiveService:
 
 
 @pytest.fixture
-def live_service(settings_for):  # type: ignore[no-untyped-def]
+def live_service(settings_for):
     """Start services for database URLs; all are stopped at the end of the test."""
     started: list[LiveService] = []
 

@@ -34,14 +34,14 @@ def objects() -> dict[tuple[str, str], dict[str, Any]]:
 def container(obj: dict[str, Any]) -> dict[str, Any]:
     containers = obj["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
-    return containers[0]  # type: ignore[no-any-return]
+    return containers[0]
 
 
 def env_of(c: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e for e in c.get("env", [])}
 
 
-def test_the_manifests_hold_what_a_deployment_needs(objects) -> None:  # type: ignore[no-untyped-def]
+def test_the_manifests_hold_what_a_deployment_needs(objects) -> None:
     assert set(objects) == {
         ("Secret", "caviar"),
         ("Job", "caviar-migrate"),
@@ -52,7 +52,7 @@ def test_the_manifests_hold_what_a_deployment_needs(objects) -> None:  # type: i
     assert objects[("Deployment", "caviar-api")]["spec"]["replicas"] >= 2
 
 
-def test_the_service_is_ready_on_readyz_and_alive_on_healthz(objects) -> None:  # type: ignore[no-untyped-def]
+def test_the_service_is_ready_on_readyz_and_alive_on_healthz(objects) -> None:
     api = container(objects[("Deployment", "caviar-api")])
     serve = parse_cli(api["command"])
     assert serve.info_name == "serve" and serve.params["host"] == "0.0.0.0"
@@ -64,7 +64,7 @@ def test_the_service_is_ready_on_readyz_and_alive_on_healthz(objects) -> None:  
         assert ports[get["port"]] == serve.params["port"], probe
 
 
-def test_the_service_object_routes_to_the_api_pods(objects) -> None:  # type: ignore[no-untyped-def]
+def test_the_service_object_routes_to_the_api_pods(objects) -> None:
     deployment = objects[("Deployment", "caviar-api")]
     service = objects[("Service", "caviar-api")]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -74,7 +74,7 @@ def test_the_service_object_routes_to_the_api_pods(objects) -> None:  # type: ig
     assert all(p["targetPort"] in ports for p in service["spec"]["ports"])
 
 
-def test_workers_reach_the_service_by_name_with_a_worker_token(objects) -> None:  # type: ignore[no-untyped-def]
+def test_workers_reach_the_service_by_name_with_a_worker_token(objects) -> None:
     worker = container(objects[("Deployment", "caviar-worker")])
     args = parse_cli(worker["command"])
     assert args.info_name == "worker"
@@ -91,7 +91,7 @@ def test_workers_reach_the_service_by_name_with_a_worker_token(objects) -> None:
     assert workers and workers[0].scopes == {"worker"}
 
 
-def test_the_migration_job_and_every_secret_reference_resolve(objects) -> None:  # type: ignore[no-untyped-def]
+def test_the_migration_job_and_every_secret_reference_resolve(objects) -> None:
     job = container(objects[("Job", "caviar-migrate")])
     assert parse_cli(job["command"]).info_name == "upgrade"
     secret = objects[("Secret", "caviar")]

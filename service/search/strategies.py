@@ -67,7 +67,7 @@ class SearchSpace:
     def dims(self) -> int:
         return len(self.axes)
 
-    def decode(self, u: Sequence[float]) -> dict[str, Any]:
+    def decode(self, u: Sequence[float] | np.ndarray) -> dict[str, Any]:
         """The parameters at unit point `u` (shape ``(dims,)``), keyed by path."""
         return {p: self.distributions[p].from_unit(list(u[self._slices[p]])) for p in self.paths}
 
@@ -126,7 +126,7 @@ class Box:
             out[:, j] = lows[k] + (t - (ends[k] - widths[k]))
         return np.clip(out, 0.0, 1.0)
 
-    def contains(self, u: Sequence[float]) -> bool:
+    def contains(self, u: Sequence[float] | np.ndarray) -> bool:
         """Whether unit point `u` lies in the box (``nan`` coordinates count as inside)."""
         return all(
             math.isnan(x) or any(a - _EDGE <= x <= b + _EDGE for a, b in iv)

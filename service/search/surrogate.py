@@ -59,7 +59,7 @@ def _matern(r2: np.ndarray, signal: float) -> tuple[np.ndarray, np.ndarray, np.n
     return signal * (1.0 + s + s * s / 3.0) * e, s, e
 
 
-def rank_normal(values: Sequence[float]) -> np.ndarray:
+def rank_normal(values: Sequence[float] | np.ndarray) -> np.ndarray:
     """Gaussian scores of `values` by rank (ties share one); higher value, higher score."""
     v = np.asarray(values, dtype=float)
     return np.asarray(norm.ppf((rankdata(v) - 0.5) / len(v)), dtype=float)

@@ -63,7 +63,7 @@ def operations(url: str) -> int:
     return sum(1 for item in paths.values() for method in item if method in METHODS)
 
 
-def test_swagger_ui_and_redoc_render_every_operation_offline(  # type: ignore[no-untyped-def]
+def test_swagger_ui_and_redoc_render_every_operation_offline(
     offline, live_service, sqlite_url
 ) -> None:
     page, blocked, errors = offline

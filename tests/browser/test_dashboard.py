@@ -140,7 +140,7 @@ def count(page: Any, status: str) -> int:
     return int(page.locator(f".counts .count.{status} .n").inner_text().replace(",", ""))
 
 
-def test_create_a_study_from_the_form_watch_it_live_stop_a_trial_and_cancel_it(  # type: ignore[no-untyped-def]
+def test_create_a_study_from_the_form_watch_it_live_stop_a_trial_and_cancel_it(
     page, sqlite_url, live_service, pool_for
 ) -> None:
     svc = live_service(sqlite_url)
@@ -251,7 +251,7 @@ def assert_narrowed(lr: dict[str, Any], spec: dict[str, Any], best: dict[str, An
     assert lr["low"] <= best["params"]["learning_rate"] <= lr["high"]
 
 
-def test_a_finished_study_shows_its_plots_best_config_and_zooms_in(  # type: ignore[no-untyped-def]
+def test_a_finished_study_shows_its_plots_best_config_and_zooms_in(
     page, sqlite_url, live_service, spec_factory, pool_for
 ) -> None:
     svc = live_service(sqlite_url)
@@ -357,7 +357,7 @@ def test_a_finished_study_shows_its_plots_best_config_and_zooms_in(  # type: ign
     shot(page, "workers")
 
 
-def test_an_invalid_spec_shows_the_error_beside_its_field_before_submitting(  # type: ignore[no-untyped-def]
+def test_an_invalid_spec_shows_the_error_beside_its_field_before_submitting(
     page, sqlite_url, live_service
 ) -> None:
     svc = live_service(sqlite_url)
@@ -441,7 +441,7 @@ def service_process(sqlite_url: str) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-def test_the_page_of_a_50000_trial_study_loads_aggregates_not_rows(  # type: ignore[no-untyped-def]
+def test_the_page_of_a_50000_trial_study_loads_aggregates_not_rows(
     service_process, page, browser, sqlite_url
 ) -> None:
     # service_process first: set up before the page, so it stops after the page closes.
@@ -476,7 +476,7 @@ def test_the_page_of_a_50000_trial_study_loads_aggregates_not_rows(  # type: ign
     shot(page, "study-50k")
 
 
-def test_a_csv_uploaded_from_the_form_becomes_the_specs_data_set(  # type: ignore[no-untyped-def]
+def test_a_csv_uploaded_from_the_form_becomes_the_specs_data_set(
     page, sqlite_url, live_service, tmp_path
 ) -> None:
     svc = live_service(sqlite_url)
@@ -501,7 +501,7 @@ def test_a_csv_uploaded_from_the_form_becomes_the_specs_data_set(  # type: ignor
     shot(page, "new-study-uploaded", full_page=False)
 
 
-def test_without_an_event_stream_the_study_page_polls(  # type: ignore[no-untyped-def]
+def test_without_an_event_stream_the_study_page_polls(
     page, sqlite_url, live_service, spec_factory
 ) -> None:
     svc = live_service(sqlite_url)
@@ -516,7 +516,7 @@ def test_without_an_event_stream_the_study_page_polls(  # type: ignore[no-untype
     assert page.evaluate("document.documentElement.dataset.live") is None
 
 
-def test_an_unknown_study_shows_the_error(page, sqlite_url, live_service) -> None:  # type: ignore[no-untyped-def]
+def test_an_unknown_study_shows_the_error(page, sqlite_url, live_service) -> None:
     svc = live_service(sqlite_url)
     # The browser logs the API's 404 itself; the page must show it, and raise nothing else.
     page.caviar_allowed_errors.append("status of 404")
@@ -525,7 +525,7 @@ def test_an_unknown_study_shows_the_error(page, sqlite_url, live_service) -> Non
     assert "study 12345 does not exist" in page.locator(".error").inner_text()
 
 
-def test_with_tokens_the_dashboard_signs_in_works_through_its_cookie_and_signs_out(  # type: ignore[no-untyped-def]
+def test_with_tokens_the_dashboard_signs_in_works_through_its_cookie_and_signs_out(
     page, sqlite_url, live_service, spec_factory
 ) -> None:
     writer = "writer-secret-0123456789"
@@ -568,7 +568,7 @@ def test_with_tokens_the_dashboard_signs_in_works_through_its_cookie_and_signs_o
     assert page.goto(svc.url + "/").status == 401
 
 
-def test_a_read_only_token_sees_no_control_that_would_change_anything(  # type: ignore[no-untyped-def]
+def test_a_read_only_token_sees_no_control_that_would_change_anything(
     page, sqlite_url, live_service, spec_factory
 ) -> None:
     reader, writer = "reader-secret-0123456789", "writer-secret-0123456789"

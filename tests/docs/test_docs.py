@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from service.cli import app as cli
@@ -34,7 +35,7 @@ def test_the_generated_references_are_current(page: str, module: Any) -> None:
 
 
 def test_every_field_of_every_block_says_what_it_means() -> None:
-    models = [StudySpec, *(model for _, model in spec_reference.BLOCKS)]
+    models: list[type[BaseModel]] = [StudySpec, *(model for _, model in spec_reference.BLOCKS)]
     models += list(spec_reference.DISTRIBUTION_FIELDS)
     missing = []
     for model in models:

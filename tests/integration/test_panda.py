@@ -14,7 +14,7 @@ from worker.pool import Pool, PoolOptions
 
 
 @pytest.fixture
-def panda(sqlite_url, live_service) -> Iterator[tuple[httpx.Client, Pool]]:  # type: ignore[no-untyped-def]
+def panda(sqlite_url, live_service) -> Iterator[tuple[httpx.Client, Pool]]:
     svc = live_service(sqlite_url, lease_seconds=5.0, heartbeat_seconds=0.3)
     api = httpx.Client(base_url=svc.url, timeout=30)
     pool = Pool(PoolOptions(api_url=svc.url, processes=1))
@@ -44,14 +44,14 @@ def slow(spec_factory: Callable[..., dict[str, Any]], **overrides: Any) -> dict[
 
 def trial_of(api: httpx.Client, study_id: int, number: int = 0) -> dict[str, Any]:
     items = api.get(f"/api/studies/{study_id}/trials").json()["items"]
-    return next(t for t in items if t["number"] == number)  # type: ignore[no-any-return]
+    return next(t for t in items if t["number"] == number)
 
 
 def curve(api: httpx.Client, trial_id: int) -> list[dict[str, Any]]:
-    return api.get(f"/api/trials/{trial_id}/metrics").json()  # type: ignore[no-any-return]
+    return api.get(f"/api/trials/{trial_id}/metrics").json()
 
 
-def test_pause_frees_the_worker_and_resume_equals_an_uninterrupted_run(panda, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_pause_frees_the_worker_and_resume_equals_an_uninterrupted_run(panda, spec_factory) -> None:
     api, _ = panda
     paused_study = api.post("/api/studies", json=slow(spec_factory, name="paused")).json()["id"]
     trial = wait_until(
@@ -76,7 +76,7 @@ def test_pause_frees_the_worker_and_resume_equals_an_uninterrupted_run(panda, sp
     assert [[m[k] for k in keys] for m in resumed] == [[m[k] for k in keys] for m in uninterrupted]
 
 
-def test_fork_continues_the_parent_s_curve_with_what_was_changed(panda, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_fork_continues_the_parent_s_curve_with_what_was_changed(panda, spec_factory) -> None:
     api, _ = panda
     study_id = api.post("/api/studies", json=slow(spec_factory)).json()["id"]
     parent = wait_until(
@@ -125,7 +125,7 @@ def test_fork_continues_the_parent_s_curve_with_what_was_changed(panda, spec_fac
     assert study["status"] == "completed" and study["total_trials"] == 3
 
 
-def test_a_reviewed_panda_study_waits_for_the_person_after_each_trial(panda, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_reviewed_panda_study_waits_for_the_person_after_each_trial(panda, spec_factory) -> None:
     api, _ = panda
     spec = spec_factory(
         strategy={"type": "random", "trials": 3},
@@ -151,7 +151,7 @@ def test_a_reviewed_panda_study_waits_for_the_person_after_each_trial(panda, spe
 
 def test_a_caviar_study_checkpoints_sparingly_and_keeps_the_latest(
     sqlite_url, live_service, spec_factory
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     # Nobody forks a caviar trial from any epoch: its checkpoints are for a requeued attempt
     # and for going on from the end. Throttled to one per 10 s (these trials take about
     # 3 s), only the last epoch's is sent; unthrottled, every 5 epochs, of which the
@@ -168,12 +168,11 @@ def test_a_caviar_study_checkpoints_sparingly_and_keeps_the_latest(
             spec["execution"] = {"mode": "caviar", "checkpoint_every": 5, "seed": 3}
             spec["strategy"] = {"type": "random", "trials": 2}
             study_id = api.post("/api/studies", json=spec).json()["id"]
-            wait_until(
-                lambda api=api, study_id=study_id: (
-                    api.get(f"/api/studies/{study_id}").json()["status"] == "completed"
-                ),
-                what="the study",
-            )
+
+            def completed(api: httpx.Client = api, study_id: int = study_id) -> bool:
+                return bool(api.get(f"/api/studies/{study_id}").json()["status"] == "completed")
+
+            wait_until(completed, what="the study")
             for number in (0, 1):
                 trial = trial_of(api, study_id, number)
                 checkpoints = api.get(f"/api/trials/{trial['id']}/checkpoints").json()
@@ -194,7 +193,7 @@ def test_a_caviar_study_checkpoints_sparingly_and_keeps_the_latest(
 
 def test_forks_of_a_real_run_meet_the_caps_and_the_rate_of_submissions(
     sqlite_url, live_service, spec_factory
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """Issue 17: 10^9 epochs, Infinity, a study grown past its cap, a burst without a 429."""
     svc = live_service(
         sqlite_url,

@@ -30,7 +30,7 @@ def run_study(url: str, spec: dict[str, Any]) -> tuple[dict[str, Any], list[dict
 
 
 @pytest.mark.parametrize("kind", ["asha", "median"])
-def test_pruning_stops_most_trials_early_and_keeps_the_best(  # type: ignore[no-untyped-def]
+def test_pruning_stops_most_trials_early_and_keeps_the_best(
     kind, sqlite_url, live_service, spec_factory
 ) -> None:
     svc = live_service(sqlite_url)

@@ -21,17 +21,17 @@ ROOT = Path(__file__).resolve().parents[2]
 CAVIAR = [sys.executable, "-m", "service.cli"]
 
 
-def wait_for(client: httpx.Client, study_id: int, timeout: float = 120.0) -> dict:  # type: ignore[type-arg]
+def wait_for(client: httpx.Client, study_id: int, timeout: float = 120.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         study = client.get(f"/api/studies/{study_id}").json()
         if study["status"] in ("completed", "failed", "cancelled"):
-            return study  # type: ignore[no-any-return]
+            return study
         time.sleep(0.2)
     raise AssertionError(f"study {study_id} did not finish: {study}")
 
 
-def test_a_study_runs_through_worker_processes(db_url, live_service, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_study_runs_through_worker_processes(db_url, live_service, spec_factory) -> None:
     svc = live_service(db_url)
     spec = spec_factory(strategy={"type": "random", "trials": 6})
     with httpx.Client(base_url=svc.url, timeout=30) as client:
@@ -60,7 +60,7 @@ def test_a_study_runs_through_worker_processes(db_url, live_service, spec_factor
         assert set(s.scalars(select(Trial.attempt)).all()) == {1}
 
 
-def test_caviar_run_prints_the_best_trial_as_json(tmp_path: Path, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_caviar_run_prints_the_best_trial_as_json(tmp_path: Path, spec_factory) -> None:
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec_factory()))
     env = {**os.environ, "CAVIAR_DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}"}
@@ -82,7 +82,7 @@ def test_caviar_run_prints_the_best_trial_as_json(tmp_path: Path, spec_factory) 
 
 def test_caviar_run_rejects_an_invalid_spec_with_one_clear_line(
     tmp_path: Path, spec_factory
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     bad = spec_factory(
         space={"learning_rate": {"type": "float", "low": 0, "high": 1, "scale": "log"}}
     )
@@ -97,7 +97,7 @@ def test_caviar_run_rejects_an_invalid_spec_with_one_clear_line(
     assert "Traceback" not in proc.stderr
 
 
-def test_caviar_submit_validates_a_batch_before_submitting_any(  # type: ignore[no-untyped-def]
+def test_caviar_submit_validates_a_batch_before_submitting_any(
     tmp_path: Path, sqlite_url, live_service, spec_factory
 ) -> None:
     svc = live_service(sqlite_url)

@@ -60,10 +60,10 @@ def namespace_pids(network: Network, i: int) -> set[int]:
 
 
 def counts(api: httpx.Client, study_id: int) -> dict[str, int]:
-    return api.get(f"/api/studies/{study_id}").json()["counts"]  # type: ignore[no-any-return]
+    return api.get(f"/api/studies/{study_id}").json()["counts"]
 
 
-def test_a_cut_link_and_a_killed_replica_lose_nothing_and_double_nothing(  # type: ignore[no-untyped-def]
+def test_a_cut_link_and_a_killed_replica_lose_nothing_and_double_nothing(
     postgres_url: str, network: Network, procs: Processes, spec_factory
 ) -> None:
     # (postgres_url first: its database is dropped after every process here has stopped)

@@ -63,7 +63,7 @@ def delay_of_next_start(api: httpx.Client, worker_id: str, stream: EventStream) 
     return max(0.0, float(got.at - committed))
 
 
-def test_streams_on_both_replicas_carry_every_event_in_the_same_order(  # type: ignore[no-untyped-def]
+def test_streams_on_both_replicas_carry_every_event_in_the_same_order(
     postgres_url, replicas, procs, spec_factory
 ) -> None:
     a, b = replicas
@@ -88,7 +88,7 @@ def test_streams_on_both_replicas_carry_every_event_in_the_same_order(  # type: 
     assert on_a.errors == [] and on_b.errors == []
 
 
-def test_an_event_written_through_one_replica_wakes_a_stream_on_the_other(  # type: ignore[no-untyped-def]
+def test_an_event_written_through_one_replica_wakes_a_stream_on_the_other(
     replicas, spec_factory
 ) -> None:
     a, b = replicas
@@ -109,7 +109,7 @@ def test_an_event_written_through_one_replica_wakes_a_stream_on_the_other(  # ty
     assert max(delays) < 0.3, delays
 
 
-def test_streams_fall_back_to_polling_while_the_listener_reconnects(  # type: ignore[no-untyped-def]
+def test_streams_fall_back_to_polling_while_the_listener_reconnects(
     postgres_url, postgres_admin, replicas, spec_factory
 ) -> None:
     a, b = replicas

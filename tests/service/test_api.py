@@ -11,13 +11,13 @@ from sqlalchemy import func, select
 
 from service.app import create_app
 from service.db import get_database
-from service.models import Metric, Study, Trial
+from service.models import Metric, Study, StudyStatus, Trial
 
 PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-def client(db_url: str, settings_for) -> Any:  # type: ignore[no-untyped-def]
+def client(db_url: str, settings_for) -> Any:
     with TestClient(create_app(settings_for(db_url))) as c:
         yield c
 
@@ -27,7 +27,7 @@ def count(db_url: str, model: type) -> int:
         return int(s.scalar(select(func.count()).select_from(model)) or 0)
 
 
-def test_create_study_queues_its_trials(client, db_url, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_create_study_queues_its_trials(client, db_url, spec_factory) -> None:
     r = client.post("/api/studies", json=spec_factory())
     assert r.status_code == 201, r.text
     study = r.json()
@@ -40,7 +40,7 @@ def test_create_study_queues_its_trials(client, db_url, spec_factory) -> None:  
     assert len(lrs) == 4 and all(1e-4 <= lr <= 1.0 for lr in lrs)
 
 
-def test_a_yaml_body_is_a_spec_too(client, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_yaml_body_is_a_spec_too(client, spec_factory) -> None:
     r = client.post(
         "/api/studies",
         content=yaml.safe_dump(spec_factory(name="from-yaml")),
@@ -67,7 +67,7 @@ def test_a_yaml_body_is_a_spec_too(client, spec_factory) -> None:  # type: ignor
         ({"surprise": 1}, "surprise"),
     ],
 )
-def test_an_invalid_spec_is_422_naming_the_field_and_queues_nothing(  # type: ignore[no-untyped-def]
+def test_an_invalid_spec_is_422_naming_the_field_and_queues_nothing(
     client, db_url, spec_factory, change, loc
 ) -> None:
     r = client.post("/api/studies", json=spec_factory(**change))
@@ -79,7 +79,7 @@ def test_an_invalid_spec_is_422_naming_the_field_and_queues_nothing(  # type: ig
     assert count(db_url, Study) == 0 and count(db_url, Trial) == 0
 
 
-def test_a_body_that_is_not_a_spec_is_422(client) -> None:  # type: ignore[no-untyped-def]
+def test_a_body_that_is_not_a_spec_is_422(client) -> None:
     r = client.post(
         "/api/studies", content=b"{not json", headers={"content-type": "application/json"}
     )
@@ -88,7 +88,7 @@ def test_a_body_that_is_not_a_spec_is_422(client) -> None:  # type: ignore[no-un
     assert r.status_code == 422 and "mapping" in r.json()["detail"]
 
 
-def test_unknown_ids_are_404_problems(client) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_ids_are_404_problems(client) -> None:
     for path in ("/api/studies/999", "/api/trials/999", "/api/trials/999/metrics", "/nope"):
         r = client.get(path)
         assert r.status_code == 404, path
@@ -97,19 +97,19 @@ def test_unknown_ids_are_404_problems(client) -> None:  # type: ignore[no-untype
     assert "study 999" in client.get("/api/studies/999").json()["detail"]
 
 
-def test_validate_checks_without_queueing(client, db_url, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_validate_checks_without_queueing(client, db_url, spec_factory) -> None:
     r = client.post("/api/specs/validate", json=spec_factory())
     assert r.status_code == 200 and r.json()["trials"] == 4
     assert count(db_url, Study) == 0
 
 
-def worker_session(client) -> str:  # type: ignore[no-untyped-def]
+def worker_session(client) -> str:
     r = client.post("/api/worker/register", json={"name": "t", "host": "h", "pid": 1})
     assert r.status_code == 200, r.text
     return str(r.json()["worker_id"])
 
 
-def epochs(values: list[float]) -> list[dict[str, float | int]]:
+def epochs(values: list[float]) -> list[dict[str, float | int | None]]:
     return [
         {
             "epoch": i,
@@ -124,7 +124,7 @@ def epochs(values: list[float]) -> list[dict[str, float | int]]:
     ]
 
 
-def test_the_worker_protocol_completes_a_study_with_its_best_trial(  # type: ignore[no-untyped-def]
+def test_the_worker_protocol_completes_a_study_with_its_best_trial(
     client, db_url, spec_factory
 ) -> None:
     study_id = client.post("/api/studies", json=spec_factory()).json()["id"]
@@ -159,7 +159,7 @@ def test_the_worker_protocol_completes_a_study_with_its_best_trial(  # type: ign
     assert [m["epoch"] for m in curve] == [1, 2]
 
 
-def test_writes_after_the_lease_is_lost_are_409(client, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_writes_after_the_lease_is_lost_are_409(client, spec_factory) -> None:
     client.post("/api/studies", json=spec_factory(strategy={"type": "random", "trials": 1}))
     wid = worker_session(client)
     t = client.post("/api/worker/claim", json={"worker_id": wid}).json()["trials"][0]
@@ -178,9 +178,7 @@ def test_writes_after_the_lease_is_lost_are_409(client, spec_factory) -> None:  
     assert again["lease_token"] != t["lease_token"]
 
 
-def test_a_diverged_trial_fails_with_the_reason_and_keeps_its_curve(  # type: ignore[no-untyped-def]
-    client, spec_factory
-) -> None:
+def test_a_diverged_trial_fails_with_the_reason_and_keeps_its_curve(client, spec_factory) -> None:
     client.post("/api/studies", json=spec_factory(strategy={"type": "random", "trials": 1}))
     wid = worker_session(client)
     t = client.post("/api/worker/claim", json={"worker_id": wid}).json()["trials"][0]
@@ -199,9 +197,7 @@ def test_a_diverged_trial_fails_with_the_reason_and_keeps_its_curve(  # type: ig
     assert study["status"] == "failed" and study["best_trial"] is None
 
 
-def test_cancel_stops_waiting_trials_and_asks_running_ones_to_stop(  # type: ignore[no-untyped-def]
-    client, spec_factory
-) -> None:
+def test_cancel_stops_waiting_trials_and_asks_running_ones_to_stop(client, spec_factory) -> None:
     study_id = client.post("/api/studies", json=spec_factory()).json()["id"]
     wid = worker_session(client)
     t = client.post("/api/worker/claim", json={"worker_id": wid}).json()["trials"][0]
@@ -215,7 +211,7 @@ def test_cancel_stops_waiting_trials_and_asks_running_ones_to_stop(  # type: ign
     assert client.post(f"/api/studies/{study_id}/cancel").status_code == 409
 
 
-def test_tokens_gate_every_route_but_healthz(db_url, settings_for, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_tokens_gate_every_route_but_healthz(db_url, settings_for, spec_factory) -> None:
     tokens = "alice:read,write:alice-secret-0123456789;bot:worker:worker-secret-0123456789"
     with TestClient(create_app(settings_for(db_url, tokens=tokens))) as c:
         assert c.get("/healthz").status_code == 200
@@ -232,7 +228,7 @@ def test_tokens_gate_every_route_but_healthz(db_url, settings_for, spec_factory)
         assert c.post("/api/worker/register", json=reg, headers=bot).status_code == 200
 
 
-def test_without_tokens_only_loopback_is_served(db_url, settings_for) -> None:  # type: ignore[no-untyped-def]
+def test_without_tokens_only_loopback_is_served(db_url, settings_for) -> None:
     app = create_app(settings_for(db_url))
     with TestClient(app, client=("203.0.113.7", 5000)) as c:
         r = c.get("/api/studies")
@@ -242,9 +238,7 @@ def test_without_tokens_only_loopback_is_served(db_url, settings_for) -> None:  
         assert c.get("/api/studies").status_code == 200
 
 
-def test_results_reported_with_a_claim_are_finished_one_by_one(  # type: ignore[no-untyped-def]
-    client, spec_factory
-) -> None:
+def test_results_reported_with_a_claim_are_finished_one_by_one(client, spec_factory) -> None:
     study_id = client.post("/api/studies", json=spec_factory()).json()["id"]
     wid = worker_session(client)
     trials = client.post("/api/worker/claim", json={"worker_id": wid, "max_trials": 3}).json()
@@ -276,7 +270,7 @@ def test_results_reported_with_a_claim_are_finished_one_by_one(  # type: ignore[
     assert counts["completed"] == 2 and counts["queued"] == 2
 
 
-def test_zoom_starts_coarse_to_fine_around_the_best_trials(client, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_zoom_starts_coarse_to_fine_around_the_best_trials(client, spec_factory) -> None:
     parent = client.post(
         "/api/studies", json=spec_factory(strategy={"type": "random", "trials": 12})
     ).json()["id"]
@@ -321,16 +315,14 @@ def _orm_reference(db_url: str, study_id: int) -> tuple[Any, list[Any]]:
     from service.studies import study_dict, trial_dict
 
     with get_database(db_url).session(write=False) as s:
-        study = s.get(Study, study_id)
+        study = s.get_one(Study, study_id)
         status = json.loads(json_bytes(study_dict(s, study)))
         trials = s.scalars(select(Trial).where(Trial.study_id == study_id)).all()
         summaries = [json.loads(json_bytes(trial_dict(t))) for t in trials]
     return status, summaries
 
 
-def test_status_and_trials_pages_agree_with_the_entities(  # type: ignore[no-untyped-def]
-    client, db_url, spec_factory
-) -> None:
+def test_status_and_trials_pages_agree_with_the_entities(client, db_url, spec_factory) -> None:
     # Hot reads (service.studies "Hot reads") select raw columns instead of entities: every
     # field, filter, order and page must come out as the entities say.
     study_id = client.post(
@@ -362,8 +354,8 @@ def test_status_and_trials_pages_agree_with_the_entities(  # type: ignore[no-unt
         )
         assert r.status_code == 200, r.text
     with get_database(db_url).session() as s:  # a stored timestamp with microseconds
-        s.get(Trial, mine[0]["trial_id"]).started_at = s.scalar(select(func.now())).replace(
-            microsecond=123456
+        s.get_one(Trial, mine[0]["trial_id"]).started_at = (
+            s.execute(select(func.now())).scalar_one().replace(microsecond=123456)
         )
     status, summaries = _orm_reference(db_url, study_id)
     assert client.get(f"/api/studies/{study_id}").json() == status
@@ -406,19 +398,20 @@ def test_status_and_trials_pages_agree_with_the_entities(  # type: ignore[no-unt
     items, total = list_studies(db=db)
     assert total == 2
     assert [json.loads(json_bytes(i)) for i in items] == [other_status, status]
-    items, total = list_studies(db=db, status="running", limit=1, offset=0)
+    items, total = list_studies(db=db, status=StudyStatus.running, limit=1, offset=0)
     assert total == 2 and len(items) == 1
     assert list_studies(db=db, name="tiny", offset=5) == ([], 2)
     assert client.get("/api/studies/999/trials").status_code == 404
 
 
-def test_a_stored_nan_is_null_in_every_read(sqlite_url, settings_for, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_stored_nan_is_null_in_every_read(sqlite_url, settings_for, spec_factory) -> None:
     # json.dumps stores NaN as a bare token (SQLite keeps the text as written); JSON has no
     # such number, so reads answer null, as for NaN floats anywhere.
     with TestClient(create_app(settings_for(sqlite_url))) as c:
         study_id = c.post("/api/studies", json=spec_factory()).json()["id"]
         with get_database(sqlite_url).session() as s:
             trial = s.scalars(select(Trial).where(Trial.study_id == study_id)).first()
+            assert trial is not None
             trial.params = {**trial.params, "odd": float("nan")}
         items = c.get(f"/api/studies/{study_id}/trials").json()["items"]
         assert items[0]["params"]["odd"] is None

@@ -17,7 +17,7 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-def client(db_url: str, settings_for) -> Any:  # type: ignore[no-untyped-def]
+def client(db_url: str, settings_for) -> Any:
     with TestClient(create_app(settings_for(db_url, migrate_on_start=False))) as c:
         yield c
 
@@ -54,10 +54,10 @@ def finish_all(client: TestClient, finals: list[float | None]) -> list[dict[str,
             body |= {"outcome": "completed", "epochs": curve(final)}
         r = client.post(f"/api/worker/trials/{t['trial_id']}/finish", json=body)
         assert r.status_code == 200, r.text
-    return trials  # type: ignore[no-any-return]
+    return trials
 
 
-def test_studies_page_filter_by_status_and_name(client, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_studies_page_filter_by_status_and_name(client, spec_factory) -> None:
     ids = [
         client.post("/api/studies", json=spec_factory(name=n)).json()["id"]
         for n in ("moons-a", "moons-b", "circles_c")
@@ -81,13 +81,13 @@ def test_studies_page_filter_by_status_and_name(client, spec_factory) -> None:  
     "params",
     [{"limit": 0}, {"limit": 201}, {"offset": -1}, {"status": "sleeping"}],
 )
-def test_studies_page_refuses_bad_parameters_naming_them(client, params) -> None:  # type: ignore[no-untyped-def]
+def test_studies_page_refuses_bad_parameters_naming_them(client, params) -> None:
     r = client.get("/api/studies", params=params)
     assert r.status_code == 422 and r.headers["content-type"].startswith(PROBLEM)
     assert r.json()["errors"][0]["loc"] == next(iter(params))
 
 
-def test_trials_filter_by_status_and_round_and_sort_by_objective(client, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_trials_filter_by_status_and_round_and_sort_by_objective(client, spec_factory) -> None:
     spec = spec_factory(
         strategy={"type": "random", "trials": 5},
         objective={"metric": "dev_cost", "direction": "minimize", "at": "last"},
@@ -110,7 +110,7 @@ def test_trials_filter_by_status_and_round_and_sort_by_objective(client, spec_fa
     assert client.get("/api/studies/999/trials").status_code == 404
 
 
-def test_exports_have_every_param_and_final_metric_as_a_column(client, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_exports_have_every_param_and_final_metric_as_a_column(client, spec_factory) -> None:
     spec = spec_factory(
         space={
             "learning_rate": {"type": "float", "low": 1e-4, "high": 1.0, "scale": "log"},
@@ -158,7 +158,7 @@ def test_exports_have_every_param_and_final_metric_as_a_column(client, spec_fact
     assert client.get("/api/studies/999/trials.csv").status_code == 404
 
 
-def test_nan_and_infinity_never_break_a_response(client, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_nan_and_infinity_never_break_a_response(client, spec_factory) -> None:
     study_id = client.post(
         "/api/studies", json=spec_factory(strategy={"type": "random", "trials": 1})
     ).json()["id"]
@@ -191,7 +191,7 @@ def test_nan_and_infinity_never_break_a_response(client, spec_factory) -> None: 
     assert ",," in client.get(f"/api/studies/{study_id}/trials.csv").text
 
 
-def test_idempotency_key_returns_the_same_study_or_422_for_another_spec(  # type: ignore[no-untyped-def]
+def test_idempotency_key_returns_the_same_study_or_422_for_another_spec(
     client, spec_factory
 ) -> None:
     key = {"idempotency-key": "batch-7-file-3"}
@@ -207,7 +207,7 @@ def test_idempotency_key_returns_the_same_study_or_422_for_another_spec(  # type
     assert no_key.json()["id"] != first.json()["id"]
 
 
-def test_retry_failed_requeues_and_says_how_many(client, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_retry_failed_requeues_and_says_how_many(client, spec_factory) -> None:
     study_id = client.post(
         "/api/studies", json=spec_factory(strategy={"type": "random", "trials": 3})
     ).json()["id"]
@@ -220,7 +220,7 @@ def test_retry_failed_requeues_and_says_how_many(client, spec_factory) -> None: 
     assert client.post("/api/studies/999/retry-failed").status_code == 404
 
 
-def test_preview_and_validate_describe_the_plan(client, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_preview_and_validate_describe_the_plan(client, spec_factory) -> None:
     r = client.post("/api/specs/preview", params={"n": 3}, json=spec_factory())
     assert r.status_code == 200, r.text
     preview = r.json()

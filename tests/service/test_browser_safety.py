@@ -41,9 +41,7 @@ def study_statuses(url: str) -> list[str]:
 # -- Host ------------------------------------------------------------------------------------
 
 
-def test_a_foreign_host_name_is_refused_as_dns_rebinding_needs_it(  # type: ignore[no-untyped-def]
-    sqlite_url, settings_for
-) -> None:
+def test_a_foreign_host_name_is_refused_as_dns_rebinding_needs_it(sqlite_url, settings_for) -> None:
     # The product's default: no configured names, not even the test client's.
     app = create_app(settings_for(sqlite_url, allowed_hosts="", migrate_on_start=False))
     with TestClient(app, base_url="http://127.0.0.1:8000") as c:
@@ -63,9 +61,7 @@ def test_a_foreign_host_name_is_refused_as_dns_rebinding_needs_it(  # type: igno
             assert c.get("/api/studies", headers={"host": host}).status_code == 200, host
 
 
-def test_configured_host_names_are_answered_and_star_answers_any(  # type: ignore[no-untyped-def]
-    sqlite_url, settings_for
-) -> None:
+def test_configured_host_names_are_answered_and_star_answers_any(sqlite_url, settings_for) -> None:
     names = "caviar.example, *.corp.example"
     app = create_app(settings_for(sqlite_url, allowed_hosts=names, migrate_on_start=False))
     with TestClient(app) as c:
@@ -94,7 +90,7 @@ def test_host_names_are_read_without_port_brackets_or_case() -> None:
 # -- Origin ----------------------------------------------------------------------------------
 
 
-def test_a_page_of_another_origin_cannot_cancel_or_create_without_tokens(  # type: ignore[no-untyped-def]
+def test_a_page_of_another_origin_cannot_cancel_or_create_without_tokens(
     client, sqlite_url, spec_factory
 ) -> None:
     study_id = client.post("/api/studies", json=spec_factory()).json()["id"]
@@ -123,13 +119,13 @@ def test_a_page_of_another_origin_cannot_cancel_or_create_without_tokens(  # typ
     assert r.status_code == 201
 
 
-def test_reads_from_another_origin_are_not_changes(client) -> None:  # type: ignore[no-untyped-def]
+def test_reads_from_another_origin_are_not_changes(client) -> None:
     # CORS (off here) decides what a page may read; a GET changes nothing.
     r = client.get("/api/studies", headers={"origin": "http://evil.example"})
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
 
 
-def test_a_foreign_origin_is_refused_with_a_token_too(sqlite_url, settings_for) -> None:  # type: ignore[no-untyped-def]
+def test_a_foreign_origin_is_refused_with_a_token_too(sqlite_url, settings_for) -> None:
     app = create_app(settings_for(sqlite_url, tokens=TOKENS, migrate_on_start=False))
     with TestClient(app) as c:
         headers = {**bearer(WRITER), "origin": "http://evil.example"}
@@ -138,7 +134,7 @@ def test_a_foreign_origin_is_refused_with_a_token_too(sqlite_url, settings_for) 
         assert c.post("/api/studies/1/cancel", headers=bearer(WRITER)).status_code == 404
 
 
-def test_configured_cors_origins_may_still_make_changes(  # type: ignore[no-untyped-def]
+def test_configured_cors_origins_may_still_make_changes(
     sqlite_url, settings_for, spec_factory
 ) -> None:
     settings = settings_for(
@@ -153,7 +149,7 @@ def test_configured_cors_origins_may_still_make_changes(  # type: ignore[no-unty
         assert c.post("/api/studies", json=spec_factory(), headers=other).status_code == 403
 
 
-def test_signing_out_from_another_site_is_refused(sqlite_url, settings_for) -> None:  # type: ignore[no-untyped-def]
+def test_signing_out_from_another_site_is_refused(sqlite_url, settings_for) -> None:
     app = create_app(settings_for(sqlite_url, tokens=TOKENS, migrate_on_start=False))
     with TestClient(app, follow_redirects=False) as c:
         form = {"content-type": "application/x-www-form-urlencoded"}
@@ -170,9 +166,7 @@ def test_signing_out_from_another_site_is_refused(sqlite_url, settings_for) -> N
 
 
 @pytest.mark.parametrize("tokens", ["", TOKENS], ids=["no-tokens", "tokens"])
-def test_no_page_of_another_origin_may_frame_any_answer(  # type: ignore[no-untyped-def]
-    sqlite_url, settings_for, tokens
-) -> None:
+def test_no_page_of_another_origin_may_frame_any_answer(sqlite_url, settings_for, tokens) -> None:
     app = create_app(settings_for(sqlite_url, tokens=tokens, migrate_on_start=False))
     with TestClient(app) as c:
         answers = [

@@ -28,7 +28,7 @@ def make_client(db_url: str, settings_for: Any, **overrides: Any) -> TestClient:
 
 
 @pytest.fixture
-def client(db_url: str, settings_for) -> Any:  # type: ignore[no-untyped-def]
+def client(db_url: str, settings_for) -> Any:
     with make_client(db_url, settings_for) as c:
         yield c
 
@@ -76,7 +76,7 @@ def fork(c: TestClient, trial_id: int, **changes: Any) -> Any:
 
 def test_a_fork_meets_the_epochs_cap_and_refuses_infinity(
     db_url, settings_for, spec_factory
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     with make_client(db_url, settings_for, max_epochs=100) as c:
         trial = trial_with_checkpoint(c, db_url, panda_spec(spec_factory))
         r = fork(c, trial, epochs=1_000_000_000)
@@ -91,7 +91,7 @@ def test_a_fork_meets_the_epochs_cap_and_refuses_infinity(
         assert fork(c, trial, epochs=50).status_code == 201
 
 
-def test_a_fork_cannot_grow_a_study_past_max_trials(db_url, settings_for, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_fork_cannot_grow_a_study_past_max_trials(db_url, settings_for, spec_factory) -> None:
     with make_client(db_url, settings_for, max_trials_per_study=3) as c:
         trial = trial_with_checkpoint(c, db_url, panda_spec(spec_factory))
         assert [fork(c, trial, l2=0.1 * i).status_code for i in range(2)] == [201, 201]
@@ -101,7 +101,7 @@ def test_a_fork_cannot_grow_a_study_past_max_trials(db_url, settings_for, spec_f
         assert trials_of(db_url, trial) == 3
 
 
-def test_forks_spend_the_submission_rate(db_url, settings_for, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_forks_spend_the_submission_rate(db_url, settings_for, spec_factory) -> None:
     with make_client(db_url, settings_for, submit_burst=3, submit_rate_per_minute=1) as c:
         trial = trial_with_checkpoint(c, db_url, panda_spec(spec_factory))  # one submission
         codes = [fork(c, trial, l2=0.01 * i).status_code for i in range(4)]
@@ -109,7 +109,7 @@ def test_forks_spend_the_submission_rate(db_url, settings_for, spec_factory) -> 
         assert int(fork(c, trial, l2=0.5).headers["retry-after"]) >= 1
 
 
-def test_a_panda_trial_keeps_at_most_the_checkpoint_cap(db_url, settings_for, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_panda_trial_keeps_at_most_the_checkpoint_cap(db_url, settings_for, spec_factory) -> None:
     with make_client(db_url, settings_for, max_checkpoints_per_trial=20) as c:
         spec = panda_spec(spec_factory)
         spec["execution"] = {**spec["execution"], "checkpoint_every": 1}
@@ -145,7 +145,7 @@ def test_a_panda_trial_keeps_at_most_the_checkpoint_cap(db_url, settings_for, sp
         ),
     ],
 )  # fmt: skip
-def test_a_network_whose_checkpoint_passes_the_cap_is_refused(  # type: ignore[no-untyped-def]
+def test_a_network_whose_checkpoint_passes_the_cap_is_refused(
     client, spec_factory, change, loc, layers
 ) -> None:
     spec = spec_factory(**change)
@@ -167,7 +167,7 @@ def upload(c: TestClient, content: bytes, **params: Any) -> Any:
     )
 
 
-def test_an_upload_of_many_features_caps_the_network_trained_on_it(client, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_an_upload_of_many_features_caps_the_network_trained_on_it(client, spec_factory) -> None:
     header = ",".join(f"x{i}" for i in range(2000)) + ",y\n"
     rows = "".join(
         ",".join(str((i + j) % 3) for j in range(2000)) + f",{i % 2}\n" for i in range(6)
@@ -187,7 +187,7 @@ def test_an_upload_of_many_features_caps_the_network_trained_on_it(client, spec_
 
 def test_the_output_layer_is_capped_at_upload_and_at_validation(
     db_url, settings_for, spec_factory
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     with make_client(db_url, settings_for, max_classes=100) as c:
         labels = "a,y\n" + "".join(f"{i % 7},class-{i}\n" for i in range(400))
         r = upload(c, labels.encode(), label_column="y")
@@ -213,7 +213,7 @@ def test_the_output_layer_is_capped_at_upload_and_at_validation(
 
 @pytest.mark.parametrize("path", ["/api/studies", "/api/specs/validate", "/api/specs/preview"])
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
-def test_a_spec_body_is_read_only_as_json_or_yaml(client, spec_factory, path, content_type) -> None:  # type: ignore[no-untyped-def]
+def test_a_spec_body_is_read_only_as_json_or_yaml(client, spec_factory, path, content_type) -> None:
     body = json.dumps(spec_factory()).encode()
     headers = {"content-type": content_type} if content_type else {}
     r = client.post(path, content=body, headers=headers)
@@ -247,7 +247,7 @@ def test_a_spec_body_is_read_only_as_json_or_yaml(client, spec_factory, path, co
 )
 def test_values_a_database_cannot_hold_are_422_naming_the_field(
     client, spec_factory, text, loc
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     spec = {k: v for k, v in spec_factory().items() if f'"{k}"' not in text}
     body = "{" + text + ", " + json.dumps(spec)[1:]
     for path in ("/api/specs/validate", "/api/studies"):
@@ -267,7 +267,7 @@ def big_spec(spec_factory: Any) -> dict[str, Any]:
 
 def test_validations_and_previews_spend_a_rate_of_their_own(
     db_url, settings_for, spec_factory
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     with make_client(db_url, settings_for, spec_check_burst=3, spec_check_rate_per_minute=1) as c:
         spec = spec_factory()
         codes = [c.post("/api/specs/validate", json=spec).status_code for _ in range(2)]
@@ -279,7 +279,7 @@ def test_validations_and_previews_spend_a_rate_of_their_own(
         assert c.post("/api/studies", json=spec).status_code == 201  # submissions: their own
 
 
-def test_a_preview_draws_only_the_trials_it_shows(client, spec_factory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_preview_draws_only_the_trials_it_shows(client, spec_factory, monkeypatch) -> None:
     decoded = []
     real = SearchSpace.decode
 
@@ -297,7 +297,7 @@ def test_a_preview_draws_only_the_trials_it_shows(client, spec_factory, monkeypa
     assert len(decoded) == 10_000  # every trial of round 1 checked, as a submission is, once
 
 
-def test_spec_work_runs_off_the_event_loop(client, spec_factory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_spec_work_runs_off_the_event_loop(client, spec_factory, monkeypatch) -> None:
     import service.spec.loader as loader
 
     on_loop = []

@@ -52,11 +52,11 @@ def finish(api: httpx.Client, finals: list[float | None]) -> None:
 
 
 @pytest.fixture
-def service(db_url, live_service) -> Any:  # type: ignore[no-untyped-def]
+def service(db_url, live_service) -> Any:
     return live_service(db_url)
 
 
-def test_status_trials_cancel_and_export(service, spec_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_status_trials_cancel_and_export(service, spec_factory, tmp_path) -> None:
     url = service.url
     with httpx.Client(base_url=url) as api:
         first = api.post("/api/studies", json=spec_factory(name="alpha")).json()["id"]
@@ -107,9 +107,7 @@ def test_status_trials_cancel_and_export(service, spec_factory, tmp_path) -> Non
         assert "study 999 does not exist" in missing.stderr
 
 
-def test_errors_from_tokens_and_unreachable_services_are_one_line(  # type: ignore[no-untyped-def]
-    sqlite_url, live_service
-) -> None:
+def test_errors_from_tokens_and_unreachable_services_are_one_line(sqlite_url, live_service) -> None:
     svc = live_service(sqlite_url, tokens="me:read:reader-secret-0123456789")
     refused = caviar("status", "--api", svc.url, "--token", "wrong-token-0123456789")
     assert refused.exit_code == 2 and "401" in refused.stderr
@@ -129,7 +127,7 @@ def write_specs(folder: Path, specs: dict[str, Any]) -> None:
         (folder / name).write_text(text)
 
 
-def test_submit_validates_the_whole_folder_and_names_each_bad_file_and_field(  # type: ignore[no-untyped-def]
+def test_submit_validates_the_whole_folder_and_names_each_bad_file_and_field(
     sqlite_url, live_service, spec_factory, tmp_path
 ) -> None:
     svc = live_service(sqlite_url)
@@ -168,7 +166,7 @@ def test_submit_validates_the_whole_folder_and_names_each_bad_file_and_field(  #
     assert nothing.exit_code == 2 and "no file matches" in nothing.stderr
 
 
-def test_submit_waits_through_a_rate_limit_instead_of_failing_half_a_batch(  # type: ignore[no-untyped-def]
+def test_submit_waits_through_a_rate_limit_instead_of_failing_half_a_batch(
     sqlite_url, live_service, spec_factory, tmp_path
 ) -> None:
     svc = live_service(sqlite_url, submit_burst=2, submit_rate_per_minute=60)
@@ -180,7 +178,7 @@ def test_submit_waits_through_a_rate_limit_instead_of_failing_half_a_batch(  # t
     assert httpx.get(f"{svc.url}/api/studies").json()["total"] == 3
 
 
-def test_validate_names_every_wrong_field_with_its_file(spec_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_validate_names_every_wrong_field_with_its_file(spec_factory, tmp_path) -> None:
     write_specs(
         tmp_path,
         {
@@ -196,7 +194,7 @@ def test_validate_names_every_wrong_field_with_its_file(spec_factory, tmp_path) 
     assert any("surprise" in line for line in lines), r.stderr
 
 
-def test_submit_wait_shows_each_study_and_exits_1_when_one_did_not_complete(  # type: ignore[no-untyped-def]
+def test_submit_wait_shows_each_study_and_exits_1_when_one_did_not_complete(
     sqlite_url, live_service, spec_factory, tmp_path
 ) -> None:
     svc = live_service(sqlite_url)
@@ -235,7 +233,7 @@ def test_submit_wait_shows_each_study_and_exits_1_when_one_did_not_complete(  # 
     assert "study 2: [cancelled]" in out
 
 
-def test_submit_wait_exits_0_once_every_study_completed(  # type: ignore[no-untyped-def]
+def test_submit_wait_exits_0_once_every_study_completed(
     sqlite_url, live_service, spec_factory, tmp_path
 ) -> None:
     svc = live_service(sqlite_url)
@@ -258,7 +256,7 @@ def test_submit_wait_exits_0_once_every_study_completed(  # type: ignore[no-unty
 
 
 @pytest.mark.parametrize("terminal", [True, False])
-def test_run_shows_a_live_table_on_a_terminal_and_plain_lines_otherwise(  # type: ignore[no-untyped-def]
+def test_run_shows_a_live_table_on_a_terminal_and_plain_lines_otherwise(
     sqlite_url, settings_for, spec_factory, terminal
 ) -> None:
     db = get_database(sqlite_url)
@@ -284,7 +282,7 @@ def test_run_shows_a_live_table_on_a_terminal_and_plain_lines_otherwise(  # type
         )
 
 
-def test_run_leaves_no_database_behind_for_a_spec_it_refuses(  # type: ignore[no-untyped-def]
+def test_run_leaves_no_database_behind_for_a_spec_it_refuses(
     spec_factory, tmp_path, monkeypatch
 ) -> None:
     from service.settings import get_settings
@@ -320,7 +318,7 @@ def serve(port: int, db: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def test_serve_submits_only_to_the_service_it_started(  # type: ignore[no-untyped-def]
+def test_serve_submits_only_to_the_service_it_started(
     sqlite_url, live_service, spec_factory, tmp_path
 ) -> None:
     first = live_service(sqlite_url)  # `make run` already running on this port

@@ -29,9 +29,12 @@ def caviar(*args: str) -> Any:
 def commands() -> list[tuple[str, ...]]:
     """Every command and group of the app as its words: ("run",), ("db",), ("db", "upgrade")..."""
     import typer
+    import typer.core
 
     found: list[tuple[str, ...]] = []
-    for name, command in typer.main.get_command(app).commands.items():
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    for name, command in group.commands.items():
         found.append((name,))
         found += [(name, sub) for sub in getattr(command, "commands", {})]
     return found
@@ -80,7 +83,7 @@ def end(api: httpx.Client, trial: dict[str, Any], value: float, epochs: int = 2)
     assert r.status_code == 200, r.text
 
 
-def test_pause_resume_stop_retry_fork_and_zoom_act_on_a_live_service(  # type: ignore[no-untyped-def]
+def test_pause_resume_stop_retry_fork_and_zoom_act_on_a_live_service(
     sqlite_url, live_service, spec_factory
 ) -> None:
     url = live_service(sqlite_url).url
@@ -144,7 +147,7 @@ def test_pause_resume_stop_retry_fork_and_zoom_act_on_a_live_service(  # type: i
         assert r.exit_code == 2 and "not waiting for a review" in r.stderr
 
 
-def test_continue_lets_a_reviewed_panda_study_run_its_next_trial(  # type: ignore[no-untyped-def]
+def test_continue_lets_a_reviewed_panda_study_run_its_next_trial(
     sqlite_url, live_service, spec_factory
 ) -> None:
     url = live_service(sqlite_url).url
@@ -161,7 +164,7 @@ def test_continue_lets_a_reviewed_panda_study_run_its_next_trial(  # type: ignor
         assert len(claim(api, 1)) == 1
 
 
-def test_datasets_upload_list_and_delete(sqlite_url, live_service, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_datasets_upload_list_and_delete(sqlite_url, live_service, tmp_path) -> None:
     url = live_service(sqlite_url).url
     rows = ["age,spend,churned"] + [f"{i / 10},{(i * 7) % 5},{i % 2}" for i in range(40)]
     data = tmp_path / "churn.csv"

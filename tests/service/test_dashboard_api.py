@@ -30,7 +30,7 @@ def seeded(db_url: str, settings_for: Any) -> Iterator[tuple[TestClient, int, li
         yield client, study_id, list(rows)
 
 
-def test_the_overview_samples_at_most_the_cap_and_always_the_best(seeded) -> None:  # type: ignore[no-untyped-def]
+def test_the_overview_samples_at_most_the_cap_and_always_the_best(seeded) -> None:
     client, study_id, rows = seeded
     ov = client.get(f"/api/dashboard/studies/{study_id}", params={"points": 500}).json()
     assert ov["study"]["counts"]["completed"] == TRIALS
@@ -54,7 +54,7 @@ def test_the_overview_samples_at_most_the_cap_and_always_the_best(seeded) -> Non
     assert len(ov["rounds"]) == 5 and ov["rounds"][0]["box"]["axes"]["learning_rate"]["low"] > 0
 
 
-def test_the_records_are_exactly_the_trials_that_improved_the_best(seeded) -> None:  # type: ignore[no-untyped-def]
+def test_the_records_are_exactly_the_trials_that_improved_the_best(seeded) -> None:
     client, study_id, rows = seeded
     expected, best = [], float("-inf")
     for r in rows:
@@ -66,7 +66,7 @@ def test_the_records_are_exactly_the_trials_that_improved_the_best(seeded) -> No
     assert ov["records"][-1][1] == ov["study"]["best_trial"]["value"]
 
 
-def test_curves_of_the_best_trials_are_strided_and_keep_the_last_epoch(seeded) -> None:  # type: ignore[no-untyped-def]
+def test_curves_of_the_best_trials_are_strided_and_keep_the_last_epoch(seeded) -> None:
     client, study_id, rows = seeded
     curves = client.get(
         f"/api/dashboard/studies/{study_id}/curves", params={"top": 3, "points": 10}
@@ -89,7 +89,7 @@ def test_curves_of_the_best_trials_are_strided_and_keep_the_last_epoch(seeded) -
         ("-number", lambda r: -r.number),
     ],
 )
-def test_the_trials_table_sorts_by_any_column(seeded, sort, key) -> None:  # type: ignore[no-untyped-def]
+def test_the_trials_table_sorts_by_any_column(seeded, sort, key) -> None:
     client, study_id, rows = seeded
     page = client.get(
         f"/api/dashboard/studies/{study_id}/trials",
@@ -100,7 +100,7 @@ def test_the_trials_table_sorts_by_any_column(seeded, sort, key) -> None:  # typ
     assert [t["id"] for t in page["items"]] == [r.id for r in expected]
 
 
-def test_the_trials_table_filters_by_round(seeded) -> None:  # type: ignore[no-untyped-def]
+def test_the_trials_table_filters_by_round(seeded) -> None:
     client, study_id, _ = seeded
     page = client.get(
         f"/api/dashboard/studies/{study_id}/trials", params={"round": 2, "limit": 5}
@@ -109,7 +109,7 @@ def test_the_trials_table_filters_by_round(seeded) -> None:  # type: ignore[no-u
     assert {t["round"] for t in page["items"]} == {2}
 
 
-def test_a_live_trial_page_fetches_only_the_epochs_it_lacks(seeded) -> None:  # type: ignore[no-untyped-def]
+def test_a_live_trial_page_fetches_only_the_epochs_it_lacks(seeded) -> None:
     client, study_id, _ = seeded
     curves = client.get(f"/api/dashboard/studies/{study_id}/curves", params={"top": 1}).json()
     trial_id = curves[0]["trial"]["id"]
@@ -122,7 +122,7 @@ def test_a_live_trial_page_fetches_only_the_epochs_it_lacks(seeded) -> None:  # 
     assert client.get(f"/api/trials/{trial_id}/metrics").json() == whole["rows"]
 
 
-def test_bad_requests_are_problems_not_crashes(seeded) -> None:  # type: ignore[no-untyped-def]
+def test_bad_requests_are_problems_not_crashes(seeded) -> None:
     client, study_id, _ = seeded
     r = client.get(f"/api/dashboard/studies/{study_id}/trials", params={"sort": "params.nope"})
     assert r.status_code == 422
@@ -133,7 +133,7 @@ def test_bad_requests_are_problems_not_crashes(seeded) -> None:  # type: ignore[
     assert client.get("/api/dashboard/trials/999999/cursor").status_code == 404
 
 
-def test_plotly_js_is_served_from_the_plotly_package(seeded) -> None:  # type: ignore[no-untyped-def]
+def test_plotly_js_is_served_from_the_plotly_package(seeded) -> None:
     client, _, _ = seeded
     r = client.get("/static/vendor/plotly.min.js")
     assert r.status_code == 200
@@ -147,7 +147,7 @@ def test_plotly_js_is_served_from_the_plotly_package(seeded) -> None:  # type: i
     assert again.status_code == 304 and again.content == b""
 
 
-def test_the_page_cursor_never_passes_an_event_still_being_written(  # type: ignore[no-untyped-def]
+def test_the_page_cursor_never_passes_an_event_still_being_written(
     postgres_url: str, settings_for, spec_factory
 ) -> None:
     """PostgreSQL hands out event ids before commit: a later id can commit first. The cursor

@@ -19,13 +19,13 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-def client(db_url: str, settings_for) -> Any:  # type: ignore[no-untyped-def]
+def client(db_url: str, settings_for) -> Any:
     with TestClient(create_app(settings_for(db_url, migrate_on_start=False))) as c:
         yield c
 
 
 @pytest.fixture
-def sqlite_client(sqlite_url: str, settings_for) -> Any:  # type: ignore[no-untyped-def]
+def sqlite_client(sqlite_url: str, settings_for) -> Any:
     settings = settings_for(sqlite_url, migrate_on_start=False, max_dataset_bytes=64 * 1024)
     with TestClient(create_app(settings)) as c:
         yield c
@@ -60,7 +60,7 @@ def stored(db_url: str) -> int:
         return s.query(Dataset).count()
 
 
-def test_a_csv_upload_is_checked_stored_and_deduplicated(client, db_url) -> None:  # type: ignore[no-untyped-def]
+def test_a_csv_upload_is_checked_stored_and_deduplicated(client, db_url) -> None:
     content = churn_csv()
     r = upload(client, content, name="churn.csv", label_column="churned")
     assert r.status_code == 201, r.text
@@ -80,7 +80,7 @@ def test_a_csv_upload_is_checked_stored_and_deduplicated(client, db_url) -> None
     assert client.get(f"/api/datasets/{ds['id']}").json()["sha256"] == sha
 
 
-def test_an_npz_upload_is_recognized_by_its_content(client) -> None:  # type: ignore[no-untyped-def]
+def test_an_npz_upload_is_recognized_by_its_content(client) -> None:
     rng = np.random.default_rng(1)
     X = rng.normal(size=(40, 3))
     content = npz_bytes(X=X, y=(X[:, 0] > 0).astype(int))
@@ -101,7 +101,7 @@ def test_an_npz_upload_is_recognized_by_its_content(client) -> None:  # type: ig
         (npz_bytes(X=np.zeros((3, 2)), y=np.array([1.0, np.nan, 0.0])), {}, "NaN"),
     ],
 )
-def test_a_bad_file_is_422_with_the_loaders_reason_and_nothing_stored(  # type: ignore[no-untyped-def]
+def test_a_bad_file_is_422_with_the_loaders_reason_and_nothing_stored(
     sqlite_client, sqlite_url, content, params, words
 ) -> None:
     r = upload(sqlite_client, content, **params)
@@ -111,7 +111,7 @@ def test_a_bad_file_is_422_with_the_loaders_reason_and_nothing_stored(  # type: 
     assert stored(sqlite_url) == 0
 
 
-def test_an_npz_that_would_inflate_past_the_cap_is_refused_unread(sqlite_client) -> None:  # type: ignore[no-untyped-def]
+def test_an_npz_that_would_inflate_past_the_cap_is_refused_unread(sqlite_client) -> None:
     # 400 MB of zeros compress to a few hundred kilobytes; the header alone gives it away.
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -125,7 +125,7 @@ def test_an_npz_that_would_inflate_past_the_cap_is_refused_unread(sqlite_client)
     assert r.status_code == 422 and "once loaded" in r.json()["detail"]
 
 
-def test_an_upload_over_the_dataset_cap_is_413(sqlite_client, sqlite_url) -> None:  # type: ignore[no-untyped-def]
+def test_an_upload_over_the_dataset_cap_is_413(sqlite_client, sqlite_url) -> None:
     big = churn_csv(4000)  # ~100 KB against a 64 KB cap
     r = upload(sqlite_client, big, label_column="churned")
     assert r.status_code == 413 and r.headers["content-type"].startswith(PROBLEM)
@@ -139,7 +139,7 @@ def test_an_upload_over_the_dataset_cap_is_413(sqlite_client, sqlite_url) -> Non
     assert stored(sqlite_url) == 0
 
 
-def test_a_study_trains_on_an_uploaded_data_set_and_it_cannot_be_deleted(  # type: ignore[no-untyped-def]
+def test_a_study_trains_on_an_uploaded_data_set_and_it_cannot_be_deleted(
     client, spec_factory
 ) -> None:
     ds = upload(client, churn_csv(), name="churn.csv", label_column="churned").json()
@@ -164,7 +164,7 @@ def test_a_study_trains_on_an_uploaded_data_set_and_it_cannot_be_deleted(  # typ
     assert client.get("/api/datasets").json()["total"] == 1
 
 
-def test_a_spec_may_train_on_another_column_of_an_upload_if_it_loads(client, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_spec_may_train_on_another_column_of_an_upload_if_it_loads(client, spec_factory) -> None:
     ds = upload(client, churn_csv(), label_column="churned").json()
     other = spec_factory(dataset={"name": ds["id"], "label_column": "age"})
     r = client.post("/api/studies", json=other)
@@ -177,7 +177,7 @@ def test_a_spec_may_train_on_another_column_of_an_upload_if_it_loads(client, spe
     assert "not found" in r.json()["errors"][0]["msg"]
 
 
-def test_workers_fetch_the_bytes_with_an_etag(db_url, settings_for) -> None:  # type: ignore[no-untyped-def]
+def test_workers_fetch_the_bytes_with_an_etag(db_url, settings_for) -> None:
     tokens = "me:read,write:rw-secret-0123456789ab;w:worker:worker-secret-0123456789"
     app = create_app(settings_for(db_url, tokens=tokens, migrate_on_start=False))
     rw = {"authorization": "Bearer rw-secret-0123456789ab"}
@@ -200,7 +200,7 @@ def test_workers_fetch_the_bytes_with_an_etag(db_url, settings_for) -> None:  # 
         assert c.get("/api/worker/datasets/ds-nope", headers=worker).status_code == 404
 
 
-def test_worker_processes_train_a_study_on_an_uploaded_csv(  # type: ignore[no-untyped-def]
+def test_worker_processes_train_a_study_on_an_uploaded_csv(
     sqlite_url, live_service, spec_factory, tmp_path, monkeypatch
 ) -> None:
     """End to end: upload, a study naming the id, real workers fetch the file and train."""
@@ -235,7 +235,7 @@ def test_worker_processes_train_a_study_on_an_uploaded_csv(  # type: ignore[no-u
 
 
 @pytest.mark.parametrize("param", ["name", "label_column"])
-def test_a_nul_in_an_upload_s_names_is_422_naming_it(client, db_url, param) -> None:  # type: ignore[no-untyped-def]
+def test_a_nul_in_an_upload_s_names_is_422_naming_it(client, db_url, param) -> None:
     # PostgreSQL cannot store a NUL: it was a database error, rendered as "out of range".
     params = {"name": "churn.csv", "label_column": "churned", param: "a\x00b"}
     r = upload(client, churn_csv(), **params)

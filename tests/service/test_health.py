@@ -17,16 +17,14 @@ from service.db import forget_database
 TOKENS = "admin:read,write:admin-secret-0123456789;w:worker:worker-secret-0123456789"
 
 
-def test_ready_once_migrated_to_head(db_url, settings_for) -> None:  # type: ignore[no-untyped-def]
+def test_ready_once_migrated_to_head(db_url, settings_for) -> None:
     app = create_app(settings_for(db_url, migrate_on_start=False))
     r = TestClient(app).get("/readyz")
     assert r.status_code == 200, r.text
     assert r.json() == {"status": "ready", "revision": migrate.head_revision(db_url)}
 
 
-def test_not_ready_before_the_migrations_while_still_alive(  # type: ignore[no-untyped-def]
-    empty_db_url, settings_for
-) -> None:
+def test_not_ready_before_the_migrations_while_still_alive(empty_db_url, settings_for) -> None:
     app = create_app(settings_for(empty_db_url, migrate_on_start=False))
     c = TestClient(app)
     r = c.get("/readyz")
@@ -40,7 +38,7 @@ def test_not_ready_before_the_migrations_while_still_alive(  # type: ignore[no-u
     assert c.get("/readyz").status_code == 200
 
 
-def test_not_ready_when_the_database_does_not_answer(settings_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_not_ready_when_the_database_does_not_answer(settings_for, tmp_path: Path) -> None:
     # Port 1 on loopback: nothing listens, the connection is refused at once.
     url = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
     try:
@@ -53,9 +51,7 @@ def test_not_ready_when_the_database_does_not_answer(settings_for, tmp_path: Pat
         forget_database(url)
 
 
-def test_both_probes_need_no_token_and_are_documented_as_public(  # type: ignore[no-untyped-def]
-    db_url, settings_for
-) -> None:
+def test_both_probes_need_no_token_and_are_documented_as_public(db_url, settings_for) -> None:
     app = create_app(settings_for(db_url, tokens=TOKENS, migrate_on_start=False))
     c = TestClient(app, client=("10.0.0.9", 50000))  # not loopback: only tokens would let it in
     assert c.get("/api/studies").status_code == 401
@@ -69,7 +65,7 @@ def test_both_probes_need_no_token_and_are_documented_as_public(  # type: ignore
 # -- writes, and every 503 saying why with Retry-After -----------------------------------------
 
 
-def test_not_ready_when_the_server_takes_no_writes(  # type: ignore[no-untyped-def]
+def test_not_ready_when_the_server_takes_no_writes(
     migrated_postgres_url, postgres_admin, settings_for
 ) -> None:
     """A read-only PostgreSQL (a standby, a database set read-only) answers every read."""
@@ -87,9 +83,7 @@ def test_not_ready_when_the_server_takes_no_writes(  # type: ignore[no-untyped-d
     assert r.headers["retry-after"] == "5"
 
 
-def test_not_ready_when_a_sqlite_file_takes_no_writes(  # type: ignore[no-untyped-def]
-    sqlite_url, settings_for
-) -> None:
+def test_not_ready_when_a_sqlite_file_takes_no_writes(sqlite_url, settings_for) -> None:
     path = make_url(sqlite_url).database
     read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
     try:
@@ -100,11 +94,11 @@ def test_not_ready_when_a_sqlite_file_takes_no_writes(  # type: ignore[no-untype
         forget_database(read_only)
 
 
-def test_not_ready_while_the_write_lock_stays_taken(sqlite_url, settings_for) -> None:  # type: ignore[no-untyped-def]
+def test_not_ready_while_the_write_lock_stays_taken(sqlite_url, settings_for) -> None:
     """Answered within the probe's own wait (2 s), not the service's 30 s lock timeout."""
     app = create_app(settings_for(sqlite_url, migrate_on_start=False))
     c = TestClient(app)
-    writer = sqlite3.connect(make_url(sqlite_url).database, isolation_level=None)
+    writer = sqlite3.connect(str(make_url(sqlite_url).database), isolation_level=None)
     try:
         writer.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         began = time.monotonic()
@@ -117,7 +111,7 @@ def test_not_ready_while_the_write_lock_stays_taken(sqlite_url, settings_for) ->
     assert c.get("/readyz").status_code == 200
 
 
-def test_not_ready_when_the_disk_of_a_sqlite_file_is_full(sqlite_url, settings_for) -> None:  # type: ignore[no-untyped-def]
+def test_not_ready_when_the_disk_of_a_sqlite_file_is_full(sqlite_url, settings_for) -> None:
     """What a full disk looks like to the probe: less free than writes need."""
     settings = settings_for(sqlite_url, ready_min_free_bytes=2**62, migrate_on_start=False)
     r = TestClient(create_app(settings)).get("/readyz")
@@ -126,7 +120,7 @@ def test_not_ready_when_the_disk_of_a_sqlite_file_is_full(sqlite_url, settings_f
     assert r.headers["retry-after"] == "5"
 
 
-def test_every_503_says_why_and_when_to_come_back(settings_for) -> None:  # type: ignore[no-untyped-def]
+def test_every_503_says_why_and_when_to_come_back(settings_for) -> None:
     url = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
     try:
         c = TestClient(create_app(settings_for(url, migrate_on_start=False)))

@@ -289,3 +289,109 @@ def test_a_batch_that_closes_a_round_opens_the_next_once(db: Database, spec_fact
         count = s.scalar(select(func.count()).select_from(Trial))
     assert (rounds, len(ended), count) == ([0, 1], 1, 6)  # round 1 opened exactly once
     assert get_study(db=db, study_id=study_id)["status"] == "completed"
+
+
+def _finish_taking(db: Database, trial: Any, seconds: float) -> None:
+    """Report `trial` completed after `seconds` of running (its study's pace learns it)."""
+    finish_trials(
+        db=db,
+        results=[
+            {
+                "trial_id": trial.trial_id,
+                "lease_token": trial.lease_token,
+                "outcome": "completed",
+                "epochs": [{"epoch": 1, "dev_accuracy": 0.5}],
+                "seconds": seconds,
+            }
+        ],
+    )
+
+
+def test_two_long_trials_of_a_study_go_to_two_idle_workers(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+    # The issue's case: after a study of short trials, a worker leased both trials of a
+    # study of two 60 s trials (from its own average, of another study's trials) while
+    # the other worker sat idle. Leases are sized from each study's own durations: one
+    # whose trials' length is not known yet, or is long, is leased a trial at a time.
+    short = make_study(db, spec_factory(name="short", strategy={"type": "random", "trials": 40}))
+    busy = register_worker(db=db, name="busy", host="h", pid=1)
+    for _ in range(4):
+        for trial in claim_trials(
+            db=db, worker_id=busy, max_trials=16, lease_seconds=LEASE, target_seconds=0.25
+        ):
+            _finish_taking(db, trial, 0.01)
+    long = make_study(db, spec_factory(name="long", strategy={"type": "random", "trials": 3}))
+    idle = register_worker(db=db, name="idle", host="h", pid=2)
+    sized = {"max_trials": 16, "lease_seconds": LEASE, "target_seconds": 0.25}
+    first = claim_trials(db=db, worker_id=busy, **sized)
+    # fair turns: the long study's first trial, then what fits behind it (nothing)
+    assert [t.study_id for t in first] == [long]
+    second = claim_trials(db=db, worker_id=idle, **sized)
+    assert second and second[0].study_id in (long, short)
+    _finish_taking(db, first[0], 60.0)  # now the long study's trials are known to be long
+    for trial in second:
+        _finish_taking(db, trial, 60.0 if trial.study_id == long else 0.01)
+    third = claim_trials(db=db, worker_id=idle, **sized)
+    longs = [t for t in third if t.study_id == long]
+    assert len(longs) <= 1 and (not longs or third[-1].study_id == long)
+    assert all(t.expected_seconds == 60.0 for t in longs)
+
+
+def test_no_trial_is_leased_behind_one_longer_than_the_target(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+    short = make_study(db, spec_factory(name="short", strategy={"type": "random", "trials": 30}))
+    long = make_study(db, spec_factory(name="long", strategy={"type": "random", "trials": 30}))
+    wid = register_worker(db=db, name="w", host="h", pid=1)
+    sized = {"max_trials": 64, "lease_seconds": LEASE, "target_seconds": 0.25}
+    warm = claim_trials(db=db, worker_id=wid, **sized)  # a trial of each: not known yet
+    assert sorted(t.study_id for t in warm) == [short] or [t.study_id for t in warm] == [long]
+    for trial in warm:
+        _finish_taking(db, trial, 0.02 if trial.study_id == short else 5.0)
+    for _ in range(6):
+        lease = claim_trials(db=db, worker_id=wid, **sized)
+        assert lease
+        ahead = 0.0
+        for trial in lease:
+            # every trial waits at most the target behind the ones before it
+            assert ahead <= 0.25, [(t.study_id, t.expected_seconds) for t in lease]
+            ahead += trial.expected_seconds if trial.expected_seconds is not None else 1e9
+        for trial in lease:
+            _finish_taking(db, trial, 0.02 if trial.study_id == short else 5.0)
+    # a worker still busy for longer than the target gets nothing to queue behind it
+    assert claim_trials(db=db, worker_id=wid, busy_seconds=0.3, **sized) == []
+    # and one that does not size its leases gets what it asks for, as before
+    assert len(claim_trials(db=db, worker_id=wid, max_trials=3, lease_seconds=LEASE)) == 3
+
+
+def test_a_handed_back_trial_resumes_from_its_latest_checkpoint(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+    # A worker that stops stores the running trial's checkpoint, then hands it back: the
+    # next attempt starts there (it restarted from epoch 1).
+    from service.checkpoints import store_checkpoint
+    from tests.service.test_checkpoints import checkpoint_bytes
+
+    make_study(
+        db,
+        spec_factory(
+            strategy={"type": "random", "trials": 1}, model={"hidden_layers": [2], "epochs": 8}
+        ),
+    )
+    wid = register_worker(db=db, name="w", host="h", pid=1)
+    (trial,) = claim(db, wid)
+    with db.session() as s:  # epochs 1-3 were reported
+        s.add_all(
+            Metric(trial_id=trial.trial_id, attempt=1, epoch=e, dev_accuracy=0.5) for e in (1, 2, 3)
+        )
+    store_checkpoint(
+        db=db,
+        trial_id=trial.trial_id,
+        lease_token=trial.lease_token,
+        epoch=3,
+        content=checkpoint_bytes(3),
+    )
+    release_trial(db=db, trial_id=trial.trial_id, lease_token=trial.lease_token)
+    (again,) = claim(db, wid)
+    assert again.attempt == 2 and again.resume is not None and again.resume["epoch"] == 3
+    with db.session(write=False) as s:
+        carried = s.scalars(
+            select(Metric.epoch).where(Metric.trial_id == trial.trial_id, Metric.attempt == 2)
+        ).all()
+        released = s.scalars(select(Event.data).where(Event.type == "trial.released")).all()
+    assert sorted(carried) == [1, 2, 3] and released == [{"from_epoch": 3}]

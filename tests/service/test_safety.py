@@ -33,12 +33,12 @@ def bearer(secret: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def app(sqlite_url: str, settings_for) -> Any:  # type: ignore[no-untyped-def]
+def app(sqlite_url: str, settings_for) -> Any:
     return create_app(settings_for(sqlite_url, tokens=TOKENS, migrate_on_start=False))
 
 
 @pytest.fixture
-def client(sqlite_url: str, settings_for) -> Any:  # type: ignore[no-untyped-def]
+def client(sqlite_url: str, settings_for) -> Any:
     with TestClient(create_app(settings_for(sqlite_url, migrate_on_start=False))) as c:
         yield c
 
@@ -97,7 +97,7 @@ WRONG = {"read": WORKER, "write": READER, "worker": WRITER}
 @pytest.mark.parametrize(
     ("method", "path", "scope"), MATRIX, ids=[f"{m} {p}" for m, p, _ in MATRIX]
 )
-def test_auth_matrix(app, method, path, scope) -> None:  # type: ignore[no-untyped-def]
+def test_auth_matrix(app, method, path, scope) -> None:
     with TestClient(app) as c:
         for headers, expected in (
             ({}, 401),
@@ -111,7 +111,7 @@ def test_auth_matrix(app, method, path, scope) -> None:  # type: ignore[no-untyp
         assert r.status_code not in (401, 403), r.text
 
 
-def test_every_documented_route_but_the_probes_needs_a_token(app) -> None:  # type: ignore[no-untyped-def]
+def test_every_documented_route_but_the_probes_needs_a_token(app) -> None:
     """Routes added later are covered too: the OpenAPI document lists them all."""
     with TestClient(app) as c:
         for path, item in app.openapi()["paths"].items():
@@ -126,7 +126,7 @@ def concrete(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "1", path.replace("{dataset_id}", "ds-x"))
 
 
-def test_the_matrix_covers_every_documented_route(app) -> None:  # type: ignore[no-untyped-def]
+def test_the_matrix_covers_every_documented_route(app) -> None:
     """A new route must take its place in the matrix (the dashboard's own are read-only)."""
     documented = {
         (method.upper(), concrete(path))
@@ -137,7 +137,7 @@ def test_the_matrix_covers_every_documented_route(app) -> None:  # type: ignore[
     assert documented == {(m, p) for m, p, _ in MATRIX}
 
 
-def test_tokens_never_reach_the_logs(app, caplog, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_tokens_never_reach_the_logs(app, caplog, spec_factory) -> None:
     caplog.set_level(logging.DEBUG)
     wrong = "almost-" + WRITER
     with TestClient(app) as c:
@@ -154,9 +154,7 @@ def test_tokens_never_reach_the_logs(app, caplog, spec_factory) -> None:  # type
 # -- limits -----------------------------------------------------------------------------------
 
 
-def test_a_declared_oversized_body_is_refused_before_it_is_sent(  # type: ignore[no-untyped-def]
-    sqlite_url, live_service
-) -> None:
+def test_a_declared_oversized_body_is_refused_before_it_is_sent(sqlite_url, live_service) -> None:
     svc = live_service(sqlite_url)
     with socket.create_connection(("127.0.0.1", svc.port), timeout=5) as sock:
         sock.sendall(
@@ -171,7 +169,7 @@ def test_a_declared_oversized_body_is_refused_before_it_is_sent(  # type: ignore
     assert count(sqlite_url, Study) == 0
 
 
-def test_a_streamed_body_is_cut_off_at_the_cap(client, sqlite_url, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_streamed_body_is_cut_off_at_the_cap(client, sqlite_url, spec_factory) -> None:
     def chunks() -> Any:
         yield b'{"name": "big", "pad": "'
         for _ in range(300):
@@ -206,7 +204,7 @@ def test_a_streamed_body_is_cut_off_at_the_cap(client, sqlite_url, spec_factory)
     ],
     ids=["over-cap-trials", "deep-array", "deep-object", "huge-array", "yaml-aliases"],
 )
-def test_shapes_that_would_exhaust_the_service_are_422_fast_and_store_nothing(  # type: ignore[no-untyped-def]
+def test_shapes_that_would_exhaust_the_service_are_422_fast_and_store_nothing(
     client, sqlite_url, spec_factory, body, content_type, loc, words
 ) -> None:
     if body is None:
@@ -228,7 +226,7 @@ def test_shapes_that_would_exhaust_the_service_are_422_fast_and_store_nothing(  
 
 def test_a_huge_array_in_a_field_is_refused_naming_the_field(
     client, sqlite_url, spec_factory
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     spec = spec_factory(model={"hidden_layers": [8] * 50_000, "epochs": 5})
     r = client.post("/api/studies", json=spec)
     assert r.status_code == 422
@@ -240,7 +238,7 @@ def test_a_huge_array_in_a_field_is_refused_naming_the_field(
 # -- submission rate --------------------------------------------------------------------------
 
 
-def test_submissions_over_the_rate_are_429_with_retry_after(  # type: ignore[no-untyped-def]
+def test_submissions_over_the_rate_are_429_with_retry_after(
     sqlite_url, settings_for, spec_factory
 ) -> None:
     settings = settings_for(
@@ -289,7 +287,7 @@ def test_the_rate_limiter_refills_at_its_rate() -> None:
 # -- CORS -------------------------------------------------------------------------------------
 
 
-def test_cors_is_off_unless_origins_are_configured(sqlite_url, settings_for) -> None:  # type: ignore[no-untyped-def]
+def test_cors_is_off_unless_origins_are_configured(sqlite_url, settings_for) -> None:
     preflight = {
         "origin": "https://dash.example",
         "access-control-request-method": "POST",
@@ -315,7 +313,7 @@ def test_cors_is_off_unless_origins_are_configured(sqlite_url, settings_for) -> 
 # -- errors -------------------------------------------------------------------------------------
 
 
-def test_an_internal_failure_is_a_problem_without_internals(sqlite_url, settings_for) -> None:  # type: ignore[no-untyped-def]
+def test_an_internal_failure_is_a_problem_without_internals(sqlite_url, settings_for) -> None:
     app = create_app(settings_for(sqlite_url, migrate_on_start=False))
     with get_database(sqlite_url).engine.begin() as conn:
         conn.execute(text("DROP TABLE workers"))  # a real failure inside the database
@@ -327,7 +325,7 @@ def test_an_internal_failure_is_a_problem_without_internals(sqlite_url, settings
         assert leak not in body, body
 
 
-def test_unknown_routes_and_methods_are_problems(client) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_routes_and_methods_are_problems(client) -> None:
     r = client.get("/api/nothing-here")
     assert r.status_code == 404 and r.headers["content-type"].startswith(PROBLEM)
     r = client.delete("/api/studies")
@@ -337,7 +335,7 @@ def test_unknown_routes_and_methods_are_problems(client) -> None:  # type: ignor
 # -- metrics ------------------------------------------------------------------------------------
 
 
-def test_metrics_count_trials_queue_depth_latency_and_lease_expiries(  # type: ignore[no-untyped-def]
+def test_metrics_count_trials_queue_depth_latency_and_lease_expiries(
     sqlite_url, settings_for, spec_factory
 ) -> None:
     settings = settings_for(
@@ -372,19 +370,19 @@ def _sample(page: str, name: str) -> float:
     raise AssertionError(f"{name} not in the metrics page")
 
 
-def test_metrics_need_a_token_once_tokens_exist(app) -> None:  # type: ignore[no-untyped-def]
+def test_metrics_need_a_token_once_tokens_exist(app) -> None:
     with TestClient(app) as c:
         assert c.get("/metrics").status_code == 401
         assert c.get("/metrics", headers=bearer(READER)).status_code == 200
 
 
-def test_httpx_is_what_the_cli_uses_for_the_oversized_case_too(sqlite_url, live_service) -> None:  # type: ignore[no-untyped-def]
+def test_httpx_is_what_the_cli_uses_for_the_oversized_case_too(sqlite_url, live_service) -> None:
     svc = live_service(sqlite_url)
     r = httpx.post(f"{svc.url}/api/datasets", content=b"x" * (21 * 1024 * 1024), timeout=30)
     assert r.status_code == 413 and r.json()["type"] == "/problems/payload-too-large"
 
 
-def test_an_anonymous_caller_gets_401_before_any_validation(app) -> None:  # type: ignore[no-untyped-def]
+def test_an_anonymous_caller_gets_401_before_any_validation(app) -> None:
     with TestClient(app) as c:
         for method, path, body in (
             ("POST", "/api/worker/register", b"\xff\xfe not json"),
@@ -397,7 +395,7 @@ def test_an_anonymous_caller_gets_401_before_any_validation(app) -> None:  # typ
             assert r.headers["www-authenticate"] == "Bearer"
 
 
-def test_ids_beyond_the_columns_range_and_lax_types_are_422(client) -> None:  # type: ignore[no-untyped-def]
+def test_ids_beyond_the_columns_range_and_lax_types_are_422(client) -> None:
     for path in ("/api/studies/9223372036854775808", "/api/trials/2147483648/metrics"):
         r = client.get(path)
         assert r.status_code == 422 and r.json()["errors"][0]["loc"] in ("study_id", "trial_id")

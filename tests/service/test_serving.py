@@ -50,7 +50,7 @@ def embedded(settings_for: Any) -> Iterator[Any]:
 # -- X-Forwarded-For -------------------------------------------------------------------------
 
 
-def test_a_rotating_x_forwarded_for_gets_no_fresh_rate_limit(  # type: ignore[no-untyped-def]
+def test_a_rotating_x_forwarded_for_gets_no_fresh_rate_limit(
     sqlite_url, embedded, spec_factory
 ) -> None:
     server = embedded(sqlite_url, submit_burst=2, submit_rate_per_minute=1)
@@ -65,9 +65,7 @@ def test_a_rotating_x_forwarded_for_gets_no_fresh_rate_limit(  # type: ignore[no
     assert codes == [201, 201, 429, 429]
 
 
-def test_x_forwarded_for_is_believed_from_configured_proxies_only(  # type: ignore[no-untyped-def]
-    sqlite_url, embedded
-) -> None:
+def test_x_forwarded_for_is_believed_from_configured_proxies_only(sqlite_url, embedded) -> None:
     outside = {"x-forwarded-for": "203.0.113.9"}
     server = embedded(sqlite_url)
     assert httpx.get(f"{server.url}/api/studies", headers=outside).status_code == 200
@@ -77,7 +75,7 @@ def test_x_forwarded_for_is_believed_from_configured_proxies_only(  # type: igno
     assert httpx.get(f"{server.url}/api/studies", headers=outside).status_code == 403
 
 
-def test_every_loopback_address_is_one_caller_for_the_rate(  # type: ignore[no-untyped-def]
+def test_every_loopback_address_is_one_caller_for_the_rate(
     sqlite_url, settings_for, spec_factory
 ) -> None:
     settings = settings_for(
@@ -94,7 +92,7 @@ def test_every_loopback_address_is_one_caller_for_the_rate(  # type: ignore[no-u
 # -- slow headers ------------------------------------------------------------------------------
 
 
-def test_the_header_deadline_cuts_a_trickle_never_an_answer(  # type: ignore[no-untyped-def]
+def test_the_header_deadline_cuts_a_trickle_never_an_answer(
     sqlite_url, embedded, spec_factory
 ) -> None:
     server = embedded(sqlite_url, header_timeout_seconds=0.5)
@@ -148,7 +146,7 @@ class Stream:
         self.client.close()
 
 
-def test_event_streams_are_capped_per_caller_and_in_all(  # type: ignore[no-untyped-def]
+def test_event_streams_are_capped_per_caller_and_in_all(
     sqlite_url, live_service, spec_factory
 ) -> None:
     svc = live_service(sqlite_url, tokens=TOKENS, max_streams_per_client=2, max_streams=3)
@@ -195,7 +193,7 @@ def _env(**settings: str) -> dict[str, str]:
     return {**env, **{f"CAVIAR_{k.upper()}": v for k, v in settings.items()}}
 
 
-def test_serve_beyond_loopback_with_no_tokens_refuses_to_start(sqlite_url) -> None:  # type: ignore[no-untyped-def]
+def test_serve_beyond_loopback_with_no_tokens_refuses_to_start(sqlite_url) -> None:
     args = [*CAVIAR, "serve", "--host", "0.0.0.0", "--port", str(_free_port()), "--db", sqlite_url]
     proc = subprocess.Popen(args, env=_env(), stderr=subprocess.PIPE, text=True)
     try:
@@ -222,7 +220,7 @@ def _serve_until_healthy(args: list[str], env: dict[str, str], port: int) -> sub
         time.sleep(0.1)
 
 
-def test_serve_beyond_loopback_starts_when_told_or_with_tokens(sqlite_url) -> None:  # type: ignore[no-untyped-def]
+def test_serve_beyond_loopback_starts_when_told_or_with_tokens(sqlite_url) -> None:
     for tokens, flag, other_name in (("", ["--allow-no-tokens"], 403), (TOKENS, [], 401)):
         port = _free_port()
         args = [*CAVIAR, "serve", "--host", "0.0.0.0", "--port", str(port), "--db", sqlite_url]

@@ -169,7 +169,7 @@ def bomb(rows: int, columns: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_an_npz_bomb_under_the_byte_cap_is_refused_uninflated(sqlite_url, settings_for) -> None:  # type: ignore[no-untyped-def]
+def test_an_npz_bomb_under_the_byte_cap_is_refused_uninflated(sqlite_url, settings_for) -> None:
     # 398 MB of zeros: under max_dataset_array_bytes (400 MiB), so the headers alone did
     # not refuse it, and loading it took the service to 1.9 GB.
     content = bomb(199_000, 250)
@@ -209,7 +209,7 @@ def test_an_npz_member_is_inflated_no_further_than_its_header_declares() -> None
     assert data.X.shape == (4, 1) and list(data.y) == [0.0, 1.0, 0.0, 1.0]
 
 
-def test_uploads_run_on_threads_of_their_own(sqlite_url, live_service, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_uploads_run_on_threads_of_their_own(sqlite_url, live_service, monkeypatch) -> None:
     """Uploads being parsed never hold the threads reads, claims and heartbeats run on."""
     started, release = threading.Semaphore(0), threading.Event()
     real = datasets.read_upload

@@ -45,7 +45,7 @@ def test_activations_match_their_definitions(activation: str) -> None:
         "tanh": np.tanh([-2.0, 0.0, 3.0]),
         "sigmoid": 1 / (1 + np.exp([2.0, 0.0, -3.0])),
     }[activation]
-    np.testing.assert_allclose(layer.forward(Z, training=False)[0], expected)
+    np.testing.assert_allclose(layer.forward(Z, training=False)[0], np.asarray(expected))
 
 
 def test_workspace_reuses_arrays_per_row_count_and_forgets_old_ones() -> None:

@@ -53,8 +53,8 @@ def test_he_and_xavier_scale_the_weights_by_fan_in() -> None:
 def test_adam_beats_gradient_descent_on_moons_at_the_same_epochs() -> None:
     moons = load_dataset({"name": "moons", "n_samples": 300, "noise": 0.2, "seed": 3})
     base = dict(hidden_layers=[5, 2], learning_rate=0.0007, epochs=300, batch_size=64)
-    gd = train(TrainConfig(optimizer="gd", **base), moons).history[-1]["dev_accuracy"]  # type: ignore[arg-type]
-    adam = train(TrainConfig(optimizer="adam", **base), moons).history[-1]["dev_accuracy"]  # type: ignore[arg-type]
+    gd = train(TrainConfig(optimizer="gd", **base), moons).history[-1]["dev_accuracy"]
+    adam = train(TrainConfig(optimizer="adam", **base), moons).history[-1]["dev_accuracy"]
     assert adam >= gd + 0.08, (adam, gd)
 
 
@@ -70,7 +70,7 @@ def _gaps(**regularization: float) -> list[float]:
             learning_rate=0.01,
             epochs=300,
             batch_size=0,
-            **regularization,  # type: ignore[arg-type]
+            **regularization,
         )
         model = train(cfg, ds).model
         train_acc = model.evaluate(ds.X_train, ds.y_train)[1]

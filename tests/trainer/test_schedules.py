@@ -20,7 +20,7 @@ from trainer.schedules import learning_rate
     ],
 )
 @pytest.mark.parametrize("every", [1, 3])
-def test_each_decay_with_and_without_staircase(decay: str, expected, every: int) -> None:  # type: ignore[no-untyped-def]
+def test_each_decay_with_and_without_staircase(decay: str, expected, every: int) -> None:
     cfg = TrainConfig(learning_rate=0.1, lr_decay=decay, decay_rate=0.5, decay_every=every)
     for e in range(10):
         assert learning_rate(cfg, e) == pytest.approx(expected(e // every), rel=1e-15)

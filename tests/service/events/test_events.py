@@ -31,7 +31,7 @@ def parse(text: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def client(db_url: str, settings_for) -> Any:  # type: ignore[no-untyped-def]
+def client(db_url: str, settings_for) -> Any:
     with TestClient(create_app(settings_for(db_url))) as c:
         yield c
 
@@ -50,7 +50,7 @@ def run_one_trial(client: TestClient, spec: dict[str, Any]) -> int:
     return study_id
 
 
-def test_a_study_tells_its_whole_story_in_order(client, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_study_tells_its_whole_story_in_order(client, spec_factory) -> None:
     study_id = run_one_trial(client, spec_factory(strategy={"type": "random", "trials": 1}))
     r = client.get(f"/api/studies/{study_id}/events")
     assert r.status_code == 200
@@ -70,7 +70,7 @@ def test_a_study_tells_its_whole_story_in_order(client, spec_factory) -> None:  
     assert events[5]["status"] == "completed"
 
 
-def test_last_event_id_resumes_without_a_gap(client, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_last_event_id_resumes_without_a_gap(client, spec_factory) -> None:
     study_id = run_one_trial(client, spec_factory(strategy={"type": "random", "trials": 1}))
     everything = parse(client.get(f"/api/studies/{study_id}/events").text)
     resumed = parse(
@@ -81,13 +81,13 @@ def test_last_event_id_resumes_without_a_gap(client, spec_factory) -> None:  # t
     assert resumed == everything[3:]
 
 
-def test_events_of_an_unknown_study_are_404(client) -> None:  # type: ignore[no-untyped-def]
+def test_events_of_an_unknown_study_are_404(client) -> None:
     r = client.get("/api/studies/404/events")
     assert r.status_code == 404
     assert r.headers["content-type"].startswith("application/problem+json")
 
 
-def test_a_live_stream_follows_the_study_to_its_end(sqlite_url, live_service, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_live_stream_follows_the_study_to_its_end(sqlite_url, live_service, spec_factory) -> None:
     svc = live_service(sqlite_url)
     study_id = httpx.post(f"{svc.url}/api/studies", json=spec_factory()).json()["id"]
     received: list[str] = []

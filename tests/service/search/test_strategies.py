@@ -230,7 +230,7 @@ def test_grid_size_of_a_big_space_is_known_without_building_it() -> None:
             "hidden_layers": LayersDistribution(
                 depth={"low": 1, "high": 8}, units={"low": 1, "high": 512}
             )
-        }  # type: ignore[arg-type]
+        }
     )
     assert space.grid_size(10) == 10**12 * sum(10**d for d in (1, 2, 3, 4, 5, 6, 7, 8))
 

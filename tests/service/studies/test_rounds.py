@@ -64,7 +64,7 @@ def round_events(db: Database, study_id: int) -> list[int]:
         return [e.data["index"] for e in events]
 
 
-def test_a_rounds_trials_appear_once_the_planner_runs(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_rounds_trials_appear_once_the_planner_runs(db: Database, spec_factory) -> None:
     study_id = make_study(db, spec_factory)
     finish_round(db, study_id)
     # The finish left the round due and planned nothing; an idle worker is told to wait.
@@ -80,9 +80,7 @@ def test_a_rounds_trials_appear_once_the_planner_runs(db: Database, spec_factory
     assert get_study(db=db, study_id=study_id)["status"] == "completed"
 
 
-def test_two_planners_racing_create_the_round_once(  # type: ignore[no-untyped-def]
-    db: Database, spec_factory, monkeypatch
-) -> None:
+def test_two_planners_racing_create_the_round_once(db: Database, spec_factory, monkeypatch) -> None:
     study_id = make_study(db, spec_factory)
     finish_round(db, study_id)
     both_planned = threading.Barrier(2, timeout=30)
@@ -111,7 +109,7 @@ def test_two_planners_racing_create_the_round_once(  # type: ignore[no-untyped-d
     assert sorted(numbers) == list(range(6))
 
 
-def test_the_same_history_plans_the_same_round(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_the_same_history_plans_the_same_round(db: Database, spec_factory) -> None:
     a = make_study(db, spec_factory)
     finish_round(db, a)
     b = make_study(db, spec_factory)
@@ -121,9 +119,7 @@ def test_the_same_history_plans_the_same_round(db: Database, spec_factory) -> No
     assert round_trials(db, a, 1) == round_trials(db, b, 1)
 
 
-def test_a_retried_trial_since_the_plan_voids_it(  # type: ignore[no-untyped-def]
-    db: Database, spec_factory, monkeypatch
-) -> None:
+def test_a_retried_trial_since_the_plan_voids_it(db: Database, spec_factory, monkeypatch) -> None:
     study_id = make_study(db, spec_factory)
     finish_round(db, study_id)
     plan = rounds_module.plan_round
@@ -149,7 +145,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def test_the_planner_thread_opens_a_round_left_due(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_the_planner_thread_opens_a_round_left_due(db: Database, spec_factory) -> None:
     # Left due by a process that died before planning: a new planner's first pass opens it.
     study_id = make_study(db, spec_factory)
     finish_round(db, study_id)
@@ -162,7 +158,7 @@ def test_the_planner_thread_opens_a_round_left_due(db: Database, spec_factory) -
     assert not planner.thread.is_alive()
 
 
-def test_a_claim_request_never_plans_the_round(  # type: ignore[no-untyped-def]
+def test_a_claim_request_never_plans_the_round(
     db_url, settings_for, spec_factory, monkeypatch
 ) -> None:
     plan = rounds_module.plan_round
@@ -202,9 +198,7 @@ def test_a_claim_request_never_plans_the_round(  # type: ignore[no-untyped-def]
         assert len(again) == 3
 
 
-def test_caviar_runs_embedded_service_plans_rounds(  # type: ignore[no-untyped-def]
-    sqlite_url, settings_for, spec_factory
-) -> None:
+def test_caviar_runs_embedded_service_plans_rounds(sqlite_url, settings_for, spec_factory) -> None:
     # `caviar run` has no server of its own but the embedded one: its planner opens rounds.
     from service.cli.local import Embedded
     from service.db import get_database

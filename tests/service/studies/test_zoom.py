@@ -17,7 +17,7 @@ from service.search.distributions import distribution_from_json
 from service.search.strategies import Box, SearchSpace
 from service.search.zoom import narrowed_space
 
-SPACE = {
+SPACE: dict[str, dict[str, Any]] = {
     "learning_rate": {"type": "float", "low": 1e-4, "high": 1.0, "scale": "log"},
     "beta1": {"type": "float", "low": 0.8, "high": 0.999, "scale": "one_minus_log"},
     "keep_prob": {"type": "float", "low": 0.5, "high": 1.0, "step": 0.05},
@@ -65,7 +65,7 @@ def test_a_narrowed_space_holds_every_point_of_its_box_and_little_else() -> None
 
 
 @pytest.fixture
-def client(db_url: str, settings_for) -> Any:  # type: ignore[no-untyped-def]
+def client(db_url: str, settings_for) -> Any:
     with TestClient(create_app(settings_for(db_url))) as c:
         yield c
 
@@ -83,7 +83,7 @@ def _finish_all(db_url: str, study_id: int) -> None:
             )
 
 
-def test_the_preview_states_the_box_the_zoom_samples(client, db_url, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_the_preview_states_the_box_the_zoom_samples(client, db_url, spec_factory) -> None:
     spec = spec_factory(
         space={k: SPACE[k] for k in ("learning_rate", "beta1", "init")},
         strategy={"type": "random", "trials": 16},
