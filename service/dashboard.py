@@ -195,9 +195,7 @@ def _sort_key(study: Study, sort: str) -> list[Any]:
         if dist is None:
             raise UnknownSort(f"the study has no hyperparameter {path!r}")
         element = Trial.params[path]
-        column: Any = (
-            element.as_float() if dist.type in ("float", "int") else element.as_string()
-        )
+        column: Any = element.as_float() if dist.type in ("float", "int") else element.as_string()
     elif name == "value":
         # "value" alone means best first, whichever the direction; "-value" worst first.
         maximize = study.direction == "maximize"
