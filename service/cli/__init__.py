@@ -14,6 +14,7 @@ from __future__ import annotations
 # isort: off
 from service.cli import local, remote  # noqa: F401
 from service.cli import actions, datasets  # noqa: F401
+from service.cli import lessons  # noqa: F401
 from service.cli.common import app
 
 # isort: on

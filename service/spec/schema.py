@@ -267,6 +267,13 @@ class ExecutionSpec(_Strict):
         description="panda only: after each trial, wait until a person continues the study "
         "(`caviar continue`, or the dashboard)",
     )
+    gradient_check: bool = Field(
+        False,
+        description="check each trial's backpropagation before it trains: two-sided "
+        "differences in float64 on 16 training examples, at most 100 components of each "
+        "parameter; the relative difference is kept on the trial, and a trial above 1e-3 "
+        "fails with the numbers (`caviar gradcheck` checks the model block alone)",
+    )
 
     @model_validator(mode="after")
     def _review_needs_panda(self) -> ExecutionSpec:

@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from trainer import Model, TrainConfig, gradient_check
+from trainer import Model, TrainConfig, gradient_check, load_dataset
+from trainer.gradcheck import check_gradients, check_network, verdict
 from trainer.layers import Dense
 
 SMOOTH = ("tanh", "sigmoid")
@@ -105,3 +106,68 @@ def test_gradient_check_catches_a_cost_without_its_l2_term(
     # The gradient keeps lambda/m * W while the cost loses lambda/(2m) * sum W^2.
     monkeypatch.setattr(model, "_l2_cost", lambda m: 0.0)
     assert gradient_check(model, X, y) > 1e-3
+
+
+# -- the report: per parameter, the course's verdict, a network from its config ---------------
+
+
+class BrokenBackprop(Model):
+    """A test double whose backward pass gets one parameter's gradient wrong (W2, by 5%)."""
+
+    def compute_grads(self, X: np.ndarray, y: np.ndarray) -> tuple[float, int | None]:
+        cost = super().compute_grads(X, y)
+        self.grads["W2"][...] *= 1.05
+        return cost
+
+
+def test_the_verdict_follows_the_course_thresholds() -> None:
+    assert [verdict(d) for d in (0.0, 5e-8, 5e-6, 5e-4, 2e-3, float("nan"))] == [
+        "correct",
+        "correct",
+        "fine",
+        "suspicious",
+        "wrong",
+        "wrong",
+    ]
+
+
+def test_the_report_names_the_parameter_whose_gradient_is_wrong() -> None:
+    cfg = TrainConfig(hidden_layers=[5, 3], activation="tanh", dtype="float64")
+    X, y = make_problem("binary", 1)
+    right = check_gradients(Model(cfg, n_features=4), X, y)
+    assert right.verdict == "correct" and right.passed, right.summary()
+    assert list(right.parameters) == ["W1", "b1", "W2", "b2", "W3", "b3"]
+    assert right.checked == right.total == Model(cfg, n_features=4).vector.shape[0]
+
+    broken = check_gradients(BrokenBackprop(cfg, n_features=4), X, y)
+    assert broken.verdict == "wrong" and not broken.passed
+    assert broken.worst() == "W2" and broken.parameters["W2"] > 1e-3
+    assert all(broken.parameters[n] < 1e-7 for n in broken.parameters if n != "W2")
+    assert "gradient check wrong" in broken.summary() and "worst W2" in broken.summary()
+
+
+def test_a_network_is_checked_in_float64_as_its_training_starts() -> None:
+    ds = load_dataset({"name": "moons", "n_samples": 200, "seed": 0})
+    cfg = TrainConfig(hidden_layers=[20, 7, 5], dtype="float32", seed=3)
+    report = check_network(cfg, ds, examples=8)
+    assert report.verdict == "correct" and report.difference < 1e-7, report.summary()
+    assert report.examples == 8 and report.shapes["W1"] == [20, 2]
+    assert check_network(cfg, ds, examples=8) == report  # the config's seed: the same network
+
+
+def test_a_trial_check_looks_at_a_sample_of_each_parameter() -> None:
+    ds = load_dataset({"name": "digits"})
+    cfg = TrainConfig(hidden_layers=[40], activation="tanh")
+    report = check_network(cfg, ds, max_per_parameter=30)
+    # W1 (40 x 64) and W2 (10 x 40) are sampled; b1 (40) too; b2 (10) is whole.
+    assert report.checked == 30 + 30 + 30 + 10 and report.total == 40 * 64 + 40 + 10 * 40 + 10
+    assert report.verdict == "correct", report.summary()
+
+
+def test_a_report_that_is_not_a_number_is_wrong_and_json_safe() -> None:
+    cfg = TrainConfig(hidden_layers=[3], activation="tanh", dtype="float64")
+    model = Model(cfg, n_features=4)
+    model.vector[0] = np.nan
+    report = check_gradients(model, *make_problem("binary", 1))
+    assert report.verdict == "wrong"
+    assert report.to_json()["difference"] is None
