@@ -136,6 +136,9 @@ class Trial(Base):
     epochs_done: Mapped[int] = mapped_column(Integer, default=0)
     outcome: Mapped[str | None] = mapped_column(String(16))  # completed | diverged | stopped ...
     error: Mapped[str | None] = mapped_column(Text)
+    # execution.gradient_check: the worker's check of the network before training
+    # (trainer.gradcheck.GradientReport.to_json()).
+    gradient_check: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

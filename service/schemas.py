@@ -139,6 +139,29 @@ class TrialRead(BaseModel):
     finished_at: Timestamp | None
 
 
+class GradientCheckRead(BaseModel):
+    """A trial's network checked before training (execution.gradient_check): backpropagation
+    against two-sided differences, as trainer.gradcheck.GradientReport.to_json() has it."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    difference: float | None = Field(
+        description="||g - g_approx|| / (||g|| + ||g_approx||) over the components checked "
+        "(null: not a number)"
+    )
+    verdict: Literal["correct", "fine", "suspicious", "wrong"] = Field(
+        description="below 1e-7 correct, below 1e-5 fine, above 1e-3 wrong (the trial failed)"
+    )
+    parameters: dict[str, float | None] = Field(
+        max_length=1000, description="the same difference over each parameter: W1, b1, ..."
+    )
+    shapes: dict[str, list[int]] = Field(max_length=1000, description="each parameter's shape")
+    examples: int = Field(ge=1, description="training examples in the batch")
+    checked: int = Field(ge=0, description="components of the parameter vector compared")
+    total: int = Field(ge=0, description="components the parameter vector has")
+    epsilon: float = Field(gt=0, description="half the width of the two-sided difference")
+
+
 class TrialDetail(TrialRead):
     model_config = ConfigDict(
         json_schema_extra={
@@ -147,6 +170,9 @@ class TrialDetail(TrialRead):
     )
 
     config: dict[str, Any] = Field(description="the full TrainConfig the trial trains with")
+    gradient_check: GradientCheckRead | None = Field(
+        None, description="its network's gradient check, with execution.gradient_check"
+    )
 
 
 class StudyRead(BaseModel):

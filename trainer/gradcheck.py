@@ -250,3 +250,20 @@ def check_network(
     return check_gradients(
         model, X, y, epsilon=epsilon, max_per_parameter=max_per_parameter, seed=config.seed
     )
+
+
+class GradientCheckFailed(RuntimeError):
+    """A network whose backpropagation is wrong; `report` says by how much and where."""
+
+    def __init__(self, report: GradientReport) -> None:
+        super().__init__(report.summary())
+        self.report = report
+
+
+def check_trial(config: TrainConfig, dataset: Dataset) -> GradientReport:
+    """What a trial with ``execution.gradient_check`` runs before it trains: its network
+    on `TRIAL_EXAMPLES` training examples, at most `TRIAL_COMPONENTS` components of each
+    parameter (a fraction of a second even for a wide network)."""
+    return check_network(
+        config, dataset, examples=TRIAL_EXAMPLES, max_per_parameter=TRIAL_COMPONENTS
+    )

@@ -85,7 +85,7 @@ def trial_dict(t: Trial) -> dict[str, Any]:
 
 def trial_detail(t: Trial) -> dict[str, Any]:
     """A trial's summary and its config: what a trial's own page and its writes return."""
-    return {**trial_dict(t), "config": t.config}
+    return {**trial_dict(t), "config": t.config, "gradient_check": t.gradient_check}
 
 
 def summary_of_row(row: Sequence[Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 // attempts, worker and errors; stop it while it waits or runs.
 
 import { api, hasRoute } from "../api.js";
+import { gradientCheckPanel } from "../gradcheck.js";
 import { follow } from "../live.js";
 import { draw, empty, loadPlotly, trialFigure } from "../plots.js";
 import { TERMINAL_TRIAL, badge, copyText, duration, esc, fmt, markReady, throttle, when } from "../util.js";
@@ -32,6 +33,7 @@ export function mount(view, { id }) {
     </div>
     <section class="panel cards"></section>
     <div class="trial-error"></div>
+    <div class="trial-gradcheck"></div>
     <div class="grid two">
       <section class="panel"><div class="panel-head"><h2>Cost</h2><span class="muted small">train and dev, log scale</span></div><div class="plot" id="plot-cost"></div></section>
       <section class="panel"><div class="panel-head"><h2>Accuracy</h2><span class="muted small">train and dev</span></div><div class="plot" id="plot-accuracy"></div></section>
@@ -78,6 +80,7 @@ export function mount(view, { id }) {
         : card("running for", t.status === "running" && t.started_at ? duration(t.started_at) : "–"),
     ].join("");
     $(".trial-error").innerHTML = t.error ? `<section class="panel error-panel"><h2>Error</h2><pre>${esc(t.error)}</pre></section>` : "";
+    $(".trial-gradcheck").innerHTML = gradientCheckPanel(t.gradient_check);
     $(".params").innerHTML = Object.entries(t.params).map(([k, v]) => `<tr><th>${esc(k)}</th><td class="num">${esc(fmt(v, 6))}</td></tr>`).join("") || `<tr><td class="muted">No hyperparameter was searched.</td></tr>`;
     $(".config-yaml").textContent = toYaml(t.config);
     $('[data-act="stop"]').hidden = TERMINAL_TRIAL.includes(t.status);
