@@ -388,7 +388,11 @@ def validate(specs: list[str] = typer.Argument(..., help="spec files, globs or f
         except InvalidSpec as exc:
             problems.append(spec_errors(path, exc.extra.get("errors", [])))
             continue
-        out.print(f"{path}: ok ({spec.name}, strategy {spec.strategy.type})", highlight=False)
+        # An upload's id has the right form; whether the service holds it, only it can say.
+        upload = "" if spec.dataset.is_builtin else f"; upload {spec.dataset.name} not checked"
+        out.print(
+            f"{path}: ok ({spec.name}, strategy {spec.strategy.type}{upload})", highlight=False
+        )
     if problems:
         fail("\n".join(problems))
 

@@ -10,7 +10,7 @@ every trial of round 1 is valid.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal, get_origin
 
 from pydantic import ValidationError
@@ -25,7 +25,7 @@ from service.search.distributions import (
 from service.settings import Settings
 from service.spec.messages import SpecError, error_at, from_validation, suggest, trial_error
 from service.spec.planning import merge_params, sample_round, total_trials
-from service.spec.schema import StudySpec, TrialPlan
+from service.spec.schema import BUILTIN_DATASETS, StudySpec, TrialPlan
 from service.spec.sizes import builtin_shape, checkpoint_count_errors, fit_errors
 from trainer.config import TrainConfig
 
@@ -57,6 +57,7 @@ _FITS: dict[str, tuple[type[Distribution], ...]] = {
     "item": (IntDistribution, CategoricalDistribution),  # one element of a list of ints
 }
 _PATH = re.compile(r"^([A-Za-z_]\w*)(?:\.(\d+))?$")
+BLOCKS = frozenset(StudySpec.model_fields)  # a spec's top-level blocks
 
 
 def cap_errors(cfg: TrainConfig, settings: Settings) -> list[tuple[str, str, Any]]:
@@ -114,10 +115,14 @@ def _check_dataset(spec: StudySpec, settings: Settings) -> list[dict[str, Any]]:
     return []
 
 
-def _check_space(spec: StudySpec, settings: Settings) -> list[dict[str, Any]]:
+def _check_space(
+    spec: StudySpec, settings: Settings, *, base_known: bool = True
+) -> list[dict[str, Any]]:
+    """Every space path exists and its distribution fits; `base_known`: the model block
+    parsed, so the ends of each range can be checked against it."""
     errors: list[dict[str, Any]] = []
     try:
-        base: dict[str, Any] | None = spec.base_config().model_dump()
+        base: dict[str, Any] | None = spec.base_config().model_dump() if base_known else None
     except ValidationError:  # reported under model.*; ranges cannot be checked against it
         base = None
     for path, dist in spec.space.items():
@@ -277,21 +282,93 @@ def checked_round(
     return box, plans
 
 
+def spec_errors(
+    spec: StudySpec,
+    *,
+    settings: Settings,
+    parsed: Collection[str] = BLOCKS,
+    unparsed_paths: Collection[str] = (),
+) -> list[dict[str, Any]]:
+    """Every problem past the schema of the blocks of `spec` named in `parsed`.
+
+    A check runs when every block it reads parsed and passed its own checks, so one spec
+    with mistakes in several blocks has all of them reported at once. `unparsed_paths` are
+    space paths whose distributions the schema refused: only their paths are checked.
+    """
+    errors = _check_model(spec, settings) if "model" in parsed else []
+    if "dataset" in parsed:
+        errors += _check_dataset(spec, settings)
+    if "space" in parsed or unparsed_paths:
+        errors += _check_space(spec, settings, base_known="model" in parsed)
+        errors += [e for p in unparsed_paths if (e := _path_kind(spec, p, None)[1])]
+    clean = set(parsed) - {str(e["loc"]).split(".")[0] for e in errors}
+    if {"space", "strategy"} <= clean:  # sizes need a sane space; a huge one must not be built
+        errors += _check_sizes(spec, settings) or _check_empty_space(spec)
+    if {"model", "space", "execution"} <= clean:
+        errors += checkpoint_count_errors(spec, settings)
+    if {"model", "space", "dataset"} <= clean and spec.dataset.is_builtin:
+        errors += fit_errors(spec, builtin_shape(spec.dataset), settings)  # uploads: service
+    return errors
+
+
+def _check_empty_space(spec: StudySpec) -> list[dict[str, Any]]:
+    """No space and several trials: every trial would train the same model."""
+    total = total_trials(spec)
+    if spec.space or total <= 1:
+        return []
+    return [
+        error_at(
+            "space",
+            f"empty, so all {total} trials would train the same model: add a distribution "
+            "for each field to search, or run the base model once with strategy "
+            "{type: random, trials: 1}",
+            {},
+        )
+    ]
+
+
+# Stand-ins for required blocks the schema refused, so the others can still be checked.
+_STAND_INS: dict[str, Any] = {"name": "unnamed", "dataset": {"name": BUILTIN_DATASETS[0]}}
+
+
+def errors_past_schema(
+    data: Mapping[str, Any], exc: ValidationError, *, settings: Settings
+) -> list[dict[str, Any]]:
+    """The problems `spec_errors` finds in the blocks of `data` the schema accepted.
+
+    `exc` is the schema's refusal of `data`: its blocks are left out (required ones
+    replaced by stand-ins) and so are the space's refused distributions, and what is left
+    is checked as a whole spec would be. Nothing if what is left does not parse either.
+    """
+    failed: set[str] = set()
+    bad_paths: set[str] = set()
+    space = data.get("space")
+    for e in exc.errors(include_url=False):
+        loc = e["loc"]
+        if not loc:
+            return []
+        if len(loc) >= 2 and loc[0] == "space" and isinstance(space, Mapping):
+            bad_paths.add(str(loc[1]))
+        else:
+            failed.add(str(loc[0]))
+    kept = {k: v for k, v in data.items() if k not in failed}
+    kept.update({k: v for k, v in _STAND_INS.items() if k in failed})
+    if bad_paths and isinstance(space, Mapping):
+        kept["space"] = {p: d for p, d in space.items() if p not in bad_paths}
+    try:
+        spec = StudySpec.model_validate(kept)
+    except ValidationError:
+        return []
+    parsed = BLOCKS - failed - ({"space"} if bad_paths else set())
+    return spec_errors(spec, settings=settings, parsed=parsed, unparsed_paths=sorted(bad_paths))
+
+
 def check_spec(spec: StudySpec, *, settings: Settings, check_trials: bool = True) -> None:
     """Raise `SpecError` listing every problem of a schema-valid spec past its schema.
 
     `check_trials`: also that every trial of the first round makes a valid config.
     """
-    model_errors = _check_model(spec, settings)
-    space_errors = _check_space(spec, settings)
-    errors = model_errors + _check_dataset(spec, settings) + space_errors
-    if not space_errors:  # sizes need a sane space; a huge one must not be built
-        errors += _check_sizes(spec, settings)
-    if not errors:
-        errors += checkpoint_count_errors(spec, settings)
-        if spec.dataset.is_builtin:  # an upload's shape is measured by the service
-            errors += fit_errors(spec, builtin_shape(spec.dataset), settings)
-    if errors:
+    if errors := spec_errors(spec, settings=settings):
         raise SpecError(errors)
     if check_trials:
         checked_round(spec, settings=settings)

@@ -17,7 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from service.settings import Settings, get_settings
-from service.spec.checks import check_spec
+from service.spec.checks import check_spec, errors_past_schema
 from service.spec.messages import SpecError, error_at, from_validation, kind_of
 from service.spec.schema import StudySpec
 from service.spec.values import value_errors
@@ -192,7 +192,8 @@ def parse_spec(
     (unknown fields rejected), the caps of `settings`, that every space path exists
     in TrainConfig and its distribution fits the field, that both ends of every range and
     every choice make a valid config, and (`check_trials`) that every trial of the first
-    round does.
+    round does. Blocks the schema accepts are checked even when others are refused, so
+    every mistake is reported in one pass.
     """
     settings = settings or get_settings()
     if isinstance(data, StudySpec):
@@ -206,6 +207,14 @@ def parse_spec(
     try:
         spec = StudySpec.model_validate(dict(data))
     except ValidationError as exc:
-        raise SpecError(from_validation(exc)) from None
+        # One pass: the checks past the schema still run on the blocks that did parse.
+        errors = from_validation(exc) + errors_past_schema(data, exc, settings=settings)
+        raise SpecError(in_spec_order(errors)) from None
     check_spec(spec, settings=settings, check_trials=check_trials)
     return spec
+
+
+def in_spec_order(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`errors` in the order of the blocks they are about (name, dataset, model, space...)."""
+    order = {block: i for i, block in enumerate(StudySpec.model_fields)}
+    return sorted(errors, key=lambda e: order.get(str(e["loc"]).split(".")[0], len(order)))

@@ -36,6 +36,8 @@ widths for its own layers). ``hidden_layers`` then cannot also appear as
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -55,6 +57,10 @@ from trainer.config import TrainConfig
 
 BUILTIN_DATASETS = ("moons", "circles", "spirals", "blobs", "xor", "digits", "breast_cancer")
 GENERATED_DATASETS = ("moons", "circles", "spirals", "blobs", "xor")
+# An uploaded data set's id: ds- and the first 16 hex digits of its SHA-256
+# (service/datasets.py), so a name that is neither this nor a built-in is refused here,
+# where the CLI, the API and the dashboard all check it, not only by the database.
+UPLOAD_ID = re.compile(r"ds-[0-9a-f]{16}")
 METRICS = ("dev_accuracy", "dev_cost", "train_accuracy", "train_cost")
 
 
@@ -67,8 +73,8 @@ class DatasetSpec(_Strict):
 
     name: str = Field(
         max_length=200,
-        description="a built-in data set (below), or the id of an uploaded one "
-        "(`caviar datasets upload`)",
+        description="a built-in data set (below), or the id of an uploaded one: ds- and 16 "
+        "hex digits, as `caviar datasets upload` prints it",
     )
     n_samples: int = Field(
         1000, ge=4, description="generators only: examples drawn, train and dev together"
@@ -121,6 +127,14 @@ class DatasetSpec(_Strict):
             )
         if name != name.strip():
             raise ValueError(f"must not start or end with spaces (got {name!r})")
+        if name not in BUILTIN_DATASETS and not UPLOAD_ID.fullmatch(name):
+            close = difflib.get_close_matches(name, BUILTIN_DATASETS, n=1, cutoff=0.7)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"not a built-in data set ({', '.join(BUILTIN_DATASETS)}) nor an uploaded "
+                f"data set's id (ds- and 16 hex digits, as `caviar datasets upload` prints)"
+                f"{hint} (got {name!r})"
+            )
         return name
 
     @model_validator(mode="after")
@@ -315,7 +329,8 @@ class StudySpec(_Strict):
     )
     space: dict[str, AnyDistribution] = Field(
         default_factory=dict,
-        description="what to search: a distribution for each model path to vary",
+        description="what to search: a distribution for each model path to vary; empty only "
+        "with a single trial (the base model trained once), as more would all be the same",
     )
     strategy: StrategySpec = Field(
         default_factory=lambda: StrategySpec(), description="how trials are chosen"

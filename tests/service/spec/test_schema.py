@@ -25,7 +25,9 @@ def test_the_design_example_parses_with_its_values() -> None:
 
 
 def test_the_defaults_are_the_design_values() -> None:
-    spec = parse({"name": "x", "dataset": {"name": "moons"}})
+    # A space of one field: an empty one is refused with the default 60 trials.
+    space = {"learning_rate": {"type": "float", "low": 1e-4, "high": 1.0, "scale": "log"}}
+    spec = parse({"name": "x", "dataset": {"name": "moons"}, "space": space})
     minimal = spec.to_json()
     full = parse(REFERENCE_EXAMPLE).to_json()
     for block in ("strategy", "objective", "execution", "pruning"):
@@ -38,7 +40,7 @@ def test_to_json_round_trips_through_json_text() -> None:
     spec = parse(
         {
             "name": "x",
-            "dataset": {"name": "ds_0123abcd", "label_column": "y"},
+            "dataset": {"name": "ds-0123456789abcdef", "label_column": "y"},
             "space": {
                 "hidden_layers": {
                     "type": "layers",
@@ -65,9 +67,30 @@ def test_the_direction_follows_the_metric_when_left_out() -> None:
         assert objective_direction(spec) == direction == spec.objective.direction
 
 
-@pytest.mark.parametrize("name", ["ds_8f3a2c", "3fa85f64", "my upload.csv", "digits"])
+@pytest.mark.parametrize("name", ["ds-8f3a2c0d9e1b4a57", "digits", "breast_cancer"])
 def test_uploaded_dataset_ids_and_built_ins_are_accepted(name: str) -> None:
     assert parse(with_(dataset={"name": name})).dataset.name == name
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("mnist", "(got 'mnist')"),  # what the CLI called ok while run and the server refused it
+        ("moon", "did you mean 'moons'?"),
+        ("ds_8f3a2c", "ds- and 16 hex digits"),
+        ("ds-8F3A2C0D9E1B4A57", "ds- and 16 hex digits"),
+        ("my upload.csv", "nor an uploaded data set's id"),
+    ],
+)
+def test_a_name_neither_built_in_nor_an_upload_id_is_refused_by_the_spec(
+    name: str, hint: str
+) -> None:
+    """An upload's id has one form (ds- and 16 hex digits of its SHA-256), so any other
+    name is refused by the spec itself: by `caviar validate` as by the server."""
+    with pytest.raises(SpecError) as exc:
+        parse(with_(dataset={"name": name}))
+    assert [e["loc"] for e in exc.value.errors] == ["dataset.name"]
+    assert hint in exc.value.errors[0]["msg"]
 
 
 @pytest.mark.parametrize("name", ["moons", "spirals", "digits", "breast_cancer"])

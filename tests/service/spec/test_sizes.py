@@ -17,7 +17,9 @@ SETTINGS = Settings(database_url="sqlite://")
 
 
 def spec_of(**blocks: Any) -> dict[str, Any]:
-    return {"name": "s", "dataset": {"name": "moons", "n_samples": 300}, **blocks}
+    """A spec training its base model once (no space, so one trial)."""
+    base = {"name": "s", "dataset": {"name": "moons", "n_samples": 300}}
+    return {**base, "strategy": {"type": "random", "trials": 1}, **blocks}
 
 
 @pytest.mark.parametrize(
