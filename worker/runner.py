@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import os
@@ -22,15 +21,13 @@ from worker import policy
 from worker.client import ApiError, Client, LeaseLostError
 from worker.dataset_cache import DatasetCache
 from worker.policy import ClaimPolicy, time_left
+from worker.results import claimable, expected_work, log_answers, upload_checkpoints
 from worker.trial import TrialRun
 
 log = logging.getLogger("caviar.worker")
 
 IDLE_SLEEP_SECONDS = 0.5  # between empty claims; doubles up to IDLE_MAX_SECONDS
 IDLE_MAX_SECONDS = 2.0
-RESULTS_PER_CLAIM = 64  # the service's MAX_RESULTS_PER_CLAIM
-# About this many bytes of results per claim at most (the service takes 16 MB bodies).
-CLAIM_BYTES = 8 * 1024 * 1024
 
 
 class Worker:
@@ -207,7 +204,7 @@ class Worker:
                 idle = IDLE_SLEEP_SECONDS
                 pending.extend(zip(answer["trials"], runs, strict=True))
             trial, run = pending.popleft()
-            self._ahead = _expected_work(r for _, r in pending)
+            self._ahead = expected_work(r for _, r in pending)
             self._behind = len(pending)
             run.last_of_lease = not pending
             self._claim_ahead(run)
@@ -251,7 +248,7 @@ class Worker:
                 early, self._prefetch = self._prefetch, None
                 answer, runs = early.result()
                 if runs:
-                    self.report_if_due(_expected_work(runs))
+                    self.report_if_due(expected_work(runs))
                     return answer, runs
             want = self.policy.ask(trials_done=self.trials_done)
             return self._send_claim(want).result() if want > 0 else ({"trials": []}, [])
@@ -264,13 +261,7 @@ class Worker:
         """Queue a claim of up to `want` trials (0: only report) carrying the results so
         far (as many as a claim takes; the rest wait for the next), from a worker still
         busy `busy` seconds with its running trial."""
-        taken, size = 0, 0
-        for result in self._finished[:RESULTS_PER_CLAIM]:
-            size += _result_bytes(result)
-            if taken and size > CLAIM_BYTES:
-                break
-            taken += 1
-        finished, self._finished = self._finished[:taken], self._finished[taken:]
+        finished, self._finished = claimable(self._finished)
         return self.claimer.submit(self._claim, want, finished, busy)
 
     def _claim(
@@ -296,14 +287,14 @@ class Worker:
                 if exc.status != 413 or not any("checkpoint" in r for r in finished):
                     raise
                 # Too large with its checkpoints: they go on their own, then the results.
-                body["finished"] = finished = self._upload_checkpoints(finished)
+                body["finished"] = finished = upload_checkpoints(self.upload_client, finished)
                 answer = self.claim_client.post("/api/worker/claim", body)
         except ApiError as exc:
             if finished:
                 log.warning("could not report %d results: %s", len(finished), exc)
             raise
         self.policy.claim_took(time.monotonic() - sent)
-        _log_answers(finished, answer.get("finished", []))
+        log_answers(finished, answer.get("finished", []))
         return answer, self._hold(answer["trials"])
 
     def _settle(self, finished: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -326,35 +317,6 @@ class Worker:
                 if run.lease_lost.is_set():
                     log.warning("trial %s: lease lost; dropping it", run.trial_id)
                     continue
-            out.append(result)
-        return out
-
-    def _upload_checkpoints(self, finished: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The results, their inline checkpoints uploaded on their own first (claim thread).
-
-        An upload the service refuses fails its trial, as a refused result would; one
-        whose lease was lost drops its result (another owner has the trial)."""
-        out = []
-        for result in finished:
-            checkpoint = result.pop("checkpoint", None)
-            if checkpoint is not None:
-                try:
-                    self.upload_client.request(
-                        "POST",
-                        f"/api/worker/trials/{result['trial_id']}/checkpoints",
-                        params={"epoch": checkpoint["epoch"]},
-                        content=base64.b64decode(checkpoint["content"]),
-                        headers={
-                            "x-lease-token": result["lease_token"],
-                            "content-type": "application/octet-stream",
-                        },
-                    )
-                except LeaseLostError:
-                    continue
-                except ApiError as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-                    log.warning("trial %s: upload failed: %s", result["trial_id"], error)
-                    result = {**result, "outcome": "failed", "error": error}
             out.append(result)
         return out
 
@@ -438,38 +400,6 @@ class Worker:
         with self._held_lock:
             self._unsettled[run.trial_id] = run
         return run.result(outcome, error, took)
-
-
-def _result_bytes(result: dict[str, Any]) -> int:
-    """About the size of a result in a claim's JSON: its checkpoint and its epochs."""
-    checkpoint = result.get("checkpoint")
-    epochs = len(result["curve"]["epoch"]) if "curve" in result else 0
-    return 200 + (len(checkpoint["content"]) if checkpoint else 0) + 170 * epochs
-
-
-def _expected_work(runs: Any) -> float:
-    """The expected seconds of leased trials (inf if any is of a study not known yet)."""
-    total = 0.0
-    for run in runs:
-        if run.expected is None:
-            return float("inf")
-        total += run.expected
-    return total
-
-
-def _log_answers(sent: list[dict[str, Any]], answers: list[dict[str, Any]]) -> None:
-    """A line per refused result; per result only at debug level, or for trials that took
-    longer than a claim's delay (many short trials would fill the log)."""
-    took = {r["trial_id"]: r.get("seconds") or 0.0 for r in sent}
-    for done in answers:
-        extra = {"trial_id": done["trial_id"], "action": "finish"}
-        if done["status"] is None:
-            log.warning(
-                "trial %s: result refused: %s", done["trial_id"], done["error"], extra=extra
-            )
-        else:
-            level = logging.INFO if took.get(done["trial_id"], 0.0) >= 1.0 else logging.DEBUG
-            log.log(level, "trial %s: %s", done["trial_id"], done["status"], extra=extra)
 
 
 def install_sigterm(shutdown: threading.Event) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, TypeVar
 import pydantic_core
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import MAX_ID, DbDep, SettingsDep, TrialId, WorkerScope
@@ -18,20 +18,13 @@ from service.checkpoints import checkpoint_content, store_checkpoint
 from service.datasets import dataset_content
 from service.limits import BodyTooLarge
 from service.models import TrialStatus
-from service.queue import (
-    claim_and_report,
-    finish_trial,
-    heartbeat,
-    register_worker,
-    release_trial,
-    report_metrics,
-)
-from service.schemas import (
+from service.protocol import (
     MAX_EPOCHS_PER_REPORT,
     MAX_RESULTS_PER_CLAIM,
     MAX_WORKER_BODY_BYTES,
-    ClaimRequest,
-    ClaimResponse,
+    ClaimAndReport,
+    ClaimAndReportHead,
+    ClaimAndReportResponse,
     FinishReport,
     FinishReportHead,
     FinishResponse,
@@ -42,55 +35,20 @@ from service.schemas import (
     WorkerRegister,
     WorkerRegistered,
 )
+from service.queue import (
+    claim_and_report,
+    finish_trial,
+    heartbeat,
+    register_worker,
+    release_trial,
+    report_metrics,
+)
 from service.settings import Settings
 
 router = APIRouter(prefix="/api/worker", dependencies=[WorkerScope], tags=["worker"])
 
 M = TypeVar("M", bound=BaseModel)
 SMALL_BODY_BYTES = 64 * 1024  # register, heartbeat, release: a few fields
-
-
-class FinishedTrial(FinishReport):
-    trial_id: int = Field(ge=1, le=MAX_ID)
-
-
-class ClaimAndReport(ClaimRequest):
-    """A claim that also reports the trials finished since the last one: short trials
-    then cost one round trip and one transaction per batch, not per trial."""
-
-    max_trials: int = Field(1, ge=0, le=MAX_RESULTS_PER_CLAIM, description="0 only reports")
-    finished: list[FinishedTrial] = Field(default_factory=list, max_length=MAX_RESULTS_PER_CLAIM)
-
-
-class FinishedTrialHead(FinishReportHead):
-    trial_id: int = Field(ge=1, le=MAX_ID)
-
-
-class ClaimAndReportHead(ClaimRequest):
-    """ClaimAndReport as read before the leases are checked (see FinishReportHead)."""
-
-    max_trials: int = Field(1, ge=0, le=MAX_RESULTS_PER_CLAIM)
-    finished: list[FinishedTrialHead] = Field(
-        default_factory=list, max_length=MAX_RESULTS_PER_CLAIM
-    )
-
-
-class FinishAnswer(BaseModel):
-    trial_id: int
-    status: TrialStatus | None = Field(description="the trial's new status; null if refused")
-    error: str | None = Field(
-        description="why a result was refused (the lease was lost, it does not fit its trial)"
-    )
-
-
-class ClaimAndReportResponse(ClaimResponse):
-    finished: list[FinishAnswer]
-    waiting: bool = Field(
-        False,
-        description="no trial was leased, but queued ones wait for a free slot (a study at "
-        "its max_parallel, a panda study's running trial, a coarse-to-fine round being "
-        "planned): the queue is not empty",
-    )
 
 
 # --- bodies -------------------------------------------------------------------------------

@@ -32,8 +32,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from service.db import db_epoch
 from service.errors import CaviarError
 from service.models import Checkpoint, Trial
+from service.protocol import Curve, EpochReport, InlineCheckpoint
 from service.queue.tables import MetricRow, curve_rows, metric_rows, trial_epochs
-from service.schemas import Curve, EpochReport, InlineCheckpoint
 
 CHECKPOINT_FORMAT = ("caviar-checkpoint", 1)  # trainer.checkpoint's FORMAT and VERSION
 # A caviar study keeps each trial's latest checkpoints: a requeued attempt resumes from

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from service.app import create_app
 from service.db import get_database
 from service.models import Metric, Trial, TrialStatus, Worker
-from service.schemas import MAX_EPOCHS_PER_REPORT, MAX_WORKER_BODY_BYTES
+from service.protocol import MAX_EPOCHS_PER_REPORT, MAX_WORKER_BODY_BYTES
 from tests.conftest import small_spec
 from trainer import TrainConfig, load_dataset, train
 
