@@ -19,6 +19,7 @@ from service.api import dashboard as dashboard_routes
 from service.api import datasets as dataset_routes
 from service.api import events as events_routes
 from service.api import health as health_routes
+from service.api import lessons as lessons_routes
 from service.api import panda as panda_routes
 from service.api import studies as studies_routes
 from service.api import worker as worker_routes
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, *, extra_tokens: list[Token] = 
     app.include_router(panda_routes.router)
     app.include_router(worker_routes.router)
     app.include_router(dataset_routes.router)
+    app.include_router(lessons_routes.router)
     app.include_router(health_routes.router)
     app.include_router(dashboard_routes.router)  # before the /static mount: it serves plotly.js
     app.include_router(docs_router)  # before the /static mount too: Swagger UI's and ReDoc's files

@@ -1,4 +1,5 @@
-"""Commands that put the course's lessons to work: gradcheck (is backpropagation right?)."""
+"""Commands that put the course's lessons to work: gradcheck (is backpropagation right?) and
+importance (which hyperparameters mattered in a study?)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ import typer
 from rich.table import Table
 
 from service.cli.common import (
+    API,
+    JSON,
+    TOKEN,
+    api_client,
     app,
+    call,
     example,
+    expect,
     fail,
     load_spec_file,
     out,
@@ -86,3 +93,51 @@ def gradcheck(
         )
     if not report.passed:
         raise typer.Exit(WRONG_EXIT)
+
+
+TIER_WORDS = {1: "first", 2: "second", 3: "third"}  # the course's ranking; "-": not in it
+
+
+def _importance_table(answer: dict[str, Any]) -> Table:
+    table = Table(title_justify="left")
+    table.add_column("rank", justify="right")
+    table.add_column("hyperparameter", no_wrap=True)
+    table.add_column("importance", justify="right", no_wrap=True)
+    table.add_column("", no_wrap=True, max_width=10)
+    table.add_column("course", no_wrap=True)
+    table.add_column("scale")
+    for item in answer["importances"]:
+        share = float(item["importance"])
+        table.add_row(
+            str(item["rank"]),
+            item["name"],
+            f"{100 * share:.1f}%",
+            "█" * round(10 * share) or "▏",
+            TIER_WORDS.get(item["course_tier"], "-"),
+            item["scale"],
+        )
+    return table
+
+
+@app.command(epilog=example("caviar importance 3", "caviar importance 3 --json"))
+def importance(
+    study: int = typer.Argument(..., help="the id of a study with completed trials"),
+    api: str | None = API,
+    token: str | None = TOKEN,
+    as_json: bool = JSON,
+) -> None:
+    """Which hyperparameters mattered in a study: each one's share of the objective's variance
+    (fANOVA over a random forest), beside the course's ranking."""
+    with api_client(api, token) as client:
+        answer = expect(call(client, "GET", f"/api/studies/{study}/importance"))
+    if as_json:
+        print_json(answer)
+        return
+    used = f"{answer['trials_used']:,} of {answer['completed_trials']:,} completed trials"
+    out.print(f"study {study}: {answer['metric']}, fANOVA on {used}", highlight=False)
+    if answer["note"]:
+        out.print(f"no importances yet: {answer['note']}", highlight=False)
+        return
+    out.print(_importance_table(answer))
+    course = "; ".join(f"{TIER_WORDS[t['tier']]} {t['what']}" for t in answer["course"])
+    out.print(f"the course: {course}", highlight=False, markup=False)

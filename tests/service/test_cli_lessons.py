@@ -71,3 +71,25 @@ def test_gradcheck_refuses_a_bad_spec_and_an_uploaded_data_set(tmp_path: Path) -
     uploaded.write_text(yaml.safe_dump(spec))
     result = caviar("gradcheck", str(uploaded))
     assert result.exit_code == 2 and "uploaded data set" in result.output, result.output
+
+
+def test_importance_ranks_a_studys_hyperparameters_beside_the_course(
+    sqlite_url, live_service
+) -> None:
+    from service.db import get_database
+    from tests.service.test_importance import run_synthetic
+
+    svc = live_service(sqlite_url)
+    study_id = run_synthetic(get_database(sqlite_url), svc.settings, trials=120, seed=0)
+    result = caviar("importance", str(study_id), "--api", svc.url)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    first = next(line for line in lines if line.lstrip("│ ").startswith("1 "))
+    assert "learning_rate" in first and "first" in first, result.output
+    assert "fANOVA on 120 of 120 completed trials" in result.output
+    assert lines[-1].startswith("the course: first the learning rate; second momentum's beta")
+
+    numbers = json.loads(caviar("importance", str(study_id), "--api", svc.url, "--json").output)
+    assert numbers["importances"][0]["name"] == "learning_rate"
+    missing = caviar("importance", "999999", "--api", svc.url)
+    assert missing.exit_code == 2 and "404" in missing.output

@@ -3,6 +3,7 @@
 
 import { api, hasRoute } from "../api.js";
 import { specEditor } from "../editor.js";
+import { importancePanel } from "../importance.js";
 import { follow } from "../live.js";
 import { curvesFigure, draw, empty, historyFigure, loadPlotly, paramFigure, parallelFigure, parcoordsFigure } from "../plots.js";
 import { TERMINAL_STUDY, TRIAL_STATUSES, badge, copyText, duration, esc, fmt, markReady, progressBar, throttle, when, whenVisible } from "../util.js";
@@ -60,6 +61,7 @@ export function mount(view, { id }) {
       <div class="plot tall" id="plot-parcoords"></div></section>
     <section class="panel"><div class="panel-head"><h2>Objective against each hyperparameter</h2><span class="muted small box-note"></span></div>
       <div class="grid three params-grid"></div></section>
+    <section class="panel importance-panel"></section>
     <section class="panel"><div class="panel-head"><h2>Learning curves of the best trials</h2></div>
       <div class="grid two"><div class="plot" id="plot-curves-acc"></div><div class="plot" id="plot-curves-cost"></div></div></section>
     <section class="panel flush trials-panel">
@@ -82,6 +84,7 @@ export function mount(view, { id }) {
   const firstScreen = new Promise((resolve) => (firstScreenDrawn = resolve));
   const gridShown = Promise.all([whenVisible($(".params-grid"), "0px"), firstScreen]);
   const curvesShown = Promise.all([whenVisible($("#plot-curves-acc"), "0px"), firstScreen]);
+  const importance = importancePanel($(".importance-panel"), id);
 
   function header() {
     const s = ov.study;
@@ -174,6 +177,7 @@ export function mount(view, { id }) {
       empty($("#plot-parcoords"), "Every completed trial becomes a line across its hyperparameters and objective.");
     }
     paramsGrid(); // not awaited: it waits to be scrolled near
+    importance(ov.valued_trials); // not awaited: it waits to be scrolled near
     await Promise.all(jobs);
   }
 
