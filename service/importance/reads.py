@@ -1,11 +1,12 @@
 """A study's hyperparameter importance as the API returns it: sampled, computed once, cached.
 
-fANOVA's forest costs about a second per thousand trials (`service.importance.fanova`),
-so a study is fitted on at most `SAMPLE` of its completed trials, drawn at random with
-the study's id as the seed, and the answer is kept per study version: the count of its
-completed trials. A study that grows by less than `REUSE_GROWTH` of what it had once it
-has more than `SAMPLE` (a new sample would say the same) answers from the cache too, so
-a live 50,000-trial study recomputes every 2,500 trials, not on every refresh.
+Fitting fANOVA's forest to a thousand trials costs most of a second (Optuna's study and
+fANOVA's variances are Python; `service.importance.fanova`), so a study is fitted on at
+most `SAMPLE` of its completed trials, drawn at random with the study's id as the seed,
+and the answer is kept per study version: the count of its completed trials. A study
+that grows by less than `REUSE_GROWTH` of what it had once it has more than `SAMPLE` (a
+new sample would say the same) answers from the cache too, so a live 50,000-trial study
+recomputes every 2,500 trials, not on every refresh.
 """
 
 from __future__ import annotations
