@@ -27,8 +27,8 @@ export function importanceBody(answer) {
   const course = answer.course.map((t) => `<li>${tierTag(t.tier)} ${esc(t.what)}</li>`).join("");
   const used = answer.sampled ? `${answer.trials_used.toLocaleString("en")} of ${answer.completed_trials.toLocaleString("en")} completed trials, sampled` : `${answer.trials_used.toLocaleString("en")} completed trials`;
   return `<div class="imp-grid">
-      <div><table class="imp-table"><thead><tr><th class="num">#</th><th>measured: hyperparameter and scale</th><th>share of the variance of ${esc(answer.metric)}</th><th></th><th>course</th></tr></thead><tbody>${rows}</tbody></table>
-        <p class="muted small">fANOVA over a random forest, on ${used}; each hyperparameter on its own scale.</p></div>
+      <div><table class="imp-table"><thead><tr><th class="num">#</th><th>measured</th><th colspan="2">share of the variance</th><th>course</th></tr></thead><tbody>${rows}</tbody></table>
+        <p class="muted small">The share of the variance of ${esc(answer.metric)} each hyperparameter explains: fANOVA over a random forest, on ${used}, each on its own scale.</p></div>
       <div class="course"><h3>The course expects</h3><ol>${course}</ol>
         <p class="muted small">“There are many hyperparameters but some are more important than others.” A hyperparameter outside this list (Adam's beta2 and epsilon are almost never tuned) shows –.</p></div>
     </div>`;

@@ -267,7 +267,7 @@ function decades(lo, hi) {
   return out.length >= 2 ? out : [lo, hi];
 }
 
-function parDim(path, d, raw) {
+export function parDim(path, d, raw) {
   if (d.type === "categorical") {
     const names = (d.choices || []).map((c) => String(c));
     return { label: path, values: raw.map((v) => names.indexOf(String(v))), tickvals: names.map((_, i) => i), ticktext: names, range: [-0.25, names.length - 0.75] };

@@ -2,8 +2,11 @@
 // the server, so a 50,000-trial study opens fast), the trials table; cancel and zoom in.
 
 import { api, hasRoute } from "../api.js";
+import { comparePanel } from "../compare.js";
+import { contourPanel } from "../contour.js";
 import { specEditor } from "../editor.js";
 import { importancePanel } from "../importance.js";
+import { onSmoothing, smoothFigure, smoothingControl } from "../smoothing.js";
 import { follow } from "../live.js";
 import { curvesFigure, draw, empty, historyFigure, loadPlotly, paramFigure, parallelFigure, parcoordsFigure } from "../plots.js";
 import { TERMINAL_STUDY, TRIAL_STATUSES, badge, copyText, duration, esc, fmt, markReady, progressBar, throttle, when, whenVisible } from "../util.js";
@@ -61,8 +64,9 @@ export function mount(view, { id }) {
       <div class="plot tall" id="plot-parcoords"></div></section>
     <section class="panel"><div class="panel-head"><h2>Objective against each hyperparameter</h2><span class="muted small box-note"></span></div>
       <div class="grid three params-grid"></div></section>
+    <section class="panel contour-panel"></section>
     <section class="panel importance-panel"></section>
-    <section class="panel"><div class="panel-head"><h2>Learning curves of the best trials</h2></div>
+    <section class="panel"><div class="panel-head"><h2>Learning curves of the best trials</h2><span class="smoothing-slot"></span></div>
       <div class="grid two"><div class="plot" id="plot-curves-acc"></div><div class="plot" id="plot-curves-cost"></div></div></section>
     <section class="panel flush trials-panel">
       <div class="panel-head padded"><h2>Trials</h2>
@@ -73,6 +77,7 @@ export function mount(view, { id }) {
       <div class="table-wrap"><table class="trials"><thead></thead><tbody></tbody></table></div>
       <div class="pager"></div>
     </section>
+    <section class="panel compare-panel"></section>
     <dialog class="zoom-dialog"><div class="dialog-head"><h2>Zoom in: a new coarse-to-fine study</h2><p class="muted zoom-note"></p></div><div class="editor-slot"></div></dialog>`;
 
   const $ = (sel) => view.querySelector(sel);
@@ -85,6 +90,11 @@ export function mount(view, { id }) {
   const gridShown = Promise.all([whenVisible($(".params-grid"), "0px"), firstScreen]);
   const curvesShown = Promise.all([whenVisible($("#plot-curves-acc"), "0px"), firstScreen]);
   const importance = importancePanel($(".importance-panel"), id);
+  smoothingControl($(".smoothing-slot"));
+  const compare = comparePanel($(".compare-panel"), $(".trials tbody"));
+  const contour = contourPanel($(".contour-panel"));
+  const contourShown = Promise.all([whenVisible($(".contour-panel"), "0px"), firstScreen]);
+  const unsmooth = onSmoothing(() => curves());
 
   function header() {
     const s = ov.study;
@@ -178,6 +188,7 @@ export function mount(view, { id }) {
     }
     paramsGrid(); // not awaited: it waits to be scrolled near
     importance(ov.valued_trials); // not awaited: it waits to be scrolled near
+    contourShown.then(() => !destroyed && contour(ov)); // drawn once scrolled near
     await Promise.all(jobs);
   }
 
@@ -191,8 +202,8 @@ export function mount(view, { id }) {
       return;
     }
     await Promise.all([
-      draw($("#plot-curves-acc"), ...Object.values(curvesFigure(cs, "dev_accuracy", { title: "dev accuracy" }))),
-      draw($("#plot-curves-cost"), ...Object.values(curvesFigure(cs, "dev_cost", { title: "dev cost (log)" }))),
+      draw($("#plot-curves-acc"), ...Object.values(smoothFigure(curvesFigure(cs, "dev_accuracy", { title: "dev accuracy" })))),
+      draw($("#plot-curves-cost"), ...Object.values(smoothFigure(curvesFigure(cs, "dev_cost", { title: "dev cost (log)" })))),
     ]);
   }
 
@@ -209,6 +220,7 @@ export function mount(view, { id }) {
       { key: "started_at", label: "started", cell: (t) => when(t.started_at) },
       { key: null, label: "time", num: true, cell: (t) => (t.started_at ? duration(t.started_at, t.finished_at) : "–") },
       { key: null, label: "error", cell: (t) => (t.error ? `<span class="error clip" title="${esc(t.error)}">${esc(t.error)}</span>` : "") },
+      { key: null, label: "compare", cell: (t) => compare.box(t) },
     ];
   }
 
@@ -459,6 +471,7 @@ export function mount(view, { id }) {
     ready,
     destroy() {
       destroyed = true;
+      unsmooth();
       onEvent.cancel();
       live?.close();
     },

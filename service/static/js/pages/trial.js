@@ -5,6 +5,7 @@ import { api, hasRoute } from "../api.js";
 import { gradientCheckPanel } from "../gradcheck.js";
 import { follow } from "../live.js";
 import { draw, empty, loadPlotly, trialFigure } from "../plots.js";
+import { onSmoothing, smoothFigure, smoothingControl } from "../smoothing.js";
 import { TERMINAL_TRIAL, badge, copyText, duration, esc, fmt, markReady, throttle, when } from "../util.js";
 import { toYaml } from "../yaml.js";
 
@@ -34,6 +35,7 @@ export function mount(view, { id }) {
     <section class="panel cards"></section>
     <div class="trial-error"></div>
     <div class="trial-gradcheck"></div>
+    <div class="smoothing-bar"><span class="smoothing-slot"></span></div>
     <div class="grid two">
       <section class="panel"><div class="panel-head"><h2>Cost</h2><span class="muted small">train and dev, log scale</span></div><div class="plot" id="plot-cost"></div></section>
       <section class="panel"><div class="panel-head"><h2>Accuracy</h2><span class="muted small">train and dev</span></div><div class="plot" id="plot-accuracy"></div></section>
@@ -47,6 +49,8 @@ export function mount(view, { id }) {
       <form class="fork-form" method="dialog"></form></dialog>
     <section class="panel"><div class="panel-head"><h2>Config</h2><button type="button" data-act="copy">Copy as YAML</button><span class="copy-status muted small"></span></div><pre class="config-yaml"></pre></section>`;
   const $ = (sel) => view.querySelector(sel);
+  smoothingControl($(".smoothing-slot"));
+  const unsmooth = onSmoothing(() => curves(rows));
 
   function render(rows) {
     const t = trial;
@@ -104,7 +108,7 @@ export function mount(view, { id }) {
     const figures = ["cost", "accuracy", "learning_rate"].map((kind) => {
       const fig = trialFigure(rows, kind);
       if (parentRows?.length) fig.data.unshift(...parentTraces(parentRows, kind));
-      return fig;
+      return kind === "learning_rate" ? fig : smoothFigure(fig); // a schedule, not a noisy measure
     });
     await Promise.all([
       draw($("#plot-cost"), figures[0].data, figures[0].layout),
@@ -290,6 +294,7 @@ export function mount(view, { id }) {
     ready,
     destroy() {
       destroyed = true;
+      unsmooth();
       onEvent.cancel();
       live?.close();
     },
