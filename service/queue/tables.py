@@ -40,13 +40,21 @@ _SQLITE_INSERT = (
     f"INSERT INTO metrics ({', '.join(_COLUMNS)}) VALUES {{rows}}"
     " ON CONFLICT (trial_id, attempt, epoch) DO NOTHING"
 )
-# PostgreSQL: one statement for the whole batch, its columns as arrays sent in binary
-# (no round trip per row; psycopg writes binary arrays in C, text ones a regex per value).
-_POSTGRES_INSERT = (
-    f"INSERT INTO metrics ({', '.join(_COLUMNS)}) SELECT * FROM unnest("
-    "%b::integer[], %b::integer[], %b::integer[], "
-    + ", ".join(["%b::double precision[]"] * len(METRIC_FIELDS))
-    + ") ON CONFLICT (trial_id, attempt, epoch) DO NOTHING"
+# PostgreSQL: the batch is copied (binary COPY, rows written in C) into a temporary table
+# of the connection, emptied at each commit, then inserted from there in one statement:
+# COPY cannot skip rows already stored. Arrays through unnest() cost four times more CPU
+# (psycopg packs their values in Python), an executemany seven times.
+_POSTGRES_STAGE = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS caviar_metrics_in (trial_id integer, "
+    "attempt integer, epoch integer, "
+    + ", ".join(f"{name} double precision" for name in METRIC_FIELDS)
+    + ") ON COMMIT DELETE ROWS"
+)
+_POSTGRES_COPY = "COPY caviar_metrics_in FROM STDIN (FORMAT BINARY)"
+_POSTGRES_TYPES = ["int4", "int4", "int4"] + ["float8"] * len(METRIC_FIELDS)
+_POSTGRES_MOVE = (
+    f"INSERT INTO metrics ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} "
+    "FROM caviar_metrics_in ON CONFLICT (trial_id, attempt, epoch) DO NOTHING"
 )
 
 
@@ -92,8 +100,22 @@ def insert_metrics(conn: Connection, rows: Sequence[MetricRow]) -> None:
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(_POSTGRES_INSERT, tuple(list(c) for c in zip(*rows, strict=True)))
+        _copy_metrics(conn, rows)
         return
     for start in range(0, len(rows), SQLITE_CHUNK):
         chunk = rows[start : start + SQLITE_CHUNK]
         conn.exec_driver_sql(_sqlite_insert(len(chunk)), tuple(chain.from_iterable(chunk)))
+
+
+def _copy_metrics(conn: Connection, rows: Sequence[MetricRow]) -> None:
+    """PostgreSQL: `rows` through the connection's staging table (see _POSTGRES_STAGE)."""
+    conn.exec_driver_sql(_POSTGRES_STAGE)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(_POSTGRES_COPY) as copy:
+            copy.set_types(_POSTGRES_TYPES)
+            for row in rows:
+                copy.write_row(row)
+    finally:
+        cursor.close()
+    conn.exec_driver_sql(_POSTGRES_MOVE)
