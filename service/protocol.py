@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from service.models import TrialStatus
+from service.schemas import GradientCheckRead
 
 MAX_ID = 2**31 - 1  # ids are 32-bit INTEGER columns
 
@@ -148,6 +149,9 @@ class ClaimedTrial(BaseModel):
     expected_seconds: float | None = Field(
         None, description="how long the study's trials have taken (null: not known yet)"
     )
+    gradient_check: bool = Field(
+        False, description="check the network's gradients before training, and report them"
+    )
 
 
 class ClaimResponse(BaseModel):
@@ -173,6 +177,9 @@ class FinishReport(MetricsReport):
     checkpoint: InlineCheckpoint | None = Field(
         None, description="the state after its last epoch, instead of an upload of its own"
     )
+    gradient_check: GradientCheckRead | None = Field(
+        None, description="its network's gradient check before training, when it was asked"
+    )
 
 
 # What the service reads of a report before its lease is checked: the same fields, with
@@ -189,6 +196,7 @@ class FinishReportHead(MetricsReportHead):
     error: Annotated[str, AfterValidator(_no_nul)] | None = Field(None, max_length=100_000)
     seconds: float | None = Field(None, ge=0, le=10**9)
     checkpoint: dict[str, Any] | None = None
+    gradient_check: GradientCheckRead | None = None  # small and bounded: validated at once
 
 
 class StopFlag(BaseModel):

@@ -364,6 +364,7 @@ class Worker:
         try:
             config = TrainConfig(**claimed["config"])
             dataset = self.datasets.get(claimed["dataset"])
+            run.check_gradients(config, dataset)  # with execution.gradient_check only
             resume = None
             if claimed.get("resume"):
                 checkpoint_id = claimed["resume"]["checkpoint_id"]

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 from trainer import TrainConfig
 from trainer.checkpoint import Checkpoint
+from trainer.datasets import Dataset
+from trainer.gradcheck import GradientCheckFailed, check_trial
 from worker.client import ApiError, Client, LeaseLostError
 
 log = logging.getLogger("caviar.worker")
@@ -82,6 +84,8 @@ class TrialRun:
         self.checkpoint_seconds = float(claimed.get("checkpoint_seconds") or 0.0)
         self.last_checkpoint = time.monotonic()
         self.next_look = 0.0  # on_epoch looks at the clock's business no sooner than this
+        self.check_first = bool(claimed.get("gradient_check"))  # execution.gradient_check
+        self.gradient_check: dict[str, Any] | None = None  # its numbers, for the result
         epochs = claimed["config"].get("epochs")
         self.epochs = int(
             epochs if epochs is not None else TrainConfig.model_fields["epochs"].default
@@ -101,6 +105,16 @@ class TrialRun:
         per_epoch = self.expected / self.epochs
         stride = math.ceil(self.checkpoint_seconds / per_epoch / every) * every
         return max(every, min(stride, self.epochs))
+
+    def check_gradients(self, config: TrainConfig, dataset: Dataset) -> None:
+        """With execution.gradient_check, check the network before it trains: the numbers
+        go with the result, and a wrong backpropagation fails the trial with them."""
+        if not self.check_first:
+            return
+        report = check_trial(config, dataset)
+        self.gradient_check = report.to_json()
+        if not report.passed:
+            raise GradientCheckFailed(report)
 
     def beat(self) -> None:
         """Extend the lease once (the worker's heartbeat thread calls this)."""
@@ -202,6 +216,8 @@ class TrialRun:
         if self.buffer:
             result["curve"] = columns(self.buffer)
             self.buffer = []
+        if self.gradient_check is not None:
+            result["gradient_check"] = self.gradient_check
         if self.final is not None:
             epoch, content = self.final
             result["checkpoint"] = {"epoch": epoch, "content": base64.b64encode(content).decode()}

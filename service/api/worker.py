@@ -155,6 +155,7 @@ def _dump_result(report: FinishReportHead, trial_id: int) -> dict[str, Any]:
         "epochs": report.epochs,
         "curve": report.curve,
         "checkpoint": report.checkpoint,
+        "gradient_check": report.gradient_check.model_dump() if report.gradient_check else None,
     }
 
 

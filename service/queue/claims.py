@@ -64,6 +64,7 @@ class Claimed:
     resume: dict[str, Any] | None = None  # {"checkpoint_id", "epoch"}: start from there
     report_at: list[int] = field(default_factory=list)  # epochs to report at once (rungs)
     expected_seconds: float | None = None  # how long the study's trials take, if known
+    gradient_check: bool = False  # execution.gradient_check: check the network first
 
 
 def register_worker(*, db: Database, name: str, host: str | None, pid: int | None) -> str:
@@ -319,6 +320,7 @@ def _claim_from_study(
         "checkpoint_every": int(spec.get("execution", {}).get("checkpoint_every") or 0),
         "checkpoint_seconds": caviar_checkpoint_seconds if study.mode == "caviar" else 0.0,
         "expected_seconds": expected,
+        "gradient_check": bool(spec.get("execution", {}).get("gradient_check")),
     }
     out = [
         _claimed(s, study_id=study.id, row=row, pruning=pruning, terms=terms)

@@ -238,6 +238,7 @@ def _finish_many(
     if not ended:
         return answers, set()
     _store(s, list(ended.values()))
+    _store_gradient_checks(s, results, ended)
     _emit_ended(s, list(ended.values()))
     _observe(s, results, ended)
     return answers, {e.row.study_id for e in ended.values()}
@@ -309,6 +310,26 @@ def _store(s: Session, ended: list[_Ended]) -> None:
         assert moved in (-1, len(params)), (moved, len(params))
     for worker_id, n in sorted(workers.items()):
         conn.execute(_WORKER_DONE, {"b_worker": worker_id, "b_n": n})
+
+
+_GRADIENT_CHECK = (
+    update(TRIALS)
+    .where(TRIALS.c.id == bindparam("b_id"))
+    .values(gradient_check=bindparam("b_check", type_=TRIALS.c.gradient_check.type))
+)
+
+
+def _store_gradient_checks(
+    s: Session, results: Sequence[Mapping[str, Any]], ended: dict[int, _Ended]
+) -> None:
+    """Keep the gradient checks the accepted results carry (execution.gradient_check)."""
+    checks = [
+        {"b_id": int(r["trial_id"]), "b_check": r["gradient_check"]}
+        for r in results
+        if r.get("gradient_check") is not None and int(r["trial_id"]) in ended
+    ]
+    if checks:
+        s.connection().execute(_GRADIENT_CHECK, checks)
 
 
 def _emit_ended(s: Session, ended: list[_Ended]) -> None:
