@@ -8,6 +8,7 @@ import { lessonStyles } from "./style.js";
 import { esc, whenVisible } from "./util.js";
 
 const TIER_WORDS = { 1: "first", 2: "second", 3: "third" };
+const REFRESH_MS = 10_000;
 
 function tierTag(tier) {
   return tier ? `<span class="tier t${tier}" title="the course ranks it ${TIER_WORDS[tier]}">${TIER_WORDS[tier]}</span>` : `<span class="tier none" title="not in the course's list">–</span>`;
@@ -43,13 +44,24 @@ export function importancePanel(section, studyId) {
   let busy = false;
   const available = hasRoute("GET", "/api/studies/{study_id}/importance");
   const visible = whenVisible(section);
+  let last = 0; // when it was last fetched
+  let later = null; // the fetch a live study's next completed trials wait for
   return async function update(completed) {
     if (!(await available)) {
       section.hidden = true;
       return;
     }
     await visible;
-    if (busy || completed === shown || !completed) return;
+    if (completed === shown || !completed) return;
+    // A live study completes trials every second: refit at most every REFRESH_MS, and
+    // once more after the last change, so the panel ends on the final count.
+    const wait = last + REFRESH_MS - Date.now();
+    if (busy || wait > 0) {
+      clearTimeout(later);
+      later = setTimeout(() => update(completed), Math.max(wait, 100));
+      return;
+    }
+    last = Date.now();
     busy = true;
     try {
       const answer = await api(`/api/studies/${studyId}/importance`);
