@@ -48,7 +48,7 @@ def seeded_study(db_url: str, settings: Any, *, trials: int = 60) -> int:
     follows the synthetic accuracy (learning rate first, `init` irrelevant)."""
     db = get_database(db_url)
     spec = course_spec(trials, seed=0)
-    spec["model"] = {**spec["model"], "epochs": EPOCHS}  # type: ignore[dict-item]
+    spec["model"] = {**spec["model"], "epochs": EPOCHS}
     study_id = create_study(db=db, data=spec, settings=settings)
     worker = register_worker(db=db, name="browser-seed", host=None, pid=None)
     rng = np.random.default_rng(0)
