@@ -85,7 +85,7 @@ def trial_dict(t: Trial) -> dict[str, Any]:
 
 def trial_detail(t: Trial) -> dict[str, Any]:
     """A trial's summary and its config: what a trial's own page and its writes return."""
-    return {**trial_dict(t), "config": t.config, "gradient_check": t.gradient_check}
+    return {**trial_dict(t), "config": t.config}
 
 
 def summary_of_row(row: Sequence[Any]) -> dict[str, Any]:
@@ -188,8 +188,11 @@ def study_dict(s: Session, study: Study, *, with_best: bool = True) -> dict[str,
 
 
 def get_trial(*, db: Database, trial_id: int) -> dict[str, Any]:
+    """A trial's own document: its detail and, with execution.gradient_check, its check
+    (only here: a study's best trial is read from raw rows, without it)."""
     with db.session(write=False) as s:
-        return trial_detail(get_or_404(s, Trial, trial_id))
+        trial = get_or_404(s, Trial, trial_id)
+        return {**trial_detail(trial), "gradient_check": trial.gradient_check}
 
 
 def trial_metrics(*, db: Database, trial_id: int) -> list[dict[str, Any]]:
