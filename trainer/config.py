@@ -2,14 +2,50 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 Activation = Literal["relu", "tanh", "sigmoid", "leaky_relu"]
 Init = Literal["zeros", "random", "xavier", "he"]
 Optimizer = Literal["gd", "momentum", "rmsprop", "adam"]
 LrDecay = Literal["none", "inverse_time", "exponential", "inverse_sqrt"]
+
+
+def _kind(annotation: Any) -> str | None:
+    """ "number" for an int or float field (optional or not), "numbers" for a list of them,
+    "bool" for a bool field; None for any other."""
+    if get_origin(annotation) is Annotated:
+        return _kind(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        kinds = {_kind(a) for a in get_args(annotation)} - {None}
+        return kinds.pop() if len(kinds) == 1 else None
+    if annotation is bool:
+        return "bool"
+    if annotation in (int, float):
+        return "number"
+    if get_origin(annotation) is list and _kind(get_args(annotation)[0]) == "number":
+        return "numbers"
+    return None
+
+
+def plain_value(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """`value` if its field takes it as it is; ValueError for what lax pydantic would convert.
+
+    Pydantic reads true as 1, "5" as 5 and 0 or "yes" as booleans: `learning_rate: true`
+    is a mistake to name, not a rate of 1.0. Whole floats (5.0) still count as integers.
+    """
+    kind = _kind(model.model_fields[str(info.field_name)].annotation)
+    if value is None:  # pydantic says whether the field may be left empty
+        return value
+    if kind == "bool" and not isinstance(value, bool):
+        raise ValueError(f"must be true or false (got {value!r})")
+    items = value if kind == "numbers" and isinstance(value, list) else [value]
+    for item in items if kind in ("number", "numbers") else ():
+        if isinstance(item, bool | str):
+            raise ValueError(f"must be a number, not {type(item).__name__} (got {item!r})")
+    return value
 
 
 class TrainConfig(BaseModel):
@@ -21,7 +57,8 @@ class TrainConfig(BaseModel):
     with the same messages.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Infinity is no rate, scale or penalty: every number must be finite.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     hidden_layers: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: [20, 7, 5],
@@ -93,6 +130,11 @@ class TrainConfig(BaseModel):
     seed: int = Field(
         0, ge=0, lt=2**63, description="seed of the initialization, shuffling and dropout"
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return plain_value(cls, value, info)
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
