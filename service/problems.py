@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -107,7 +108,26 @@ async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
     return problem(422, "The request is invalid", detail, "invalid-request", errors=errors)
 
 
-async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+_PARAMETER = re.compile(r"\\\{[^/]+?\\\}")  # a path parameter, as re.escape writes it
+
+
+def _allowed(request: Request) -> str | None:
+    """Every method the API document gives the request's path, or None if it has none.
+
+    Starlette's 405 names only the methods of the first route matching the path, but
+    each method of a path is a route of its own here: GET and POST /api/studies.
+    """
+    paths = request.app.openapi().get("paths", {})
+    methods = {
+        method.upper()
+        for template, item in paths.items()
+        if re.fullmatch(_PARAMETER.sub("[^/]+", re.escape(template)), request.url.path)
+        for method in item
+    }
+    return ", ".join(sorted(methods)) or None
+
+
+async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     title = {
         404: "Not found",
         405: "Method not allowed",
@@ -123,7 +143,10 @@ async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
             errors=errors,
         )
     slug = "payload-too-large" if exc.status_code == 413 else f"http-{exc.status_code}"
-    return problem(exc.status_code, title, str(exc.detail), slug, exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405 and (allowed := _allowed(request)):
+        headers = {**(headers or {}), "Allow": allowed}
+    return problem(exc.status_code, title, str(exc.detail), slug, headers)
 
 
 async def _out_of_range(_: Request, exc: Exception) -> JSONResponse:

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
-from service.api.deps import DbDep, ReadScope
+from service.api.deps import MAX_ID, DbDep, ReadScope, StudyId, TrialId
 from service.auth import COOKIE, credentials, login_page, safe_next, same_origin
 from service.dashboard import (
     CURVE_POINTS,
@@ -195,7 +195,7 @@ class DashboardTrialsPage(BaseModel):
     "/api/dashboard/studies/{study_id}", response_model=StudyOverview, dependencies=[ReadScope]
 )
 def get_overview(
-    study_id: int,
+    study_id: StudyId,
     db: DbDep,
     points: Annotated[int, Query(ge=10, le=MAX_POINTS)] = MAX_POINTS,
 ) -> dict[str, Any]:
@@ -207,7 +207,7 @@ def get_overview(
     "/api/dashboard/studies/{study_id}/curves", response_model=list[Curve], dependencies=[ReadScope]
 )
 def get_curves(
-    study_id: int,
+    study_id: StudyId,
     db: DbDep,
     top: Annotated[int, Query(ge=1, le=20)] = 5,
     points: Annotated[int, Query(ge=10, le=2000)] = CURVE_POINTS,
@@ -222,10 +222,10 @@ def get_curves(
     dependencies=[ReadScope],
 )
 def get_trials_table(
-    study_id: int,
+    study_id: StudyId,
     db: DbDep,
     status: TrialStatus | None = None,
-    round: Annotated[int | None, Query(ge=0)] = None,
+    round: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     sort: Annotated[
         str,
         Query(
@@ -235,7 +235,7 @@ def get_trials_table(
         ),
     ] = "number",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> dict[str, Any]:
     """One page of the trials table, sorted by any column, hyperparameters included."""
     try:
@@ -261,7 +261,7 @@ class Cursor(BaseModel):
 @router.get(
     "/api/dashboard/trials/{trial_id}/cursor", response_model=Cursor, dependencies=[ReadScope]
 )
-def get_trial_cursor(trial_id: int, db: DbDep) -> dict[str, Any]:
+def get_trial_cursor(trial_id: TrialId, db: DbDep) -> dict[str, Any]:
     """Where the event stream of a trial's study is now: a page reads this before loading."""
     return trial_cursor(db=db, trial_id=trial_id)
 
@@ -277,9 +277,9 @@ class MetricsTail(BaseModel):
     dependencies=[ReadScope],
 )
 def get_metrics_tail(
-    trial_id: int,
+    trial_id: TrialId,
     db: DbDep,
-    after: Annotated[int, Query(ge=0, description="only epochs after this one")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID, description="only epochs after this one")] = 0,
 ) -> dict[str, Any]:
     """The epochs of the trial's latest attempt after `after`: a live page fetches only news."""
     return metrics_tail(db=db, trial_id=trial_id, after=after)

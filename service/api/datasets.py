@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from service.api.deps import DbDep, ReadScope, SettingsDep, SubmitRate, WriteScope
+from service.api.deps import MAX_ID, DbDep, ReadScope, SettingsDep, SubmitRate, WriteScope
 from service.api.docs import problem_responses
 from service.api.heavy import run_upload
 from service.datasets import (
@@ -104,7 +104,7 @@ async def post_dataset(
 def get_datasets(
     db: DbDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> dict[str, Any]:
     """List uploaded data sets, newest first (their content is not included)."""
     items, total = list_datasets(db=db, limit=limit, offset=offset)

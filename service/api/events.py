@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from service.api.deps import DbDep, ReadScope, caller_key
+from service.api.deps import DbDep, ReadScope, StudyId, caller_key
 from service.api.docs import problem_responses
 from service.events import Wakeup, listener_for, stream_frames
 from service.events.stream import read_events
@@ -49,11 +49,13 @@ class SlotStream(StreamingResponse):
     },
 )
 async def study_events(
-    study_id: int,
+    study_id: StudyId,
     request: Request,
     db: DbDep,
     last_event_id: Annotated[str | None, Header()] = None,
-    after: Annotated[int | None, Query(ge=0, description="resume after this event id")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=2**63 - 1, description="resume after this event id")
+    ] = None,
     follow: Annotated[bool, Query(description="keep the stream open until the study ends")] = True,
 ) -> StreamingResponse:
     """The study's events as server-sent events; `Last-Event-ID` resumes without a gap.

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import yaml
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.deps import (
+    MAX_ID,
     DbDep,
     ReadScope,
     SettingsDep,
@@ -43,6 +43,7 @@ from service.spec import (
     make_strategy,
     parse_spec,
     preview,
+    spec_json_schema,
     total_rounds,
 )
 from service.studies import (
@@ -86,14 +87,12 @@ SPEC_BODY = {
         "required": True,
         "description": "A search spec (docs/spec.md), as JSON or YAML",
         "content": {
-            "application/json": {
-                "schema": {"type": "object"},
+            # YAML is the same document written another way, so the same schema.
+            media: {
+                "schema": spec_json_schema(),
                 "examples": {"random-search": {"value": _EXAMPLE_SPEC}},
-            },
-            "application/yaml": {
-                "schema": {"type": "string"},
-                "examples": {"random-search": {"value": yaml.safe_dump(_EXAMPLE_SPEC)}},
-            },
+            }
+            for media in ("application/json", "application/yaml")
         },
     }
 }
@@ -178,7 +177,7 @@ def get_studies(
     status: StudyStatus | None = None,
     name: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> dict[str, Any]:
     """List studies, newest first, filtered by status or by a part of the name."""
     items, total = list_studies(db=db, status=status, name=name, limit=limit, offset=offset)
@@ -226,7 +225,7 @@ class ZoomRequest(BaseModel):
     status_code=status.HTTP_201_CREATED,
     response_model=StudyRead,
     dependencies=[WriteScope, SubmitRate],
-    responses=problem_responses(404, 409, 422),
+    responses=problem_responses(404, 409, 422, 429),
 )
 def post_zoom(
     study_id: StudyId, db: DbDep, settings: SettingsDep, body: ZoomRequest | None = None
@@ -278,13 +277,13 @@ async def get_trials(
     study_id: StudyId,
     db: DbDep,
     status: TrialStatus | None = None,
-    round: Annotated[int | None, Query(ge=0)] = None,
+    round: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     sort: Annotated[
         Literal["number", "value"],
         Query(description="number: in creation order; value: best objective first"),
     ] = "number",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> Response:
     """A study's trials, by number or best objective first, filtered by status or round."""
     items, total = await run_read(

@@ -15,6 +15,7 @@ first (`values`).
 from service.spec.checks import cap_errors, checked_round
 from service.spec.loader import MAX_SPEC_DEPTH, MAX_SPEC_VALUES, load_spec_data, parse_spec
 from service.spec.messages import SpecError
+from service.spec.openapi import spec_json_schema
 from service.spec.planning import (
     make_strategy,
     objective_direction,
@@ -70,6 +71,7 @@ __all__ = [
     "parse_spec",
     "plan_round",
     "preview",
+    "spec_json_schema",
     "stored_spec",
     "text_problem",
     "total_rounds",

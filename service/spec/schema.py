@@ -46,6 +46,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -53,7 +54,7 @@ from pydantic import (
 
 from service.search.distributions import AnyDistribution
 from service.search.strategies import SearchSpace
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, plain_value
 
 BUILTIN_DATASETS = ("moons", "circles", "spirals", "blobs", "xor", "digits", "breast_cancer")
 GENERATED_DATASETS = ("moons", "circles", "spirals", "blobs", "xor")
@@ -66,6 +67,11 @@ METRICS = ("dev_accuracy", "dev_cost", "train_accuracy", "train_cost")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return plain_value(cls, value, info)
 
 
 class DatasetSpec(_Strict):

@@ -1,0 +1,61 @@
+"""The spec as one JSON Schema, every block typed in full: the body the API documents.
+
+`StudySpec`'s own schema with its definitions inlined (an operation's body cannot point
+into the document's components from here), the `model` block as `TrainConfig`'s fields,
+the data set's name as a built-in or an upload's id, and space paths as model fields or
+``<list field>.<index>``. What JSON Schema cannot say (a range's low under its high, a
+distribution that fits its field, the caps) `service.spec.parse_spec` checks, 422.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from service.spec.schema import BUILTIN_DATASETS, UPLOAD_ID, StudySpec
+from trainer.config import TrainConfig
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with every ``#/$defs/`` reference replaced by what it names."""
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(dict(defs[ref.rsplit("/", 1)[1]]))
+            return {k: inline(v) for k, v in node.items() if k != "discriminator"}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
+
+
+@cache
+def spec_json_schema() -> dict[str, Any]:
+    """The whole spec as JSON Schema, self-contained (no references)."""
+    schema = _inlined(StudySpec.model_json_schema())
+    props = schema["properties"]
+    model = _inlined(TrainConfig.model_json_schema())
+    model.pop("required", None)  # the block names only the fields it changes
+    props["model"] = {**model, "description": props["model"]["description"], "default": {}}
+    props["dataset"]["properties"]["name"]["anyOf"] = [
+        {"enum": list(BUILTIN_DATASETS)},
+        {"pattern": f"^{UPLOAD_ID.pattern}$"},
+    ]
+    fields = "|".join(sorted(TrainConfig.model_fields))
+    props["space"]["propertyNames"] = {"pattern": rf"^({fields})(\.[0-9]+)?$"}
+    # direction, its only required field, is the metric's own when left out or null.
+    objective = props["objective"]
+    objective.pop("required", None)
+    direction = objective["properties"]["direction"]
+    objective["properties"]["direction"] = {
+        "anyOf": [{k: direction.pop(k) for k in ("enum", "type")}, {"type": "null"}],
+        **direction,
+    }
+    props["pruning"] = {"anyOf": [props["pruning"], {"type": "null"}]}  # null: no pruning
+    for distribution in props["space"]["additionalProperties"]["oneOf"]:
+        distribution["required"] = ["type", *distribution.get("required", [])]  # the tag
+    return schema
