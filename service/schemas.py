@@ -190,7 +190,10 @@ class StudyRead(BaseModel):
     planned_trials: int = Field(
         description="trials the study runs in all (later coarse-to-fine rounds included)"
     )
-    finished_trials: int = Field(description="trials in a final status")
+    finished_trials: int = Field(
+        description="trials that ran and ended: a trial stopped before it started (a "
+        "cancel stops the queued ones) is not counted, so a cancelled study is not shown done"
+    )
     best_trial: TrialDetail | None
     parent_study_id: int | None
     error: str | None
@@ -204,7 +207,7 @@ class StudyRead(BaseModel):
 
 
 class StudyRetried(StudyRead):
-    requeued: int = Field(description="how many failed or stopped trials went back to the queue")
+    requeued: int = Field(description="how many failed trials went back to the queue")
 
 
 class StudiesPage(BaseModel):

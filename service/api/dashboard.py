@@ -157,7 +157,7 @@ class Sample(BaseModel):
 class StudyOverview(BaseModel):
     study: StudyRead
     planned_trials: int = Field(description="trials the whole study will have run")
-    finished_trials: int = Field(description="trials in a terminal status")
+    finished_trials: int = Field(description="trials that ran and ended (StudyRead's)")
     valued_trials: int = Field(description="completed trials with an objective value")
     records: list[tuple[int, float]] = Field(
         description="(number, value) of each completed trial that improved the best so far"

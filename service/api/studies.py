@@ -205,10 +205,13 @@ def post_cancel(study_id: StudyId, db: DbDep) -> dict[str, Any]:
 
 
 @router.post(
-    "/studies/{study_id}/retry-failed", response_model=StudyRetried, dependencies=[WriteScope]
+    "/studies/{study_id}/retry-failed",
+    response_model=StudyRetried,
+    dependencies=[WriteScope],
+    responses=problem_responses(409),
 )
 def post_retry_failed(study_id: StudyId, db: DbDep) -> dict[str, Any]:
-    """Queue the study's failed and stopped trials again, as new attempts."""
+    """Queue the study's failed trials again, as new attempts; 409 on a cancelled study."""
     return retry_failed(db=db, study_id=study_id)
 
 

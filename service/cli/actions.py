@@ -111,7 +111,7 @@ def retry_failed(
     token: str | None = TOKEN,
     as_json: bool = JSON,
 ) -> None:
-    """Queue a study's failed and stopped trials again, as new attempts."""
+    """Queue a study's failed trials again, as new attempts (not on a cancelled study)."""
     one = _post(f"/api/studies/{study}/retry-failed", api, token)
     n = one["requeued"]
     _show(one, _study_line(one, f"queued {n} trial{'s' * (n != 1)} again"), as_json=as_json)

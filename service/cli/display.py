@@ -24,6 +24,14 @@ def expected_trials(study: dict[str, Any]) -> int:
     return int(study["planned_trials"])
 
 
+def shown_status(study: dict[str, Any]) -> str:
+    """The study's status as a person reads it: a panda study waiting for someone to
+    continue it is "awaiting review", not "running"."""
+    if study.get("awaiting_review") and study["status"] not in TERMINAL:
+        return "awaiting review"
+    return str(study["status"])
+
+
 def fmt_value(value: Any) -> str:
     if value is None:
         return "-"
@@ -44,7 +52,7 @@ def progress_line(study: dict[str, Any]) -> str:
     rounds = study["rounds"]
     round_text = f" round {rounds['current'] + 1}/{rounds['total']}" if rounds["total"] > 1 else ""
     return (
-        f"[{study['status']}]{round_text} {done_count(study)}/{expected_trials(study)} done, "
+        f"[{shown_status(study)}]{round_text} {done_count(study)}/{expected_trials(study)} done, "
         f"{c['running']} running, {c['queued']} queued, {c['failed']} failed; "
         f"{best_text(study)}"
     )
@@ -54,7 +62,7 @@ def study_table(study: dict[str, Any]) -> Table:
     """The live view of one study: progress by status, the round, the best trial so far."""
     c = study["counts"]
     rounds = study["rounds"]
-    title = f"study {study['id']} ({study['name']}): {study['status']}"
+    title = f"study {study['id']} ({study['name']}): {shown_status(study)}"
     table = Table(title=title, title_justify="left")
     for col in ("done", "running", "queued", "failed", "round", "best"):
         table.add_column(col, justify="right" if col != "best" else "left")
@@ -119,7 +127,7 @@ def studies_table(items: list[dict[str, Any]]) -> Table:
         table.add_row(
             str(s["id"]),
             s["name"],
-            s["status"],
+            shown_status(s),
             s["strategy"],
             f"{done_count(s)}/{expected_trials(s)}",
             f"{best['value']:.4f}" if best else "-",
@@ -167,7 +175,7 @@ class StudyBars:
         self.tasks[study["id"]] = self.progress.add_task(
             f"study {study['id']} {study['name']}",
             total=expected_trials(study),
-            state=study["status"],
+            state=shown_status(study),
         )
 
     def update(self, study: dict[str, Any]) -> None:
@@ -176,7 +184,7 @@ class StudyBars:
             self.tasks[study["id"]],
             total=expected_trials(study),
             completed=done_count(study),
-            state=f"{study['status']} {best_text(study)}",
+            state=f"{shown_status(study)} {best_text(study)}",
             visible=True,
         )
         if ended:

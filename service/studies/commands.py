@@ -235,15 +235,21 @@ def cancel_study(*, db: Database, study_id: int) -> dict[str, Any]:
 
 
 def retry_failed(*, db: Database, study_id: int) -> dict[str, Any]:
-    """Queue failed and stopped trials again as new attempts; the study runs again."""
+    """Queue the study's failed trials again as new attempts; the study runs again if any.
+
+    Only failed trials: a trial someone stopped, or a study's cancel stopped, stays so. A
+    cancelled study is 409: its cancel stopped what had not run, and retrying would undo it.
+    """
     with db.session() as s:
         study = get_or_404(s, Study, study_id)
+        if study.status == StudyStatus.cancelled:
+            raise Conflict(
+                f"study {study_id} was cancelled: its trials stay stopped; submit its spec "
+                "again to run it"
+            )
         moved = s.execute(
             update(Trial)
-            .where(
-                Trial.study_id == study_id,
-                Trial.status.in_([TrialStatus.failed, TrialStatus.stopped]),
-            )
+            .where(Trial.study_id == study_id, Trial.status == TrialStatus.failed)
             .values(
                 status=TrialStatus.queued,
                 retries=0,

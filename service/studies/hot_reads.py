@@ -76,6 +76,21 @@ def _count_in(status: TrialStatus) -> Any:
     )
 
 
+def _never_ran() -> Any:
+    c = _T.alias("n_never_ran")
+    return (
+        select(func.count())
+        .select_from(c)
+        .where(
+            c.c.study_id == _S.c.id,
+            c.c.status == TrialStatus.stopped,
+            c.c.started_at.is_(None),
+        )
+        .correlate(_S)
+        .scalar_subquery()
+    )
+
+
 _best = _T.alias("best")
 # One statement for the whole status: the study, the count of trials in each status (an
 # index search each, on ix_trials_study_status), and its best trial joined by primary key.
@@ -83,6 +98,7 @@ _best = _T.alias("best")
 _STUDY_ROWS = select(
     *(_as_stored(_S.c[name]) for name in STUDY_COLUMNS),
     *(_count_in(st) for st in TrialStatus),
+    _never_ran(),
     *_summary_columns(_best),
     cast(_best.c.config, Text),
 ).select_from(
@@ -96,7 +112,7 @@ _STUDY_ROWS = select(
     )
 )
 _STUDY_STATUS = _STUDY_ROWS.where(_S.c.id == bindparam("study_id"))
-_N_STUDY = len(STUDY_COLUMNS)  # then the counts, then the best trial
+_N_STUDY = len(STUDY_COLUMNS)  # then the counts, the never-ran count, the best trial
 _N_COUNTS = len(TrialStatus)
 
 
@@ -122,12 +138,13 @@ def _study_status(row: Sequence[Any]) -> dict[str, Any]:
             strict=True,
         )
     )
-    best_row = row[first_count + _N_COUNTS :]
+    never_ran = row[first_count + _N_COUNTS] or 0
+    best_row = row[first_count + _N_COUNTS + 1 :]
     best = None
     if best_row[0] is not None:
         best = summary_of_row(best_row)
         best["config"] = json_of_text(best_row[-1])
-    return study_document(study, counts=counts, best=best)
+    return study_document(study, counts=counts, best=best, never_ran=never_ran)
 
 
 def list_studies(

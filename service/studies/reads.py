@@ -114,11 +114,17 @@ def planned_trials(spec: StudySpec, existing: int) -> int:
 
 
 def study_document(
-    study: Mapping[str, Any], *, counts: dict[str, int], best: dict[str, Any] | None
+    study: Mapping[str, Any],
+    *,
+    counts: dict[str, int],
+    best: dict[str, Any] | None,
+    never_ran: int = 0,
 ) -> dict[str, Any]:
     """A study's status (StudyRead) from its STUDY_COLUMNS, its trial counts and best trial.
 
-    `study["status"]` is the status's value; `best` is the best trial's detail or None.
+    `study["status"]` is the status's value; `best` is the best trial's detail or None;
+    `never_ran` counts the trials stopped before they started (a cancel stops the queued
+    ones): they are not done, so a cancelled study's progress is not full.
     """
     spec = stored_spec(study["spec"], fingerprint=study["spec_sha256"])
     return {
@@ -136,7 +142,7 @@ def study_document(
         "counts": counts,
         "total_trials": sum(counts.values()),
         "planned_trials": planned_trials(spec, sum(counts.values())),
-        "finished_trials": sum(counts.get(k.value, 0) for k in TERMINAL_TRIAL),
+        "finished_trials": sum(counts.get(k.value, 0) for k in TERMINAL_TRIAL) - never_ran,
         "best_trial": best,
         "parent_study_id": study["parent_study_id"],
         "error": study["error"],
@@ -172,6 +178,20 @@ def trial_counts(s: Session, study_id: int) -> dict[str, int]:
     return counts
 
 
+def never_ran(s: Session, study_id: int) -> int:
+    """How many of the study's trials were stopped before any worker started them."""
+    return int(
+        s.scalar(
+            select(func.count()).where(
+                Trial.study_id == study_id,
+                Trial.status == TrialStatus.stopped,
+                Trial.started_at.is_(None),
+            )
+        )
+        or 0
+    )
+
+
 def study_dict(s: Session, study: Study, *, with_best: bool = True) -> dict[str, Any]:
     """A study's status from its entity, inside a unit of work that changed it.
 
@@ -184,6 +204,7 @@ def study_dict(s: Session, study: Study, *, with_best: bool = True) -> dict[str,
         fields,
         counts=trial_counts(s, study.id),
         best=trial_detail(best) if best is not None else None,
+        never_ran=never_ran(s, study.id),
     )
 
 

@@ -274,11 +274,12 @@ def test_run_shows_a_live_table_on_a_terminal_and_plain_lines_otherwise(
         assert "┃" in text or "│" in text  # a table, redrawn in place
         for column in ("done", "running", "queued", "round", "best"):
             assert column in text
-        # round 1's three trials ended (stopped), of both rounds' six; round 1 of 2
-        assert "3/6" in text and "1/2" in text
+        # round 1's three trials were stopped before they ran: none done of both rounds'
+        # six (they counted as done before, a full-looking bar for a cancel); round 1 of 2
+        assert "0/6" in text and "1/2" in text
     else:
         assert (
-            text.strip() == "[cancelled] round 1/2 3/6 done, 0 running, 0 queued, 0 failed; best -"
+            text.strip() == "[cancelled] round 1/2 0/6 done, 0 running, 0 queued, 0 failed; best -"
         )
 
 

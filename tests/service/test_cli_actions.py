@@ -116,9 +116,10 @@ def test_pause_resume_stop_retry_fork_and_zoom_act_on_a_live_service(
 
         r = caviar("stop", str(fourth), "--api", url)
         assert r.exit_code == 0 and "stopped" in r.stdout, r.output
+        # Retry-failed re-queues failed trials only: one a person stopped stays stopped.
         r = caviar("retry-failed", str(study), "--api", url)
-        assert r.exit_code == 0 and "queued 1 trial again" in r.stdout, r.output
-        assert api.get(f"/api/trials/{fourth}").json()["status"] == "queued"
+        assert r.exit_code == 0 and "queued 0 trials again" in r.stdout, r.output
+        assert api.get(f"/api/trials/{fourth}").json()["status"] == "stopped"
 
         r = caviar(
             "fork", str(first["trial_id"]), "--from-epoch", "2", "--set", "learning_rate=0.001",

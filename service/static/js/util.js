@@ -22,7 +22,11 @@ export function fmt(v, digits = 4) {
   return String(v);
 }
 
-export const badge = (s) => `<span class="status ${esc(s)}">${esc(s)}</span>`;
+export const badge = (s) => `<span class="status ${esc(s).replaceAll(" ", "-")}">${esc(s)}</span>`;
+
+/** A study's badge: a panda study waiting for someone to continue it is "awaiting review". */
+export const studyBadge = (study) =>
+  badge(study.awaiting_review && !TERMINAL_STUDY.includes(study.status) ? "awaiting review" : study.status);
 
 /** "3 min ago", with the exact UTC time in a tooltip. */
 export function when(iso) {

@@ -3,7 +3,7 @@
 
 import { api } from "../api.js";
 import { specEditor } from "../editor.js";
-import { STUDY_STATUSES, badge, esc, fmt, markReady, progressBar, when } from "../util.js";
+import { STUDY_STATUSES, esc, fmt, markReady, progressBar, studyBadge, when } from "../util.js";
 
 const REFRESH_MS = 2000;
 const PAGE = 25;
@@ -98,7 +98,7 @@ export function mount(view, _params, query) {
           (s) => `<tr data-id="${s.id}">
         <td class="num muted">${s.id}</td>
         <td class="name"><a href="#/studies/${s.id}">${esc(s.name)}</a></td>
-        <td>${badge(s.status)}</td>
+        <td>${studyBadge(s)}</td>
         <td>${esc(s.strategy.replaceAll("_", "-"))}${s.rounds.total > 1 ? ` <span class="muted">${s.rounds.current + 1}/${s.rounds.total}</span>` : ""}</td>
         <td>${esc(s.mode)}</td>
         <td class="nowrap">${progressBar(s)}</td>

@@ -9,7 +9,7 @@ import { importancePanel } from "../importance.js";
 import { onSmoothing, smoothFigure, smoothingControl } from "../smoothing.js";
 import { follow } from "../live.js";
 import { curvesFigure, draw, empty, historyFigure, loadPlotly, paramFigure, parallelFigure, parcoordsFigure } from "../plots.js";
-import { TERMINAL_STUDY, TRIAL_STATUSES, badge, copyText, duration, esc, fmt, markReady, progressBar, throttle, when, whenVisible } from "../util.js";
+import { TERMINAL_STUDY, TRIAL_STATUSES, badge, copyText, studyBadge, duration, esc, fmt, markReady, progressBar, throttle, when, whenVisible } from "../util.js";
 import { toYaml } from "../yaml.js";
 
 const PAGE = 25;
@@ -100,7 +100,7 @@ export function mount(view, { id }) {
     const s = ov.study;
     document.title = `${s.name} · Caviar`;
     $(".title").textContent = s.name;
-    $(".head-status").innerHTML = badge(s.status);
+    $(".head-status").innerHTML = studyBadge(s);
     const obj = s.objective;
     $(".meta").innerHTML = [
       `#${s.id}`,
@@ -115,7 +115,8 @@ export function mount(view, { id }) {
     const ended = TERMINAL_STUDY.includes(s.status);
     $('[data-act="cancel"]').hidden = ended;
     $('[data-act="continue"]').hidden = ended || !s.awaiting_review;
-    $('[data-act="retry"]').hidden = !ended || !(s.counts.failed + s.counts.stopped);
+    // Retry re-queues failed trials only, and never on a cancelled study (docs/api.md).
+    $('[data-act="retry"]').hidden = !ended || s.status === "cancelled" || !s.counts.failed;
     $('[data-act="zoom"]').hidden = !ov.valued_trials;
   }
 
