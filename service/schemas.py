@@ -11,9 +11,15 @@ from service.models import StudyStatus, TrialStatus
 
 
 def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes (its CURRENT_TIMESTAMP is UTC); PostgreSQL aware
-    # ones. Either way the API says which zone: RFC 3339 date-times carry an offset.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    # SQLite hands back naive datetimes (stored in UTC); PostgreSQL aware ones. Either
+    # way the API says which zone: RFC 3339 date-times carry one, Z.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utc_iso(value: datetime) -> str:
+    """The one way the service writes a time: ISO 8601 in UTC with Z, to the microsecond
+    when it has any (2026-11-25T10:00:00.250000Z), as the API's documents do."""
+    return _utc(value).isoformat().replace("+00:00", "Z")
 
 
 Timestamp = Annotated[datetime, AfterValidator(_utc)]

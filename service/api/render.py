@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 
-# Naive datetimes are UTC (SQLite returns them so); dict keys need not be strings.
-_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC
+from service.schemas import utc_iso
+
+# Naive datetimes are UTC (SQLite returns them so), written with Z as every time the
+# service writes (service.schemas.utc_iso); dict keys need not be strings.
+_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 
 
 def finite(value: Any) -> Any:
@@ -26,7 +29,7 @@ def finite(value: Any) -> Any:
 
 def _default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+        return utc_iso(value)
     return str(value)
 
 

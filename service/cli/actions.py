@@ -29,9 +29,10 @@ from service.cli.display import progress_line
 
 
 def trial_line(trial: dict[str, Any]) -> str:
-    """Trial id, its study and number, and its status: `trial 12 (study 3, number 4): paused`."""
+    """A trial by its number in its study and its id, and its status:
+    `trial #4 of study 3 (id 12): paused` (#: the number; id: what commands take)."""
     return (
-        f"trial {trial['id']} (study {trial['study_id']}, number {trial['number']}): "
+        f"trial #{trial['number']} of study {trial['study_id']} (id {trial['id']}): "
         f"{trial['status']}"
     )
 
@@ -193,5 +194,5 @@ def fork(
     """A new trial from a trial's checkpoint, with some hyperparameters changed."""
     body = {"from_epoch": from_epoch, "changes": parse_changes(changes)}
     child = _post(f"/api/trials/{trial}/fork", api, token, 201, json=body)
-    line = f"{trial_line(child)}, forked from trial {trial} at epoch {from_epoch}"
+    line = f"{trial_line(child)}, forked from trial id {trial} at epoch {from_epoch}"
     _show(child, line, as_json=as_json)

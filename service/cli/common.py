@@ -6,6 +6,7 @@ import glob
 import json
 import sys
 import time
+from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, NoReturn
@@ -85,9 +86,18 @@ def fail(message: str, code: int = USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
-def print_json(value: Any) -> None:
-    """`value` as indented JSON on stdout, for programs (`--json`)."""
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+def json_default(value: Any) -> Any:
+    """What JSON cannot hold, as the API writes it: a time in ISO 8601 with Z."""
+    if isinstance(value, datetime):
+        from service.schemas import utc_iso  # the models behind it: only when needed
+
+        return utc_iso(value)
+    return str(value)
+
+
+def print_json(value: Any, *, indent: int | None = 2) -> None:
+    """`value` as JSON on stdout (indented unless `indent` is None), for programs (`--json`)."""
+    sys.stdout.write(json.dumps(value, indent=indent, default=json_default) + "\n")
 
 
 def settings_with(db: str | None = None) -> Settings:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import Any
 
@@ -12,7 +11,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from service.cli.common import TERMINAL
+from service.cli.common import TERMINAL, print_json
 
 
 def done_count(study: dict[str, Any]) -> int:
@@ -42,15 +41,26 @@ def fmt_value(value: Any) -> str:
     return str(value)
 
 
+def trial_name(trial: dict[str, Any]) -> str:
+    """ "trial #5, id 123": its number in its study, then its id (what commands take)."""
+    return f"trial #{trial['number']}, id {trial['id']}"
+
+
+def shown_round(index: int) -> int:
+    """A round as people count it, from 1 (the API's `round` and `index` count from 0)."""
+    return index + 1
+
+
 def best_text(study: dict[str, Any]) -> str:
     best = study.get("best_trial")
-    return f"best {best['value']:.4f} (trial {best['number']})" if best else "best -"
+    return f"best {best['value']:.4f} ({trial_name(best)})" if best else "best -"
 
 
 def progress_line(study: dict[str, Any]) -> str:
     c = study["counts"]
     rounds = study["rounds"]
-    round_text = f" round {rounds['current'] + 1}/{rounds['total']}" if rounds["total"] > 1 else ""
+    current = shown_round(rounds["current"])
+    round_text = f" round {current}/{rounds['total']}" if rounds["total"] > 1 else ""
     return (
         f"[{shown_status(study)}]{round_text} {done_count(study)}/{expected_trials(study)} done, "
         f"{c['running']} running, {c['queued']} queued, {c['failed']} failed; "
@@ -69,7 +79,7 @@ def study_table(study: dict[str, Any]) -> Table:
     best = study.get("best_trial")
     obj = study["objective"]
     best_cell = (
-        f"{obj['metric']} {best['value']:.4f} (trial {best['number']}) "
+        f"{obj['metric']} {best['value']:.4f} ({trial_name(best)}) "
         + ", ".join(f"{k}={fmt_value(v)}" for k, v in best["params"].items())
         if best
         else "-"
@@ -79,7 +89,7 @@ def study_table(study: dict[str, Any]) -> Table:
         str(c["running"]),
         str(c["queued"]),
         str(c["failed"]),
-        f"{rounds['current'] + 1}/{rounds['total']}",
+        f"{shown_round(rounds['current'])}/{rounds['total']}",
         best_cell,
     )
     return table
@@ -108,7 +118,7 @@ def print_result(study: dict[str, Any], *, as_json: bool, console: Console) -> N
             "counts": study["counts"],
             "best_trial": best,
         }
-        sys.stdout.write(json.dumps(payload, default=str) + "\n")
+        print_json(payload, indent=None)
         return
     if best is None:
         console.print(f"study {study['id']} {study['status']}: no trial produced a value")
@@ -149,7 +159,7 @@ def trials_table(study_id: int, page: dict[str, Any]) -> Table:
         table.add_row(
             str(t["number"]),
             str(t["id"]),
-            str(t["round"]),
+            str(shown_round(t["round"])),
             t["status"],
             fmt_value(t["value"]),
             str(t["epochs_done"]),

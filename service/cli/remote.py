@@ -299,8 +299,8 @@ def trials(
     api: str | None = API,
     token: str | None = TOKEN,
     state: TrialStatus | None = typer.Option(None, "--status", help="only trials in this status"),
-    round_index: int | None = typer.Option(
-        None, "--round", min=0, help="only this round (0-based)"
+    round_number: int | None = typer.Option(
+        None, "--round", min=1, help="only this round, counted from 1 as the tables show it"
     ),
     sort: TrialSort = typer.Option(TrialSort.number, help="number, or value: best first"),
     limit: int = typer.Option(50, min=1, max=1000, help="at most this many trials"),
@@ -311,8 +311,8 @@ def trials(
     params: dict[str, Any] = {"limit": limit, "offset": offset, "sort": sort.value}
     if state is not None:
         params["status"] = state.value
-    if round_index is not None:
-        params["round"] = round_index
+    if round_number is not None:
+        params["round"] = round_number - 1  # the API counts rounds from 0
     with api_client(api, token) as client:
         page = expect(call(client, "GET", f"/api/studies/{study}/trials", params=params))
     if as_json:

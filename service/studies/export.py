@@ -7,7 +7,6 @@ import io
 import json
 import math
 from collections.abc import Sequence
-from datetime import UTC
 from typing import Any
 
 from sqlalchemy import and_, func, select
@@ -16,6 +15,7 @@ from sqlalchemy.orm import Session
 from service.db import Database
 from service.errors import get_or_404
 from service.models import METRIC_FIELDS, Metric, Study, Trial
+from service.schemas import utc_iso
 from service.spec import stored_spec
 from service.studies.reads import trial_dict
 
@@ -111,11 +111,7 @@ def _export_row(t: Trial, paths: Sequence[str], final: Metric | None) -> dict[st
 
 
 def _iso(value: Any) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite's timestamps are naive UTC
-        value = value.replace(tzinfo=UTC)
-    return str(value.isoformat())
+    return None if value is None else utc_iso(value)
 
 
 def export_csv(export: dict[str, Any]) -> str:

@@ -200,7 +200,7 @@ def test_create_a_study_from_the_form_watch_it_live_stop_a_trial_and_cancel_it(
     page.wait_for_url(re.compile(rf"#/trials/(?!{trial_id}$)\d+$"))
     child_id = int(page.url.rsplit("/", 1)[1])
     page.locator(
-        ".lineage", has_text=f"forked from trial {trial_id} at epoch {from_epoch}"
+        ".lineage", has_text=f"forked from trial id {trial_id} at epoch {from_epoch}"
     ).wait_for()
     child = httpx.get(f"{svc.url}/api/trials/{child_id}").json()
     assert child["parent_trial_id"] == trial_id and child["config"]["learning_rate"] == 0.0005

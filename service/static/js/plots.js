@@ -109,7 +109,7 @@ export function historyFigure(ov) {
       y: pts.map((p) => p.value),
       customdata: pts.map((p) => p.id),
       marker: { size: pts.length > 800 ? 4 : 6, opacity: pts.length > 800 ? 0.45 : 0.75, color: c2f ? pts.map((p) => PALETTE[p.round % PALETTE.length]) : PALETTE[0] },
-      hovertemplate: "trial %{x}<br>%{y:.4g}<extra></extra>",
+      hovertemplate: "trial #%{x}<br>%{y:.4g}<extra></extra>",
     },
     { type: "scatter", mode: "lines", name: "best so far", x: bx, y: by, line: { shape: "hv", color: "#c2362b", width: 2 }, hovertemplate: "best so far %{y:.4g}<extra></extra>" },
   ];
@@ -308,7 +308,7 @@ export function paramFigure(ov, path) {
       const color = PALETTE[r.index % PALETTE.length];
       shapes.push({ type: "rect", xref: "x", yref: "paper", x0, x1, y0: 0, y1: 1, line: { color, width: 1.5 }, fillcolor: color, opacity: 0.07, layer: "below" });
       shapes.push({ type: "rect", xref: "x", yref: "paper", x0, x1, y0: 0, y1: 1, line: { color, width: 1.2, dash: "dot" }, fillcolor: "rgba(0,0,0,0)" });
-      annotations.push({ x: ax.type === "log" ? Math.log10(x0) : x0, xref: "x", y: 1 - 0.07 * r.index, yref: "paper", text: `round ${r.index}`, showarrow: false, xanchor: "left", yanchor: "top", font: { size: 9, color } });
+      annotations.push({ x: ax.type === "log" ? Math.log10(x0) : x0, xref: "x", y: 1 - 0.07 * r.index, yref: "paper", text: `round ${r.index + 1}`, showarrow: false, xanchor: "left", yanchor: "top", font: { size: 9, color } });
     }
   }
   const xaxis = { title: { text: ax.title }, type: ax.type };
@@ -327,7 +327,7 @@ export function paramFigure(ov, path) {
         y: pts.map((p) => p.value),
         customdata: pts.map((p) => [p.id, Array.isArray(p.params[path]) ? JSON.stringify(p.params[path]) : p.params[path], p.number]),
         marker: { size: pts.length > 800 ? 4 : 6, opacity: pts.length > 800 ? 0.4 : 0.75, color: c2f ? pts.map((p) => PALETTE[p.round % PALETTE.length]) : PALETTE[0] },
-        hovertemplate: `trial %{customdata[2]}<br>${hover}<br>${s.objective.metric} = %{y:.4g}<extra></extra>`,
+        hovertemplate: `trial #%{customdata[2]}<br>${hover}<br>${s.objective.metric} = %{y:.4g}<extra></extra>`,
       },
     ],
     layout: layout({ shapes, annotations, margin: { l: 50, r: 10, t: 8, b: 40 }, xaxis, yaxis: { title: { text: s.objective.metric } } }),

@@ -103,7 +103,7 @@ export function mount(view, { id }) {
     $(".head-status").innerHTML = studyBadge(s);
     const obj = s.objective;
     $(".meta").innerHTML = [
-      `#${s.id}`,
+      `id ${s.id}`,
       `${esc(s.strategy.replaceAll("_", "-"))}${s.rounds.total > 1 ? ` · round ${s.rounds.current + 1} of ${s.rounds.total}` : ""}`,
       `${esc(s.mode)} mode`,
       `${obj.direction} ${esc(obj.metric)} (${esc(obj.at)} epoch)`,
@@ -138,7 +138,7 @@ export function mount(view, { id }) {
     const body = $(".best-body");
     body.className = "best-body";
     body.innerHTML = `
-      <div class="best-value"><span class="big">${fmt(b.value)}</span><span class="muted">${esc(ov.study.objective.metric)} · <a href="#/trials/${b.id}">trial #${b.number}</a>${ov.study.rounds.total > 1 ? ` · round ${b.round}` : ""}</span></div>
+      <div class="best-value"><span class="big">${fmt(b.value)}</span><span class="muted">${esc(ov.study.objective.metric)} · <a href="#/trials/${b.id}">trial #${b.number}</a>${ov.study.rounds.total > 1 ? ` · round ${b.round + 1}` : ""}</span></div>
       <table class="kv">${Object.entries(b.params)
         .map(([k, v]) => `<tr><th>${esc(k)}</th><td class="num">${esc(fmt(v, 5))}</td></tr>`)
         .join("")}</table>
@@ -214,7 +214,7 @@ export function mount(view, { id }) {
     return [
       { key: "number", label: "#", num: true, cell: (t) => `<a href="#/trials/${t.id}">${t.number}</a>` },
       { key: "status", label: "status", cell: (t) => badge(t.status) },
-      ...(ov.study.rounds.total > 1 ? [{ key: "round", label: "round", num: true, cell: (t) => t.round }] : []),
+      ...(ov.study.rounds.total > 1 ? [{ key: "round", label: "round", num: true, cell: (t) => t.round + 1 }] : []),
       ...paths.map((p) => ({ key: `params.${p}`, label: p, num: true, cell: (t) => esc(fmt(t.params[p])) })),
       { key: "value", label: ov.study.objective.metric, num: true, cell: (t) => `<b>${fmt(t.value)}</b>` },
       { key: "epochs_done", label: "epochs", num: true, cell: (t) => t.epochs_done },
@@ -260,7 +260,7 @@ export function mount(view, { id }) {
     $(".pager").dataset.total = page.total;
     const rs = $(".t-round");
     if (ov.study.rounds.total > 1 && rs.options.length !== ov.rounds.length + 1) {
-      rs.innerHTML = `<option value="">All rounds</option>${ov.rounds.map((r) => `<option value="${r.index}">round ${r.index}</option>`).join("")}`;
+      rs.innerHTML = `<option value="">All rounds</option>${ov.rounds.map((r) => `<option value="${r.index}">round ${r.index + 1}</option>`).join("")}`;
       rs.value = table.round;
       rs.hidden = false;
     }

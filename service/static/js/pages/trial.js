@@ -54,15 +54,15 @@ export function mount(view, { id }) {
 
   function render(rows) {
     const t = trial;
-    document.title = `Trial ${t.number} · ${study?.name || "study"} · Caviar`;
+    document.title = `Trial #${t.number} · ${study?.name || "study"} · Caviar`;
     $(".study-link").textContent = study ? study.name : `study ${t.study_id}`;
     $(".study-link").href = `#/studies/${t.study_id}`;
     $(".title").textContent = `Trial #${t.number}`;
     $(".head-status").innerHTML = badge(t.status);
     $(".meta").innerHTML = [
       `id ${t.id}`,
-      study && study.rounds.total > 1 ? `round ${t.round}` : "",
-      t.parent_trial_id ? `<span class="lineage">forked from <a href="#/trials/${t.parent_trial_id}">trial ${t.parent_trial_id}</a> at epoch ${t.fork_epoch}</span>` : "",
+      study && study.rounds.total > 1 ? `round ${t.round + 1}` : "",
+      t.parent_trial_id ? `<span class="lineage">forked from <a href="#/trials/${t.parent_trial_id}">trial id ${t.parent_trial_id}</a> at epoch ${t.fork_epoch}</span>` : "",
       t.outcome ? `outcome ${esc(t.outcome)}` : "",
       t.prune_reason ? `pruned: ${esc(t.prune_reason)}` : "",
     ]

@@ -38,7 +38,7 @@ export function mount(view) {
         <td>${w.alive ? badge(w.running.length ? "running" : "idle") : badge("gone")}</td>
         <td class="num">${fmt(Math.round(w.seconds_since_heartbeat * 10) / 10)} s ago</td>
         <td class="num">${w.trials_done.toLocaleString("en")}</td>
-        <td>${w.running.map((id) => `<a href="#/trials/${id}">trial ${id}</a>`).join(", ") || `<span class="muted">–</span>`}</td></tr>`,
+        <td>${w.running.map((id) => `<a href="#/trials/${id}">trial id ${id}</a>`).join(", ") || `<span class="muted">–</span>`}</td></tr>`,
         )
         .join("") || `<tr><td colspan="7" class="empty">No worker in the last hour. Start some with <code>caviar worker --processes 4</code>.</td></tr>`;
     document.title = "Workers · Caviar";
