@@ -210,4 +210,4 @@ def test_a_real_small_study_ranks_its_learning_rate_first(db_url, live_service) 
         Worker(svc.url, exit_when_idle=True, claim_batch=8).run()
         answer = client.get(f"/api/studies/{study_id}/importance").json()
     assert answer["completed_trials"] == 24 and not answer["sampled"]
-    assert [i["name"] for i in answer["importances"]][0] == "learning_rate", answer
+    assert answer["importances"][0]["name"] == "learning_rate", answer
