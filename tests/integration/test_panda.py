@@ -167,6 +167,9 @@ def test_a_caviar_study_checkpoints_sparingly_and_keeps_the_latest(
             spec = slow(spec_factory, name=f"many-{seconds}")
             spec["execution"] = {"mode": "caviar", "checkpoint_every": 5, "seed": 3}
             spec["strategy"] = {"type": "random", "trials": 2}
+            # Two trials need something to vary: a spec with an empty space and more than
+            # one trial is refused (every trial would be the same model).
+            spec["space"] = {"l2": {"type": "float", "low": 1e-6, "high": 1e-4, "scale": "log"}}
             study_id = api.post("/api/studies", json=spec).json()["id"]
 
             def completed(api: httpx.Client = api, study_id: int = study_id) -> bool:
