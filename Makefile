@@ -33,7 +33,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy trainer service worker
+	$(BIN)/mypy trainer service worker tests
 
 pytest: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

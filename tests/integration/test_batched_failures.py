@@ -83,7 +83,7 @@ def assert_each_trial_ended_once(db_url: str, study_id: int, trials: int) -> Non
     assert_metrics_unique(db_url)
 
 
-def test_a_pool_killed_mid_batch_loses_and_doubles_nothing(  # type: ignore[no-untyped-def]
+def test_a_pool_killed_mid_batch_loses_and_doubles_nothing(
     db_url, live_service, spec_factory, workers
 ) -> None:
     # Two processes holding batches of leased trials, their results not yet reported,
@@ -111,7 +111,7 @@ def test_a_pool_killed_mid_batch_loses_and_doubles_nothing(  # type: ignore[no-u
     assert held["completed"] < 300 and (held["running"] == 0 or retried is not None)
 
 
-def test_a_stale_worker_s_batch_is_refused_once_another_has_run_it(  # type: ignore[no-untyped-def]
+def test_a_stale_worker_s_batch_is_refused_once_another_has_run_it(
     db_url, live_service, spec_factory, workers
 ) -> None:
     # A worker frozen with a batch leased (short trials of ~50 ms: several per lease)
@@ -150,7 +150,7 @@ def test_a_stale_worker_s_batch_is_refused_once_another_has_run_it(  # type: ign
     os.kill(frozen, 0)  # alive: refusals did not crash it
 
 
-def test_a_stop_in_a_trial_s_first_seconds_stores_its_checkpoint_for_the_next_attempt(  # type: ignore[no-untyped-def]
+def test_a_stop_in_a_trial_s_first_seconds_stores_its_checkpoint_for_the_next_attempt(
     sqlite_url, live_service, spec_factory, workers
 ) -> None:
     # Ctrl-C reaches every process of the group. A caviar study keeps a periodic

@@ -25,12 +25,12 @@ def wait_done(api: httpx.Client, study_id: int, timeout: float = 240) -> dict[st
     while time.monotonic() < deadline:
         study = api.get(f"/api/studies/{study_id}").json()
         if study["status"] in ("completed", "failed", "cancelled"):
-            return study  # type: ignore[no-any-return]
+            return study
         time.sleep(0.25)
     raise AssertionError(f"study {study_id} did not finish")
 
 
-def test_eight_worker_processes_run_300_trials_exactly_once(  # type: ignore[no-untyped-def]
+def test_eight_worker_processes_run_300_trials_exactly_once(
     db_url, live_service, spec_factory
 ) -> None:
     svc = live_service(db_url)
@@ -66,7 +66,7 @@ def test_eight_worker_processes_run_300_trials_exactly_once(  # type: ignore[no-
     assert len(metrics) == len(set(metrics)) == 300
 
 
-def test_an_uploaded_data_set_is_fetched_once_and_trained_on(  # type: ignore[no-untyped-def]
+def test_an_uploaded_data_set_is_fetched_once_and_trained_on(
     sqlite_url, live_service, spec_factory, tmp_path: Path
 ) -> None:
     svc = live_service(sqlite_url)
@@ -118,9 +118,7 @@ def test_an_uploaded_data_set_is_fetched_once_and_trained_on(  # type: ignore[no
     assert len(files) == 1 and files[0].name.startswith(dataset_id[3:])
 
 
-def test_a_pool_replaces_a_process_after_its_trials(  # type: ignore[no-untyped-def]
-    sqlite_url, live_service, spec_factory
-) -> None:
+def test_a_pool_replaces_a_process_after_its_trials(sqlite_url, live_service, spec_factory) -> None:
     svc = live_service(sqlite_url)
     api = httpx.Client(base_url=svc.url, timeout=60)
     spec = spec_factory(strategy={"type": "random", "trials": 6})

@@ -78,7 +78,7 @@ def running_trial(api: httpx.Client, study_id: int, min_epochs: int = 1) -> dict
     items = api.get(f"/api/studies/{study_id}/trials", params={"status": "running"}).json()["items"]
     for t in items:
         if t["epochs_done"] >= min_epochs:
-            return t  # type: ignore[no-any-return]
+            return t
     return None
 
 
@@ -102,7 +102,7 @@ def assert_metrics_unique(db_url: str) -> None:
     assert total == distinct
 
 
-def test_sigterm_finishes_the_epoch_hands_the_trial_back_and_exits_0(  # type: ignore[no-untyped-def]
+def test_sigterm_finishes_the_epoch_hands_the_trial_back_and_exits_0(
     sqlite_url, live_service, spec_factory, workers
 ) -> None:
     svc = live_service(sqlite_url, **FAST_LEASE)
@@ -126,7 +126,7 @@ def test_sigterm_finishes_the_epoch_hands_the_trial_back_and_exits_0(  # type: i
     assert study["status"] == "completed"  # a stopped trial keeps its value
 
 
-def test_a_killed_worker_s_trial_runs_again_and_completes_once(  # type: ignore[no-untyped-def]
+def test_a_killed_worker_s_trial_runs_again_and_completes_once(
     db_url, live_service, spec_factory, workers
 ) -> None:
     svc = live_service(db_url, **FAST_LEASE)
@@ -146,7 +146,7 @@ def test_a_killed_worker_s_trial_runs_again_and_completes_once(  # type: ignore[
     assert_metrics_unique(db_url)
 
 
-def test_a_frozen_worker_loses_its_lease_and_moves_on(  # type: ignore[no-untyped-def]
+def test_a_frozen_worker_loses_its_lease_and_moves_on(
     sqlite_url, live_service, spec_factory, workers
 ) -> None:
     svc = live_service(sqlite_url, **FAST_LEASE)
@@ -177,7 +177,7 @@ def test_a_frozen_worker_loses_its_lease_and_moves_on(  # type: ignore[no-untype
     os.kill(frozen, 0)  # the stale worker is still alive: a 409 did not crash it
 
 
-def test_a_trial_that_kills_its_worker_every_time_fails_after_max_retries(  # type: ignore[no-untyped-def]
+def test_a_trial_that_kills_its_worker_every_time_fails_after_max_retries(
     sqlite_url, live_service, spec_factory, workers
 ) -> None:
     svc = live_service(sqlite_url, **FAST_LEASE)
@@ -203,7 +203,7 @@ def test_a_trial_that_kills_its_worker_every_time_fails_after_max_retries(  # ty
     )
 
 
-def test_a_long_epoch_with_heartbeats_is_never_reclaimed(  # type: ignore[no-untyped-def]
+def test_a_long_epoch_with_heartbeats_is_never_reclaimed(
     sqlite_url, live_service, spec_factory, workers
 ) -> None:
     svc = live_service(
@@ -230,7 +230,7 @@ def test_a_long_epoch_with_heartbeats_is_never_reclaimed(  # type: ignore[no-unt
 
 def test_a_result_acknowledged_before_the_api_is_killed_survives(
     tmp_path: Path, spec_factory
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     db_path = tmp_path / "caviar.db"
     env = {**os.environ, "CAVIAR_DATABASE_URL": f"sqlite:///{db_path}"}
 
@@ -291,7 +291,7 @@ def _healthy(client: httpx.Client) -> bool:
 
 
 @pytest.mark.postgres
-def test_postgres_connections_terminated_mid_run_lose_nothing(  # type: ignore[no-untyped-def]
+def test_postgres_connections_terminated_mid_run_lose_nothing(
     postgres_url, postgres_admin, live_service, spec_factory, workers
 ) -> None:
     from service import migrate
@@ -327,7 +327,7 @@ def test_postgres_connections_terminated_mid_run_lose_nothing(  # type: ignore[n
         assert proc.poll() is None, "a worker process crashed"
 
 
-def test_workers_ride_out_an_api_restart(tmp_path: Path, spec_factory, workers) -> None:  # type: ignore[no-untyped-def]
+def test_workers_ride_out_an_api_restart(tmp_path: Path, spec_factory, workers) -> None:
     import socket
 
     env = {**os.environ, "CAVIAR_DATABASE_URL": f"sqlite:///{tmp_path / 'caviar.db'}"}

@@ -64,7 +64,7 @@ def test_every_time_is_iso_8601_in_utc_with_z_and_to_the_sub_second(
             text("SELECT started_at, finished_at FROM trials WHERE id = :id"), {"id": trial_id}
         ).one()
     for stored in (started, finished):  # text on SQLite, a datetime on PostgreSQL
-        assert "." in str(stored) or getattr(stored, "microsecond", 0), stored
+        assert "." in str(stored) or bool(getattr(stored, "microsecond", 0)), stored
 
 
 def test_caviar_run_json_writes_times_as_the_api_does(

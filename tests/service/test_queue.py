@@ -46,7 +46,7 @@ def expire(db: Database, trial_id: int) -> None:
         s.execute(update(Trial).where(Trial.id == trial_id).values(lease_expires_at=0.0))
 
 
-def test_max_parallel_caps_running_trials(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_max_parallel_caps_running_trials(db: Database, spec_factory) -> None:
     make_study(
         db,
         spec_factory(
@@ -67,7 +67,7 @@ def test_max_parallel_caps_running_trials(db: Database, spec_factory) -> None:  
     assert len(claim(db, wid, 5)) == 1
 
 
-def test_an_empty_claim_says_whether_trials_wait_for_a_slot(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_an_empty_claim_says_whether_trials_wait_for_a_slot(db: Database, spec_factory) -> None:
     # A worker that leaves when its claim comes back empty (exit_when_idle) must not take
     # "every slot is taken" for "the queue is empty".
     study_id = make_study(
@@ -88,14 +88,14 @@ def test_an_empty_claim_says_whether_trials_wait_for_a_slot(db: Database, spec_f
     assert not trials_waiting(db=db)
 
 
-def test_a_panda_study_never_runs_two_trials(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_panda_study_never_runs_two_trials(db: Database, spec_factory) -> None:
     make_study(db, spec_factory(execution={"mode": "panda", "max_parallel": 8, "seed": 1}))
     wid = register_worker(db=db, name="w", host="h", pid=1)
     assert len(claim(db, wid, 8)) == 1
     assert claim(db, wid, 8) == []
 
 
-def test_claims_are_fair_across_studies(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_claims_are_fair_across_studies(db: Database, spec_factory) -> None:
     a = make_study(db, spec_factory(name="a"))
     b = make_study(db, spec_factory(name="b"))
     wid = register_worker(db=db, name="w", host="h", pid=1)
@@ -103,7 +103,7 @@ def test_claims_are_fair_across_studies(db: Database, spec_factory) -> None:  # 
     assert order == [a, b, a, b]
 
 
-def test_an_expired_lease_is_requeued_as_a_new_attempt_then_fails(  # type: ignore[no-untyped-def]
+def test_an_expired_lease_is_requeued_as_a_new_attempt_then_fails(
     db: Database, spec_factory
 ) -> None:
     make_study(
@@ -136,7 +136,7 @@ def test_an_expired_lease_is_requeued_as_a_new_attempt_then_fails(  # type: igno
     assert get_study(db=db, study_id=trial.study_id)["status"] == "failed"
 
 
-def test_release_hands_back_without_counting_a_retry(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_release_hands_back_without_counting_a_retry(db: Database, spec_factory) -> None:
     make_study(db, spec_factory(strategy={"type": "random", "trials": 1}))
     wid = register_worker(db=db, name="w", host="h", pid=1)
     first = claim(db, wid)[0]
@@ -146,7 +146,7 @@ def test_release_hands_back_without_counting_a_retry(db: Database, spec_factory)
         assert (trial.status, trial.retries) == (TrialStatus.queued, 0)
 
 
-def test_two_reapers_at_once_move_a_stale_trial_once(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_two_reapers_at_once_move_a_stale_trial_once(db: Database, spec_factory) -> None:
     make_study(db, spec_factory(strategy={"type": "random", "trials": 4}))
     wid = register_worker(db=db, name="w", host="h", pid=1)
     for c in claim(db, wid, 4):
@@ -169,7 +169,7 @@ def test_two_reapers_at_once_move_a_stale_trial_once(db: Database, spec_factory)
     assert retries == [1, 1, 1, 1]
 
 
-def test_concurrent_claims_never_hand_a_trial_out_twice(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_claims_never_hand_a_trial_out_twice(db: Database, spec_factory) -> None:
     make_study(
         db,
         spec_factory(
@@ -203,7 +203,7 @@ def test_concurrent_claims_never_hand_a_trial_out_twice(db: Database, spec_facto
     assert set(owners.values()) == {1}
 
 
-def test_a_batch_of_results_is_judged_per_trial(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_batch_of_results_is_judged_per_trial(db: Database, spec_factory) -> None:
     """One set-based finish: each result stands or falls by its own lease, once."""
     make_study(db, spec_factory(strategy={"type": "random", "trials": 5}))
     wid = register_worker(db=db, name="w", host="h", pid=1)
@@ -250,7 +250,9 @@ def test_a_batch_of_results_is_judged_per_trial(db: Database, spec_factory) -> N
         [(t[0].trial_id, 1, 1), (t[0].trial_id, 1, 2), (t[3].trial_id, 1, 1)]
     )
     assert worker is not None and worker.trials_done == 3
-    assert sorted(e.trial_id for e in finished) == sorted(c.trial_id for c in (t[0], t[2], t[3]))
+    assert sorted(e.trial_id or 0 for e in finished) == sorted(
+        c.trial_id for c in (t[0], t[2], t[3])
+    )
     assert {e.data["value"] for e in finished if e.trial_id == t[0].trial_id} == {0.75}
     # the rest still finish normally
     answers = finish_trials(db=db, results=[result(t[1], "completed"), result(t[4], "completed")])
@@ -258,7 +260,7 @@ def test_a_batch_of_results_is_judged_per_trial(db: Database, spec_factory) -> N
     assert get_study(db=db, study_id=t[0].study_id)["status"] == "completed"
 
 
-def test_a_batch_that_closes_a_round_opens_the_next_once(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_batch_that_closes_a_round_opens_the_next_once(db: Database, spec_factory) -> None:
     study_id = make_study(
         db,
         spec_factory(
@@ -309,7 +311,7 @@ def _finish_taking(db: Database, trial: Any, seconds: float) -> None:
     )
 
 
-def test_two_long_trials_of_a_study_go_to_two_idle_workers(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_two_long_trials_of_a_study_go_to_two_idle_workers(db: Database, spec_factory) -> None:
     # The issue's case: after a study of short trials, a worker leased both trials of a
     # study of two 60 s trials (from its own average, of another study's trials) while
     # the other worker sat idle. Leases are sized from each study's own durations: one
@@ -326,7 +328,7 @@ def test_two_long_trials_of_a_study_go_to_two_idle_workers(db: Database, spec_fa
     assert sizes[:2] == [1, 8]  # one to learn the pace, then all of max_parallel
     long = make_study(db, spec_factory(name="long", strategy={"type": "random", "trials": 3}))
     idle = register_worker(db=db, name="idle", host="h", pid=2)
-    sized = {"max_trials": 16, "lease_seconds": LEASE, "target_seconds": 0.25}
+    sized: dict[str, Any] = {"max_trials": 16, "lease_seconds": LEASE, "target_seconds": 0.25}
     first = claim_trials(db=db, worker_id=busy, **sized)
     # fair turns: the long study's first trial, then what fits behind it (nothing)
     assert [t.study_id for t in first] == [long]
@@ -341,11 +343,11 @@ def test_two_long_trials_of_a_study_go_to_two_idle_workers(db: Database, spec_fa
     assert all(t.expected_seconds == 60.0 for t in longs)
 
 
-def test_no_trial_is_leased_behind_one_longer_than_the_target(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_no_trial_is_leased_behind_one_longer_than_the_target(db: Database, spec_factory) -> None:
     short = make_study(db, spec_factory(name="short", strategy={"type": "random", "trials": 30}))
     long = make_study(db, spec_factory(name="long", strategy={"type": "random", "trials": 30}))
     wid = register_worker(db=db, name="w", host="h", pid=1)
-    sized = {"max_trials": 64, "lease_seconds": LEASE, "target_seconds": 0.25}
+    sized: dict[str, Any] = {"max_trials": 64, "lease_seconds": LEASE, "target_seconds": 0.25}
     warm = claim_trials(db=db, worker_id=wid, **sized)  # a trial of each: not known yet
     assert sorted(t.study_id for t in warm) == [short] or [t.study_id for t in warm] == [long]
     for trial in warm:
@@ -366,7 +368,7 @@ def test_no_trial_is_leased_behind_one_longer_than_the_target(db: Database, spec
     assert len(claim_trials(db=db, worker_id=wid, max_trials=3, lease_seconds=LEASE)) == 3
 
 
-def test_a_handed_back_trial_resumes_from_its_latest_checkpoint(db: Database, spec_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_handed_back_trial_resumes_from_its_latest_checkpoint(db: Database, spec_factory) -> None:
     # A worker that stops stores the running trial's checkpoint, then hands it back: the
     # next attempt starts there (it restarted from epoch 1).
     make_study(

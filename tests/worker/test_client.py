@@ -35,7 +35,7 @@ def test_parse_urls_takes_one_or_several_and_refuses_empty_entries() -> None:
             parse_urls(bad)
 
 
-def test_a_refused_replica_sends_the_request_to_the_next_which_then_keeps_it(  # type: ignore[no-untyped-def]
+def test_a_refused_replica_sends_the_request_to_the_next_which_then_keeps_it(
     sqlite_url, live_service
 ) -> None:
     svc = live_service(sqlite_url)
@@ -65,7 +65,7 @@ def test_with_one_url_a_refused_connection_is_retried_there_until_the_deadline()
         client.close()
 
 
-def test_a_worker_runs_a_study_through_the_replica_that_answers(  # type: ignore[no-untyped-def]
+def test_a_worker_runs_a_study_through_the_replica_that_answers(
     sqlite_url, live_service, spec_factory
 ) -> None:
     svc = live_service(sqlite_url)
@@ -80,7 +80,7 @@ def test_a_worker_runs_a_study_through_the_replica_that_answers(  # type: ignore
     assert study["status"] == "completed" and study["counts"]["completed"] == 4
 
 
-def test_the_worker_command_fails_over_when_its_replica_goes_away(  # type: ignore[no-untyped-def]
+def test_the_worker_command_fails_over_when_its_replica_goes_away(
     sqlite_url, live_service, spec_factory
 ) -> None:
     first = live_service(sqlite_url)

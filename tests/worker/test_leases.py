@@ -24,7 +24,7 @@ class _Done:
     status: str = "completed"
 
 
-def test_trials_waiting_in_a_batch_keep_their_leases(  # type: ignore[no-untyped-def]
+def test_trials_waiting_in_a_batch_keep_their_leases(
     db_url, live_service, spec_factory, monkeypatch
 ) -> None:
     # Leases much shorter than a batch: the last trial of a batch of 4 waits three
@@ -84,7 +84,7 @@ def _statuses(db_url: str) -> list[str]:
         return [str(v) for v in s.scalars(select(Trial.status).order_by(Trial.id))]
 
 
-def test_the_next_claim_goes_out_while_the_last_trial_trains(  # type: ignore[no-untyped-def]
+def test_the_next_claim_goes_out_while_the_last_trial_trains(
     db_url, live_service, monkeypatch
 ) -> None:
     # A process should not wait on the service between trials: near the end of its last
@@ -119,9 +119,7 @@ def test_the_next_claim_goes_out_while_the_last_trial_trains(  # type: ignore[no
     assert study["counts"]["completed"] == 2
 
 
-def test_an_idle_worker_stays_while_trials_wait_for_a_slot(  # type: ignore[no-untyped-def]
-    db_url, live_service
-) -> None:
+def test_an_idle_worker_stays_while_trials_wait_for_a_slot(db_url, live_service) -> None:
     # max_parallel 1: while one worker runs a trial, another's claim comes back empty
     # with trials still queued. A worker told to leave when idle must wait, not leave.
     svc = live_service(db_url)
@@ -148,9 +146,7 @@ def test_an_idle_worker_stays_while_trials_wait_for_a_slot(  # type: ignore[no-u
     assert first.trials_done + second.trials_done == 3
 
 
-def test_a_result_does_not_wait_for_a_long_trial_behind_it(  # type: ignore[no-untyped-def]
-    db_url, live_service
-) -> None:
+def test_a_result_does_not_wait_for_a_long_trial_behind_it(db_url, live_service) -> None:
     # A short trial's result rides with the next claim when that comes soon; when the
     # next trial runs long, the result goes on its own within about FINISH_DELAY_SECONDS
     # (1 s) of its trial's start, not when the long trial ends.
@@ -178,7 +174,7 @@ def test_a_result_does_not_wait_for_a_long_trial_behind_it(  # type: ignore[no-u
     assert reported_at and reported_at[0] <= 25, reported_at  # about epoch 8 (of 40)
 
 
-def test_a_long_trial_claims_when_it_ends_with_its_result(  # type: ignore[no-untyped-def]
+def test_a_long_trial_claims_when_it_ends_with_its_result(
     db_url, live_service, monkeypatch
 ) -> None:
     # Longer than FINISH_DELAY_SECONDS: an early claim would leave the result a request
@@ -212,7 +208,7 @@ def test_a_long_trial_claims_when_it_ends_with_its_result(  # type: ignore[no-un
     assert sent == [0, 1, 1], sent
 
 
-def test_a_trial_leased_early_goes_back_when_the_worker_stops(  # type: ignore[no-untyped-def]
+def test_a_trial_leased_early_goes_back_when_the_worker_stops(
     db_url, live_service, monkeypatch
 ) -> None:
     # SIGTERM while the next trial is already leased (not started): it goes back to the

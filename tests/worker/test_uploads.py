@@ -8,7 +8,7 @@ import httpx
 from worker.runner import Worker
 
 
-def test_a_refused_checkpoint_fails_its_trial_and_the_worker_goes_on(  # type: ignore[no-untyped-def]
+def test_a_refused_checkpoint_fails_its_trial_and_the_worker_goes_on(
     db_url, live_service, spec_factory
 ) -> None:
     # Requests over 1 KiB are refused (413): a checkpoint is larger, a result is not.
