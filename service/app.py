@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -45,9 +45,23 @@ except PackageNotFoundError:  # running from a checkout that was not installed
     VERSION = "0.0.0"
 
 
-def create_app(settings: Settings | None = None, *, extra_tokens: list[Token] = ()) -> FastAPI:  # type: ignore[assignment]
-    """Build the app for `settings` (the environment's by default)."""
-    settings = settings or get_settings()
+# The dashboard's and the docs' routers come before the /static mount: they serve
+# plotly.js and Swagger UI's and ReDoc's files.
+ROUTERS = (
+    studies_routes.router,
+    events_routes.router,
+    panda_routes.router,
+    worker_routes.router,
+    dataset_routes.router,
+    lessons_routes.router,
+    health_routes.router,
+    dashboard_routes.router,
+    docs_router,
+)
+
+
+def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Startup and shutdown: migrations, the API's thread count, the reaper, the planner."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,12 +83,19 @@ def create_app(settings: Settings | None = None, *, extra_tokens: list[Token] = 
             planner.close()
             reaper.close()
 
+    return lifespan
+
+
+def create_app(settings: Settings | None = None, *, extra_tokens: list[Token] = ()) -> FastAPI:  # type: ignore[assignment]
+    """Build the app for `settings` (the environment's by default)."""
+    settings = settings or get_settings()
+
     app = FastAPI(
         title="Caviar",
         version=VERSION,
         summary="Hyperparameter search for NumPy neural networks.",
         default_response_class=SafeJSONResponse,
-        lifespan=lifespan,
+        lifespan=_lifespan(settings),
         # /docs and /redoc are docs_router's: the same pages, from packaged assets.
         docs_url=None,
         redoc_url=None,
@@ -94,15 +115,8 @@ def create_app(settings: Settings | None = None, *, extra_tokens: list[Token] = 
     install_error_handlers(app)
     install_openapi(app)
     _install_middleware(app, settings)
-    app.include_router(studies_routes.router)
-    app.include_router(events_routes.router)
-    app.include_router(panda_routes.router)
-    app.include_router(worker_routes.router)
-    app.include_router(dataset_routes.router)
-    app.include_router(lessons_routes.router)
-    app.include_router(health_routes.router)
-    app.include_router(dashboard_routes.router)  # before the /static mount: it serves plotly.js
-    app.include_router(docs_router)  # before the /static mount too: Swagger UI's and ReDoc's files
+    for router in ROUTERS:
+        app.include_router(router)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def healthz() -> dict[str, str]:
