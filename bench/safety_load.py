@@ -270,7 +270,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--uploads", type=int, default=4, choices=range(1, 9), metavar="1-8")
     parser.add_argument("--upload-mb", type=float, default=20.0, help="at most 20 (the cap)")
-    parser.add_argument("--claim-mb", type=float, default=50.0, help="at most 52 (the cap)")
+    parser.add_argument(
+        "--claim-mb",
+        type=float,
+        default=50.0,
+        help="at most 52; worker bodies over 16 MB are refused (413) before they are read, "
+        "so --claim-mb 15 exercises the checks that read one",
+    )
     parser.add_argument("--valid", action="store_true", help="uploads within every cap")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for the run")
     args = parser.parse_args()
