@@ -3,7 +3,7 @@
 // side, the fields where they differ first.
 
 import { api } from "./api.js";
-import { PALETTE, draw, layout } from "./plots.js";
+import { PALETTE, accuracyAxis, draw, layout, logAxis, texts } from "./plots.js";
 import { onSmoothing, smoothFigure } from "./smoothing.js";
 import { lessonStyles } from "./style.js";
 import { esc, fmt } from "./util.js";
@@ -24,9 +24,11 @@ export function compareFigure(trials, metric, title, log) {
     x: t.rows.map((r) => r.epoch),
     y: t.rows.map((r) => r[metric]),
     customdata: t.rows.map(() => t.id),
+    text: texts(t.rows.map((r) => r[metric])),
     line: { color: PALETTE[i % PALETTE.length], width: 1.8 },
-    hovertemplate: `#${t.number} epoch %{x}<br>${metric} %{y:.4g}<extra></extra>`,
+    hovertemplate: `#${t.number} epoch %{x}<br>${metric} %{text}<extra></extra>`,
   }));
+  const ys = trials.flatMap((t) => t.rows.map((r) => r[metric]));
   return {
     data,
     layout: layout({
@@ -34,7 +36,7 @@ export function compareFigure(trials, metric, title, log) {
       legend: { orientation: "h", x: 0, y: 1.16, font: { size: 10 } },
       margin: { l: 56, r: 12, t: 34, b: 40 },
       xaxis: { title: { text: "epoch" } },
-      yaxis: { title: { text: title }, ...(log ? { type: "log", dtick: "D2" } : {}) },
+      yaxis: { title: { text: title }, ...(log ? logAxis(ys) : metric.endsWith("accuracy") ? accuracyAxis(ys) : {}) },
     }),
   };
 }

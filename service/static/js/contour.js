@@ -5,7 +5,7 @@
 
 import { PALETTE, draw, empty, layout, parDim } from "./plots.js";
 import { lessonStyles } from "./style.js";
-import { esc } from "./util.js";
+import { esc, fmt } from "./util.js";
 
 const BINS = 14; // cells per continuous axis: about 200 cells for the ~2,000 sampled trials
 
@@ -67,16 +67,17 @@ export function contourFigure(ov, xp, yp) {
         contours: { coloring: "heatmap", showlabels: true, labelfont: { size: 9, color: "#fff" } },
         line: { width: 0.5, color: "rgba(255,255,255,0.5)" },
         colorbar: { thickness: 10, len: 0.9, title: { text: s.objective.metric, side: "right" } },
-        hovertemplate: `mean ${esc(s.objective.metric)} %{z:.4g}<extra></extra>`,
+        text: z.map((row) => row.map((v) => fmt(v))),
+        hovertemplate: `mean ${esc(s.objective.metric)} %{text}<extra></extra>`,
       },
       {
         type: "scatter",
         mode: "markers",
         x: dx.values,
         y: dy.values,
-        customdata: pts.map((p) => p.id),
+        customdata: pts.map((p) => [p.id, p.number]),
         marker: { size: pts.length > 800 ? 3 : 5, color: "rgba(255,255,255,0.85)", line: { width: 0.6, color: PALETTE[7] } },
-        hovertemplate: `trial %{customdata}<extra></extra>`,
+        hovertemplate: `trial #%{customdata[1]}<extra></extra>`,
       },
     ],
     layout: layout({ margin: { l: 70, r: 10, t: 10, b: 50 }, xaxis: axisOf(dx), yaxis: axisOf(dy) }),

@@ -44,6 +44,42 @@ export function layout(extra = {}) {
   };
 }
 
+/** Hover text of values, written by fmt as the rest of the page writes numbers. */
+export const texts = (values) => values.map((v) => fmt(v));
+
+function finiteValues(values, positive = false) {
+  return values.filter((v) => typeof v === "number" && Number.isFinite(v) && (!positive || v > 0));
+}
+
+/**
+ * A log axis labelled at each power of ten as fmt writes it (1e-4, 0.001, 0.01, 0.1, 1),
+ * and at 2 and 5 times them where the values span less than three decades: Plotly's own
+ * labels were its minor ones only ("2" for 0.2).
+ */
+export function logAxis(values) {
+  const v = finiteValues(values, true);
+  if (!v.length) return { type: "log" };
+  const lo = Math.floor(Math.log10(v.reduce((a, b) => Math.min(a, b))));
+  const hi = Math.ceil(Math.log10(v.reduce((a, b) => Math.max(a, b))));
+  const steps = hi - lo <= 3 ? [1, 2, 5] : [1];
+  const tickvals = [];
+  for (let k = lo; k <= Math.max(hi, lo + 1); k++) for (const m of steps) tickvals.push(Number((m * 10 ** k).toPrecision(12)));
+  return { type: "log", tickvals, ticktext: tickvals.map((t) => fmt(t)) };
+}
+
+/** An accuracy axis, kept within [0, 1] however few the points (one point ran it to 1.5). */
+export function accuracyAxis(values) {
+  const v = finiteValues(values);
+  if (!v.length) return { range: [0, 1] };
+  const lo = v.reduce((a, b) => Math.min(a, b));
+  const hi = v.reduce((a, b) => Math.max(a, b));
+  const pad = Math.max(0.05, 0.1 * (hi - lo));
+  return { range: [Math.max(0, lo - pad), Math.min(1, hi + pad)], tickformat: ".2~f" };
+}
+
+/** The y axis of an objective: an accuracy within [0, 1], a cost as Plotly sees fit. */
+const objectiveAxis = (metric, values) => (metric.endsWith("accuracy") ? accuracyAxis(values) : {});
+
 /** In place of a plot: a message saying what will appear there, and when. */
 export function empty(el, message) {
   if (window.Plotly && el._fullLayout) window.Plotly.purge(el);
@@ -108,10 +144,11 @@ export function historyFigure(ov) {
       x: pts.map((p) => p.number),
       y: pts.map((p) => p.value),
       customdata: pts.map((p) => p.id),
+      text: texts(pts.map((p) => p.value)),
       marker: { size: pts.length > 800 ? 4 : 6, opacity: pts.length > 800 ? 0.45 : 0.75, color: c2f ? pts.map((p) => PALETTE[p.round % PALETTE.length]) : PALETTE[0] },
-      hovertemplate: "trial #%{x}<br>%{y:.4g}<extra></extra>",
+      hovertemplate: "trial #%{x}<br>%{text}<extra></extra>",
     },
-    { type: "scatter", mode: "lines", name: "best so far", x: bx, y: by, line: { shape: "hv", color: "#c2362b", width: 2 }, hovertemplate: "best so far %{y:.4g}<extra></extra>" },
+    { type: "scatter", mode: "lines", name: "best so far", x: bx, y: by, text: texts(by), line: { shape: "hv", color: "#c2362b", width: 2 }, hovertemplate: "best so far %{text}<extra></extra>" },
   ];
   return {
     data,
@@ -119,8 +156,9 @@ export function historyFigure(ov) {
       showlegend: true,
       legend: { orientation: "h", x: 0, y: 1.12, font: { size: 11 } },
       margin: { l: 56, r: 16, t: 28, b: 40 },
-      xaxis: { title: { text: "trial" } },
-      yaxis: { title: { text: s.objective.metric } },
+      // A few trials: whole trial numbers only, not Plotly's -1 to 1 around one trial.
+      xaxis: { title: { text: "trial" }, ...(last < 10 ? { range: [-0.5, Math.max(last, 1) + 0.5], dtick: 1 } : {}) },
+      yaxis: { title: { text: s.objective.metric }, ...objectiveAxis(s.objective.metric, pts.map((p) => p.value)) },
     }),
   };
 }
@@ -131,7 +169,8 @@ function parAxes(ov) {
   const pts = ov.sample;
   const dims = Object.entries(s.spec.space || {}).map(([path, d]) => parDim(path, d, pts.map((p) => p.params[path])));
   const values = pts.map((p) => p.value);
-  dims.push({ label: s.objective.metric, values, range: extent(values) });
+  const metric = s.objective.metric;
+  dims.push({ label: metric, values, range: metric.endsWith("accuracy") ? accuracyAxis(values).range : extent(values) });
   for (const d of dims) d.range ??= extent(d.values);
   return { dims, values };
 }
@@ -146,7 +185,7 @@ export function parallelFigure(ov) {
   const { dims, values } = parAxes(ov);
   const pts = ov.sample;
   const D = dims.length;
-  const vr = extent(values);
+  const vr = dims[D - 1].range; // the objective's axis: an accuracy stays within [0, 1]
   const BANDS = 10;
   const higherBetter = ov.study.objective.direction !== "minimize";
   const bands = Array.from({ length: BANDS }, () => ({ x: [], y: [], ids: [] }));
@@ -184,7 +223,7 @@ export function parallelFigure(ov) {
   // own (measure, position, draw), a text trace in one pass; ~40 of them cost 50 ms.
   const ticks = { x: [], y: [], text: [] };
   dims.forEach((d, k) => {
-    const pairs = d.tickvals ? d.tickvals.map((v, j) => [v, d.ticktext[j]]) : niceTicks(d.range).map((v) => [v, fmt(v, 3)]);
+    const pairs = d.tickvals ? d.tickvals.map((v, j) => [v, d.ticktext[j]]) : niceTicks(d.range).map((v) => [v, fmt(v)]);
     for (const [v, text] of pairs) {
       const y = norm(d, v);
       if (y === null || y < -0.001 || y > 1.001) continue;
@@ -279,13 +318,13 @@ export function parDim(path, d, raw) {
     const values = raw.map((v) => Math.log10(v));
     const range = [Math.log10(d.low), Math.log10(d.high)];
     const ticks = decades(...range);
-    return { label: `${path} (log)`, values, range, tickvals: ticks, ticktext: ticks.map((k) => fmt(10 ** k, 3)) };
+    return { label: `${path} (log)`, values, range, tickvals: ticks, ticktext: ticks.map((k) => fmt(10 ** k)) };
   }
   if (d.scale === "one_minus_log") {
     const values = raw.map((v) => Math.log10(1 - v));
     const range = [Math.log10(1 - d.high), Math.log10(1 - d.low)];
     const ticks = decades(...range);
-    return { label: `${path} (1−x, log)`, values, range, tickvals: ticks, ticktext: ticks.map((k) => fmt(1 - 10 ** k, 4)) };
+    return { label: `${path} (1−x, log)`, values, range, tickvals: ticks, ticktext: ticks.map((k) => fmt(1 - 10 ** k, 4)) }; // 0.999: 3 digits would say 1
   }
   return { label: path, values: raw, range: [d.low, d.high] };
 }
@@ -316,21 +355,24 @@ export function paramFigure(ov, path) {
     xaxis.categoryorder = "array";
     xaxis.categoryarray = ax.categories;
   }
-  if (ax.type === "log") xaxis.exponentformat = "power";
-  const hover = ax.flipped ? `${path} = %{customdata[1]:.6g}<br>1 − ${path} = %{x:.3g}` : `${path} = %{x:.4g}`;
+  const xs = pts.map((p) => ax.x(p.params[path]));
+  if (ax.type === "log") Object.assign(xaxis, logAxis(xs));
+  const shown = (v) => (Array.isArray(v) ? JSON.stringify(v) : typeof v === "number" ? fmt(v, 6) : String(v));
+  const hover = ax.flipped ? `${path} = %{customdata[1]}<br>1 − ${path} = %{customdata[3]}` : `${path} = %{customdata[1]}`;
   return {
     data: [
       {
         type: "scatter",
         mode: "markers",
-        x: pts.map((p) => ax.x(p.params[path])),
+        x: xs,
         y: pts.map((p) => p.value),
-        customdata: pts.map((p) => [p.id, Array.isArray(p.params[path]) ? JSON.stringify(p.params[path]) : p.params[path], p.number]),
+        text: texts(pts.map((p) => p.value)),
+        customdata: pts.map((p, i) => [p.id, shown(p.params[path]), p.number, fmt(xs[i])]),
         marker: { size: pts.length > 800 ? 4 : 6, opacity: pts.length > 800 ? 0.4 : 0.75, color: c2f ? pts.map((p) => PALETTE[p.round % PALETTE.length]) : PALETTE[0] },
-        hovertemplate: `trial #%{customdata[2]}<br>${hover}<br>${s.objective.metric} = %{y:.4g}<extra></extra>`,
+        hovertemplate: `trial #%{customdata[2]}<br>${hover}<br>${s.objective.metric} = %{text}<extra></extra>`,
       },
     ],
-    layout: layout({ shapes, annotations, margin: { l: 50, r: 10, t: 8, b: 40 }, xaxis, yaxis: { title: { text: s.objective.metric } } }),
+    layout: layout({ shapes, annotations, margin: { l: 50, r: 10, t: 8, b: 40 }, xaxis, yaxis: { title: { text: s.objective.metric }, ...objectiveAxis(s.objective.metric, pts.map((p) => p.value)) } }),
   };
 }
 
@@ -343,9 +385,11 @@ export function curvesFigure(curves, metric, { title } = {}) {
     x: c.epochs,
     y: c.metrics[metric],
     customdata: c.epochs.map(() => c.trial.id),
+    text: texts(c.metrics[metric]),
     line: { color: PALETTE[i % PALETTE.length], width: i === 0 ? 2.4 : 1.4 },
-    hovertemplate: `#${c.trial.number} epoch %{x}<br>${metric} %{y:.4g}<extra></extra>`,
+    hovertemplate: `#${c.trial.number} epoch %{x}<br>${metric} %{text}<extra></extra>`,
   }));
+  const ys = curves.flatMap((c) => c.metrics[metric]);
   return {
     data,
     layout: layout({
@@ -353,13 +397,19 @@ export function curvesFigure(curves, metric, { title } = {}) {
       legend: { orientation: "h", x: 0, y: 1.16, font: { size: 10 } },
       margin: { l: 56, r: 12, t: 34, b: 40 },
       xaxis: { title: { text: "epoch" } },
-      yaxis: { title: { text: title || metric }, ...(metric.endsWith("cost") ? { type: "log", dtick: "D2" } : {}) },
+      yaxis: { title: { text: title || metric }, ...(metric.endsWith("cost") ? logAxis(ys) : objectiveAxis(metric, ys)) },
     }),
   };
 }
 
-/** One trial's train and dev curves of a metric pair (cost or accuracy). */
-export function trialFigure(rows, kind) {
+/** The columns a trial panel draws: its metric pair, or the learning rate. */
+export const panelKeys = (kind) => (kind === "learning_rate" ? ["learning_rate"] : [`train_${kind}`, `dev_${kind}`]);
+
+/**
+ * One trial's train and dev curves of a metric pair (cost or accuracy), or its learning
+ * rate. `alsoRows` (a fork's parent's epochs, drawn beside) count for the axis' extent.
+ */
+export function trialFigure(rows, kind, alsoRows = []) {
   const epochs = rows.map((r) => r.epoch);
   const line = (name, key, color, dash) => ({
     type: "scatter",
@@ -367,9 +417,12 @@ export function trialFigure(rows, kind) {
     name,
     x: epochs,
     y: rows.map((r) => r[key]),
+    text: texts(rows.map((r) => r[key])),
     line: { color, width: 2, dash },
-    hovertemplate: `${name} %{y:.4g} at epoch %{x}<extra></extra>`,
+    hovertemplate: `${name} %{text} at epoch %{x}<extra></extra>`,
   });
+  const ys = [...rows, ...alsoRows].flatMap((r) => panelKeys(kind).map((k) => r[k]));
+  const yaxis = kind === "accuracy" ? accuracyAxis(ys) : logAxis(ys);
   const data =
     kind === "learning_rate"
       ? [line("learning rate", "learning_rate", PALETTE[3])]
@@ -381,7 +434,7 @@ export function trialFigure(rows, kind) {
       legend: { orientation: "h", x: 0, y: 1.14 },
       margin: { l: 56, r: 12, t: kind === "learning_rate" ? 10 : 30, b: 40 },
       xaxis: { title: { text: "epoch" }, rangemode: "tozero" },
-      yaxis: { title: { text: kind.replace("_", " ") }, exponentformat: "power", ...(kind === "cost" || kind === "learning_rate" ? { type: "log", dtick: "D2" } : {}) },
+      yaxis: { title: { text: kind.replace("_", " ") }, ...yaxis },
     }),
   };
 }

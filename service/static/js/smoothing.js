@@ -5,6 +5,7 @@
 // stays drawn, faint, beside the smoothed one.
 
 import { lessonStyles } from "./style.js";
+import { fmt } from "./util.js";
 
 const KEY = "caviar.smoothing";
 const DEFAULT = { beta: 0.6, bias: true };
@@ -62,7 +63,10 @@ export function smoothFigure(fig, setting = smoothing()) {
     data.push({ ...trace, name: `${trace.name ?? ""} (raw)`, showlegend: false, opacity: RAW_OPACITY * (trace.opacity ?? 1), hoverinfo: "skip", hovertemplate: undefined, meta: "raw" });
     const label = `smoothed, beta ${beta}${bias ? "" : ", no bias correction"}`;
     const hover = trace.hovertemplate ? trace.hovertemplate.replace("<extra>", ` (${label})<extra>`) : undefined;
-    data.push({ ...trace, y: ewa(trace.y, beta, bias), hovertemplate: hover, meta: "smoothed" });
+    const y = ewa(trace.y, beta, bias);
+    // Hover text, where a trace has it, says the smoothed values (fmt, as it was written).
+    const text = Array.isArray(trace.text) ? y.map((v) => fmt(v)) : trace.text;
+    data.push({ ...trace, y, text, hovertemplate: hover, meta: "smoothed" });
   }
   return { ...fig, data };
 }

@@ -8,14 +8,21 @@ export const STUDY_STATUSES = ["queued", "running", "completed", "cancelled", "f
 const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
 export const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ESCAPES[c]);
 
-/** A number as people read it: integers whole, others to 4 significant digits. */
-export function fmt(v, digits = 4) {
+/**
+ * A number as people read it, the one way every page and plot writes one: integers whole,
+ * others to 3 significant digits (more where an exact value is shown), with an exponent
+ * below 1e-3 and from 1e6: 0.912, 0.001, 1e-4, 1.23e-4, 2.5e6.
+ */
+export function fmt(v, digits = 3) {
   if (v === null || v === undefined) return "–";
   if (typeof v === "number") {
     if (!Number.isFinite(v)) return String(v);
-    if (Number.isInteger(v)) return String(v);
+    if (Number.isInteger(v) && Math.abs(v) < 1e15) return String(v);
     const a = Math.abs(v);
-    if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(digits - 1);
+    if (a !== 0 && (a < 1e-3 || a >= 1e6)) {
+      const [mantissa, exponent] = v.toExponential(digits - 1).split("e");
+      return `${Number(mantissa)}e${Number(exponent)}`;
+    }
     return String(Number(v.toPrecision(digits)));
   }
   if (Array.isArray(v)) return `[${v.map((x) => fmt(x, digits)).join(", ")}]`;

@@ -57,7 +57,7 @@ export function mount(view, _params, query) {
     </section>
     <section class="panel flush">
       <table class="studies">
-        <thead><tr><th class="num">#</th><th>name</th><th>status</th><th>strategy</th><th>mode</th>
+        <thead><tr><th class="num">id</th><th>name</th><th>status</th><th>strategy</th><th>mode</th>
           <th>progress</th><th class="num">best</th><th>objective</th><th>started</th><th>finished</th></tr></thead>
         <tbody><tr><td colspan="10" class="muted">Loading…</td></tr></tbody>
       </table>

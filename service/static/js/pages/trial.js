@@ -4,7 +4,7 @@
 import { api, hasRoute } from "../api.js";
 import { gradientCheckPanel } from "../gradcheck.js";
 import { follow } from "../live.js";
-import { draw, empty, loadPlotly, trialFigure } from "../plots.js";
+import { draw, empty, loadPlotly, panelKeys, texts, trialFigure } from "../plots.js";
 import { onSmoothing, smoothFigure, smoothingControl } from "../smoothing.js";
 import { TERMINAL_TRIAL, badge, copyText, duration, esc, fmt, markReady, throttle, when } from "../util.js";
 import { toYaml } from "../yaml.js";
@@ -91,9 +91,22 @@ export function mount(view, { id }) {
     $('[data-act="pause"]').hidden = !routes.pause || !["queued", "running"].includes(t.status);
     $('[data-act="resume"]').hidden = !routes.resume || t.status !== "paused";
     $('[data-act="fork"]').hidden = !routes.fork || !rows.length;
-    const decay = t.config?.lr_decay;
-    $(".lr-note").textContent = decay && decay !== "none" ? `${decay} decay` : "constant";
+    $(".lr-note").textContent = rateNote(t, rows);
     view.dataset.epochs = rows.length;
+  }
+
+  // What the learning-rate panel says of the rate: its decay, or the fork's change of it
+  // (a fork with another rate is not "constant"), from the rates the epochs report.
+  function rateNote(t, rows) {
+    const decay = t.config?.lr_decay;
+    if (decay && decay !== "none") return `${decay} decay`;
+    // The rate at the fork's checkpoint, and the one the fork trains with since.
+    const before = parentRows?.length ? parentRows[parentRows.length - 1].learning_rate : null;
+    const now = rows.length ? rows[rows.length - 1].learning_rate : t.config?.learning_rate;
+    if (before != null && now != null && fmt(before, 6) !== fmt(now, 6)) {
+      return `${fmt(before)} until epoch ${t.fork_epoch}, then ${fmt(now)} (forked)`;
+    }
+    return "constant";
   }
 
   async function curves(rows) {
@@ -106,7 +119,7 @@ export function mount(view, { id }) {
       return;
     }
     const figures = ["cost", "accuracy", "learning_rate"].map((kind) => {
-      const fig = trialFigure(rows, kind);
+      const fig = trialFigure(rows, kind, parentRows || []);
       if (parentRows?.length) fig.data.unshift(...parentTraces(parentRows, kind));
       return kind === "learning_rate" ? fig : smoothFigure(fig); // a schedule, not a noisy measure
     });
@@ -140,15 +153,15 @@ export function mount(view, { id }) {
   const routes = {};
 
   function parentTraces(prows, kind) {
-    const keys = kind === "learning_rate" ? ["learning_rate"] : [`train_${kind}`, `dev_${kind}`];
-    return keys.map((key) => ({
+    return panelKeys(kind).map((key) => ({
       type: "scatter",
       mode: "lines",
       name: `parent ${key.replace("_", " ")}`,
       x: prows.map((r) => r.epoch),
       y: prows.map((r) => r[key]),
+      text: texts(prows.map((r) => r[key])),
       line: { color: "#a3aab8", width: 1.5, dash: key.startsWith("train") ? "dot" : "solid" },
-      hovertemplate: `parent ${key.replace("_", " ")} %{y:.4g} at epoch %{x}<extra></extra>`,
+      hovertemplate: `parent ${key.replace("_", " ")} %{text} at epoch %{x}<extra></extra>`,
     }));
   }
 
