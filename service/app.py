@@ -35,6 +35,7 @@ from service.problems import SafeJSONResponse, install_error_handlers
 from service.queue import Reaper
 from service.schemas import Health
 from service.settings import Settings, get_settings
+from service.studies.journal import Journal
 from service.studies.rounds import Planner
 
 STATIC = Path(__file__).parent / "static"
@@ -77,9 +78,13 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         # fallback scan (a finish in this process wakes it at once).
         planner = Planner(app.state.db, settings.reap_interval_seconds)
         planner.start()
+        # The log says what happens to studies and trials, from the events table.
+        journal = Journal(app.state.db)
+        journal.start()
         try:
             yield
         finally:
+            journal.close()
             planner.close()
             reaper.close()
 

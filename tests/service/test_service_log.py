@@ -1,0 +1,48 @@
+"""The service's log: what happens to studies and trials, at INFO; nothing from a probe."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.db import get_database
+from service.studies.journal import log_events
+from tests.service.test_api_states import finish
+
+
+@pytest.fixture
+def client(db_url: str, settings_for: Any) -> Any:
+    with TestClient(create_app(settings_for(db_url, migrate_on_start=False))) as c:
+        yield c
+
+
+def test_the_log_tells_each_study_and_trial_event_with_its_ids(
+    client: Any, spec_factory: Any, db_url: str, caplog: Any
+) -> None:
+    spec = spec_factory(strategy={"type": "random", "trials": 3})
+    study_id = client.post("/api/studies", json=spec).json()["id"]
+    finish(client, [0.75, None])  # one completed, one failed
+    trials = client.get(f"/api/studies/{study_id}/trials").json()["items"]
+    client.post(f"/api/studies/{study_id}/cancel")
+    with caplog.at_level(logging.INFO, logger="caviar.service"):
+        log_events(get_database(db_url), 0, settle=0.0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "caviar.service"]
+    done, failed = trials[0], trials[1]
+    assert f"study {study_id} created: 'tiny-moons', 3 trials in its first round" in lines
+    assert f"study {study_id}: trial id {done['id']} (#0) completed, value 0.75" in lines
+    assert f"study {study_id}: trial id {failed['id']} (#1) failed: boom" in lines
+    assert f"study {study_id} cancelled" in lines
+    assert f"study {study_id} finished: cancelled" in lines
+    assert not [line for line in lines if "metrics" in line]
+
+
+def test_readyz_logs_nothing(client: Any, caplog: Any) -> None:
+    """Each probe logged Alembic's two INFO lines (its context and DDL mode)."""
+    with caplog.at_level(logging.INFO):
+        for _ in range(2):
+            assert client.get("/readyz").status_code == 200
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("alembic")] == []
