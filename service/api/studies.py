@@ -399,9 +399,16 @@ def get_one_trial(trial_id: TrialId, db: DbDep) -> dict[str, Any]:
 
 
 @router.get("/trials/{trial_id}/metrics", response_model=list[MetricRead], dependencies=[ReadScope])
-def get_metrics(trial_id: TrialId, db: DbDep) -> list[dict[str, Any]]:
-    """The learning curve of the trial's latest attempt: one row per epoch."""
-    return trial_metrics(db=db, trial_id=trial_id)
+def get_metrics(
+    trial_id: TrialId,
+    db: DbDep,
+    limit: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="at most this many epochs (default: all)")
+    ] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID, description="skip this many first")] = 0,
+) -> list[dict[str, Any]]:
+    """The learning curve of the trial's latest attempt: one row per epoch, in order."""
+    return trial_metrics(db=db, trial_id=trial_id, limit=limit, offset=offset)
 
 
 @router.post(

@@ -216,14 +216,19 @@ def get_trial(*, db: Database, trial_id: int) -> dict[str, Any]:
         return {**trial_detail(trial), "gradient_check": trial.gradient_check}
 
 
-def trial_metrics(*, db: Database, trial_id: int) -> list[dict[str, Any]]:
-    """The learning curve of the trial's latest attempt, epoch by epoch."""
+def trial_metrics(
+    *, db: Database, trial_id: int, limit: int | None = None, offset: int = 0
+) -> list[dict[str, Any]]:
+    """The learning curve of the trial's latest attempt, epoch by epoch: `limit` epochs
+    (all if None) after the first `offset`."""
     with db.session(write=False) as s:
         trial = get_or_404(s, Trial, trial_id)
         rows = s.scalars(
             select(Metric)
             .where(Metric.trial_id == trial_id, Metric.attempt == trial.attempt)
             .order_by(Metric.epoch)
+            .limit(limit)
+            .offset(offset)
         ).all()
         return [{"epoch": m.epoch, **{k: getattr(m, k) for k in METRIC_FIELDS}} for m in rows]
 
