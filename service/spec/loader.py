@@ -10,6 +10,7 @@ expand a few lines into billions of nodes) is refused before the validator walks
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -118,10 +119,44 @@ def _parse_yaml(text: str) -> Any:
         error = exc
     what = "YAML or JSON"  # read last, as JSON is YAML too: its errors speak for both
     if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
-        mark = error.problem_mark
-        problem = " ".join(str(error.problem or error.context or "").split())
+        mark, problem = _plain_problem(error)
         raise _syntax_error(what, mark.line + 1, mark.column + 1, problem)
     raise _syntax_error(what, None, None, " ".join(str(error).split()))
+
+
+_CLOSERS = {"]": "[", "}": "{"}
+
+
+def _plain_problem(error: yaml.MarkedYAMLError) -> tuple[Any, str]:
+    """Where a YAML syntax error is and what it is, in a person's words, not PyYAML's.
+
+    A bracket or quote never closed is placed where it opened (PyYAML names the end of
+    the text); problems not known here keep PyYAML's words.
+    """
+    problem = " ".join(str(error.problem or error.context or "").split())
+    mark = error.problem_mark
+    assert mark is not None  # the caller reads only errors that have one
+    opened = error.context_mark or mark
+    flow = re.fullmatch(r"expected ',' or '([\]}])', but got (.+)", problem)
+    # At the end of the text, or on a later line than the bracket: most likely never closed.
+    if flow and (flow[2] == "'<stream end>'" or opened.line != mark.line):
+        return opened, f"this {_CLOSERS[flow[1]]} is never closed by a {flow[1]}"
+    if flow:
+        return mark, f"a comma or {flow[1]} must come before {flow[2]}"
+    if problem == "found unexpected end of stream" and "quoted" in str(error.context):
+        return opened, "this quote is never closed"
+    if problem.startswith("expected <block end>"):
+        return mark, "this line's indentation matches no line above it"
+    if problem == "mapping values are not allowed here":
+        return mark, (
+            "a colon cannot start a value here: a key above may lack its colon, or a "
+            "value holding ': ' needs quotes"
+        )
+    if problem == "could not find expected ':'":
+        return mark, "a key must be followed by a colon"
+    if problem.startswith("found character '\\t'"):  # PyYAML writes the tab escaped
+        return mark, "a tab: YAML is indented with spaces"
+    return mark, problem
 
 
 def _parse(text: str, *, json_only: bool) -> Any:

@@ -234,3 +234,34 @@ def test_states_numbers_and_rounds_read_as_people_count_them(
     }
     assert rounds <= {"1", "2"} and "1" in rounds, rounds
     shot(page, "study-rounds")
+
+
+def test_the_editor_opens_at_its_top_and_puts_a_syntax_error_on_its_line(
+    page: Any,  # noqa: F811 (the fixture imported above)
+    sqlite_url: str,
+    live_service: Any,
+) -> None:
+    """The editor opened scrolled past name: and dataset:, and a YAML syntax error came as
+    PyYAML's raw text, under the editor, on no line."""
+    svc = live_service(sqlite_url)
+    page.caviar_allowed_errors.append("status of 422")  # the check's answer: the spec is invalid
+    page.goto(f"{svc.url}/")
+    wait_ready(page, "studies")
+    page.get_by_role("button", name="New study").click()
+    editor = page.get_by_label("Search spec (YAML)")
+    page.locator(".spec-status.ok").wait_for()
+    assert editor.evaluate("ta => ta.scrollTop") == 0
+    assert editor.evaluate("ta => ta.selectionStart") == 0
+    assert editor.evaluate("ta => ta.scrollHeight > ta.clientHeight")  # so it could scroll
+    shot(page, "editor-top", ".editor")
+
+    text = "name: broken\ndataset: {name: moons, n_samples: 200\nspace:\n  lr: 1\n"
+    editor.fill(text)
+    note = page.locator(".field-error[data-loc='syntax']")
+    note.wait_for()
+    assert note.get_attribute("data-line") == "2"  # where the { opened
+    assert note.inner_text() == "column 10: this { is never closed by a }"
+    assert page.locator(".gutter .bad").inner_text() == "2"
+    item = page.locator(".spec-errors li").first.inner_text()
+    assert item.startswith("line 2") and "expected ','" not in item, item
+    shot(page, "editor-syntax", ".editor")

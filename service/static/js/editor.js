@@ -8,6 +8,18 @@ import { lineOf } from "./yaml.js";
 const LINE_PX = 20; // must match .editor .code line-height in caviar.css
 const PAD_PX = 10; // and its padding-top
 const CHECK_AFTER_MS = 350; // validate once typing pauses this long
+// A syntax error of the text as a whole (loc "body"), as the service words it.
+const SYNTAX = /^not valid (?:YAML or JSON|JSON) \(line (\d+), column (\d+)\): (.*)$/s;
+
+/** Where an error goes: a syntax error on the line it names, in the service's own words
+ * past the position; a field's error on that field's line (yaml.js lineOf). */
+function placed(text, e) {
+  const syntax = SYNTAX.exec(e.msg || "");
+  if (syntax && (!e.loc || e.loc === "body")) {
+    return { ...e, loc: "syntax", line: Number(syntax[1]), msg: `column ${syntax[2]}: ${syntax[3]}` };
+  }
+  return { ...e, line: lineOf(text, e.loc) };
+}
 
 export function specEditor(container, { initial, submitLabel = "Create study", onCreated, onCancel }) {
   container.innerHTML = `
@@ -33,6 +45,7 @@ export function specEditor(container, { initial, submitLabel = "Create study", o
   const status = container.querySelector(".spec-status");
   const submit = container.querySelector('[data-act="submit"]');
   ta.value = initial;
+  ta.setSelectionRange(0, 0); // the caret, and so the view, at the top: name: and dataset: first
   let seq = 0;
   let timer = null;
 
@@ -51,9 +64,8 @@ export function specEditor(container, { initial, submitLabel = "Create study", o
   function show(errors) {
     const byLine = new Map();
     const loose = [];
-    for (const e of errors) {
-      const line = lineOf(ta.value, e.loc);
-      if (line) byLine.set(line, [...(byLine.get(line) || []), e]);
+    for (const e of errors.map((x) => placed(ta.value, x))) {
+      if (e.line) byLine.set(e.line, [...(byLine.get(e.line) || []), e]);
       else loose.push(e);
     }
     notes.innerHTML = [...byLine]
@@ -132,6 +144,13 @@ export function specEditor(container, { initial, submitLabel = "Create study", o
   uploadControl(container.querySelector(".upload-slot"), ta, () => ta.dispatchEvent(new Event("input")));
   return {
     textarea: ta,
+    /** Focus the text at its top (focusing it as set would scroll to its end). */
+    focusTop() {
+      ta.focus({ preventScroll: true });
+      ta.setSelectionRange(0, 0);
+      ta.scrollTop = 0;
+      sync();
+    },
     setText(text) {
       ta.value = text;
       ta.dispatchEvent(new Event("input"));

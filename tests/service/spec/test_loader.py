@@ -86,10 +86,26 @@ def test_a_syntax_error_names_its_line_and_column() -> None:
     assert refusal('{"name": }', json_only=True) == (
         "not valid JSON (line 1, column 10): Expecting value"
     )
-    # At the end of the text: on its last line, not a line past it (as libyaml says).
+    # A bracket never closed: where it opened, in words (it was "(line 1, column 16):
+    # expected ',' or ']', but got '<stream end>'", PyYAML's, at the end of the text).
     assert refusal("name: [unclosed") == (
-        "not valid YAML or JSON (line 1, column 16): expected ',' or ']', but got '<stream end>'"
+        "not valid YAML or JSON (line 1, column 7): this [ is never closed by a ]"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("name: x\ndataset: {name: moons\n", "(line 2, column 10): this { is never closed by a }"),
+        ("name: 'x\n", "(line 1, column 7): this quote is never closed"),
+        ("name: x\ndataset:\n  name: moons\n bad: 1\n", "(line 4, column 2): this line's inden"),
+        ("name x\nfoo: 1\n", "(line 2, column 4): a colon cannot start a value here"),
+        ("\tname: x\n", "(line 1, column 1): a tab: YAML is indented with spaces"),
+    ],
+)
+def test_a_yaml_syntax_error_is_said_in_words_where_it_is(text: str, said: str) -> None:
+    """PyYAML's own words ("mapping values are not allowed here") reached the user."""
+    assert refusal(text).startswith(f"not valid YAML or JSON {said}")
 
 
 def test_yaml_is_read_unless_only_json_is() -> None:

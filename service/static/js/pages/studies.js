@@ -84,7 +84,7 @@ export function mount(view, _params, query) {
         },
       });
     }
-    editor.textarea.focus();
+    editor.focusTop();
   }
 
   async function refresh() {

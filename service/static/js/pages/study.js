@@ -413,8 +413,7 @@ export function mount(view, { id }) {
       onCancel: () => dlg.close(),
     });
     if (!dlg.open) dlg.showModal();
-    ed.textarea.setSelectionRange(0, 0); // open at the top: the narrowed space comes first
-    ed.textarea.scrollTop = 0;
+    ed.focusTop(); // open at the top: the narrowed space comes first
   }
 
   // --- loading and live updates ------------------------------------------------------------
