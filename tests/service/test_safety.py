@@ -61,6 +61,7 @@ MATRIX = [
     ("GET", "/api/studies/1/trials.csv", "read"),
     ("GET", "/api/studies/1/trials.json", "read"),
     ("GET", "/api/studies/1/rounds", "read"),
+    ("GET", "/api/studies/1/importance", "read"),
     ("GET", "/api/studies/1/events", "read"),
     ("POST", "/api/specs/validate", "read"),
     ("POST", "/api/specs/preview", "read"),
