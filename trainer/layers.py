@@ -382,9 +382,12 @@ class Dropout(Layer):
 
 
 def sigmoid(Z: Array, out: Array | None = None) -> Array:
-    """Logistic function ``1 / (1 + exp(-Z))`` as ``(1 + tanh(Z / 2)) / 2``.
+    """Logistic function ``1 / (1 + exp(-Z))``, never overflowing for any finite ``Z``.
 
-    The tanh form never overflows, for any finite ``Z`` and in float32 as in float64.
+    float64: as ``(1 + tanh(Z / 2)) / 2``. float32 (and any other type): as ``exp(-|Z|)``
+    over ``1 + exp(-|Z|)`` below 0 and 1 over it above; the tanh form rounds ``tanh`` to
+    -1 in float32 below about Z = -17, so every small probability became exactly 0
+    (float64's tanh holds them, and its results stay as they were, to the bit).
 
     Parameters
     ----------
@@ -397,8 +400,18 @@ def sigmoid(Z: Array, out: Array | None = None) -> Array:
     """
     if out is None:
         out = np.empty_like(Z)
-    np.multiply(Z, 0.5, out=out)
-    np.tanh(out, out=out)
-    out *= 0.5
-    out += 0.5
+    if Z.dtype == np.float64:
+        np.multiply(Z, 0.5, out=out)
+        np.tanh(out, out=out)
+        out *= 0.5
+        out += 0.5
+        return out
+    positive = Z >= 0  # before `out` is written: it may be Z itself
+    np.abs(Z, out=out)
+    np.negative(out, out=out)
+    with np.errstate(under="ignore"):  # exp(-|Z|) of a huge |Z| is 0, as it should be
+        np.exp(out, out=out)  # e = exp(-|Z|), in [0, 1]
+        denominator = out + 1
+        np.copyto(out, 1, where=positive)  # the numerator: 1 above 0, e below
+        out /= denominator
     return out

@@ -308,13 +308,23 @@ class Model:
             raise ValueError(f"targets must have shape ({m},) or ({m}, {k}), got {y.shape}")
         return np.ascontiguousarray(y.reshape(m, k), dtype=self.dtype)
 
-    def cost_and_grads(self, X: Any, y: Any) -> tuple[float, dict[str, Array]]:
+    def cost_and_grads(
+        self, X: Any, y: Any, *, update_averages: bool = True
+    ) -> tuple[float, dict[str, Array]]:
         """Cost and gradients in training mode (dropout on, batch statistics).
+
+        As a training step's forward pass does, this moves batch norm's running averages
+        (the mean and variance ``predict`` uses) towards this batch's statistics, and
+        draws dropout masks from the model's generator: calling it changes what the
+        model predicts. ``update_averages=False`` leaves the running averages as they
+        were (a gradient check, a cost measured on the side).
 
         Parameters
         ----------
         X : array_like, shape (m, n_features)
         y : array_like, shape (m,) (or (m, k) for regression)
+        update_averages : bool, default True
+            Whether batch norm's running averages take this batch into account.
 
         Returns
         -------
@@ -323,7 +333,10 @@ class Model:
             Copies, with the keys and shapes of ``params``.
         """
         X = self.prepare_inputs(X)
+        kept = {k: v.copy() for k, v in self.buffers.items()} if not update_averages else {}
         cost, _ = self.compute_grads(X, self.prepare_targets(y, X.shape[0]))
+        for name, value in kept.items():
+            self.buffers[name][...] = value
         return cost, {name: g.copy() for name, g in self.grads.items()}
 
     def predict_proba(self, X: Any) -> Array:
