@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import secrets
 import signal
 import threading
 import time
@@ -30,6 +31,14 @@ class PoolOptions:
     log_level: int = logging.INFO
 
 
+def worker_name(prefix: str | None, index: int) -> str:
+    """A name no other worker process has had: the host (or the given prefix), this
+    process's pid and a random part, then the process's index in its pool. A restarted
+    pool's processes get new names, so the workers page never shows two lives as one."""
+    host = prefix or os.uname().nodename
+    return f"{host}-{os.getpid()}-{secrets.token_hex(2)}-{index}"
+
+
 def _child(options: PoolOptions, index: int) -> None:
     # Spawned, not forked: a fresh interpreter with no threads or sockets of the parent.
     from threadpoolctl import threadpool_limits
@@ -45,11 +54,10 @@ def _child(options: PoolOptions, index: int) -> None:
     threadpool_limits(limits=1)
     shutdown = threading.Event()
     install_sigterm(shutdown)
-    prefix = options.name_prefix or os.uname().nodename
     worker = Worker(
         options.api_url,
         options.token,
-        name=f"{prefix}-{index}",
+        name=worker_name(options.name_prefix, index),
         max_trials=options.max_trials_per_process,
         claim_batch=options.claim_batch,
         exit_when_idle=options.exit_when_idle,

@@ -379,6 +379,8 @@ class Worker:
                 on_checkpoint=run.on_checkpoint,
             )
             outcome = result.status
+            if outcome == "diverged":  # in the trainer's words: why (not finite, or exploded)
+                error = getattr(result, "divergence", None)
         except Exception as exc:  # a trainer error fails this trial; the worker goes on
             outcome, error = "failed", f"{type(exc).__name__}: {exc}"
             log.warning("trial %s failed: %s", run.trial_id, error, extra=extra)

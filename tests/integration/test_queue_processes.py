@@ -136,3 +136,5 @@ def test_a_pool_replaces_a_process_after_its_trials(sqlite_url, live_service, sp
     assert study["counts"]["completed"] == 6
     workers = api.get("/api/workers").json()
     assert len(workers) == 3 and all(w["trials_done"] == 2 for w in workers)
+    # each life of the pool's process 0 has a name of its own (all three were "<host>-0")
+    assert len({w["name"] for w in workers}) == 3
