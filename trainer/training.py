@@ -263,7 +263,7 @@ class _Loop:
 
     def checkpoint(self, epochs_done: int) -> Checkpoint:
         """The run's state now, after ``epochs_done`` epochs (copies: training may go on)."""
-        return Checkpoint(
+        return Checkpoint.of_run(
             epoch=epochs_done,
             config=self.config,
             params=self.model.get_params(),

@@ -34,8 +34,12 @@ from service.errors import CaviarError
 from service.models import Checkpoint, Trial
 from service.protocol import Curve, EpochReport, InlineCheckpoint
 from service.queue.tables import MetricRow, curve_rows, metric_rows, trial_epochs
+from trainer.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from trainer.checkpoint import MAGIC as CHECKPOINT_MAGIC
+from trainer.checkpoint import READABLE as CHECKPOINT_VERSIONS
+from trainer.checkpoint import CheckpointError
+from trainer.checkpoint import layout as checkpoint_layout
 
-CHECKPOINT_FORMAT = ("caviar-checkpoint", 1)  # trainer.checkpoint's FORMAT and VERSION
 # A caviar study keeps each trial's latest checkpoints: a requeued attempt resumes from
 # the last, a finished trial can be continued from its end (service.checkpoints).
 CAVIAR_CHECKPOINTS_KEPT = 2
@@ -122,21 +126,29 @@ def decode_checkpoint(text: str) -> bytes:
 
 
 def check_checkpoint(content: bytes, *, epoch: int) -> None:
-    """ResultError unless `content` is a trainer checkpoint archive of `epoch` (its header)."""
+    """ResultError unless `content` is a trainer checkpoint of `epoch`: its header, and
+    for today's bytes the size of every array, are checked; nothing is decoded."""
     try:
-        header = json.loads(_header_bytes(content))
+        if content.startswith(CHECKPOINT_MAGIC):
+            header: Any = checkpoint_layout(content)[0]
+        else:  # version 1: a compressed archive, from a worker not yet upgraded
+            header = json.loads(_archive_header_bytes(content))
+    except CheckpointError as exc:
+        raise ResultError(f"checkpoint: not a trainer checkpoint ({exc})") from None
     except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError, zlib.error):
         raise ResultError("checkpoint: not a trainer checkpoint (no archive, no header)") from None
-    if not isinstance(header, dict) or (header.get("format"), header.get("version")) != (
-        CHECKPOINT_FORMAT
+    if (
+        not isinstance(header, dict)
+        or header.get("format") != CHECKPOINT_FORMAT
+        or header.get("version") not in CHECKPOINT_VERSIONS
     ):
         raise ResultError("checkpoint: not a trainer checkpoint of a known format and version")
     if header.get("epoch") != epoch:
         raise ResultError(f"checkpoint: its header says epoch {header.get('epoch')!r}, not {epoch}")
 
 
-def _header_bytes(content: bytes) -> bytes:
-    """The bytes of the archive's `header` array (UTF-8 JSON).
+def _archive_header_bytes(content: bytes) -> bytes:
+    """The bytes of a version 1 archive's `header` array (UTF-8 JSON).
 
     The trainer writes it first, deflated: it is read in place from the first local
     header, which takes a few microseconds where zipfile and numpy's reader take half a

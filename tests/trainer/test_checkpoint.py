@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from trainer import (
     load_dataset,
     train,
 )
-from trainer.checkpoint import FORKABLE_FIELDS, FROZEN_FIELDS
+from trainer.checkpoint import FORKABLE_FIELDS, FROZEN_FIELDS, MAGIC
 from trainer.training import TrainResult
 
 
@@ -123,6 +124,19 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(
     assert _curve(resumed) == _curve(full)[3:]
     _assert_same_state(resumed, full)
     assert np.array_equal(resumed.model.predict(moons.X_dev), full.model.predict(moons.X_dev))
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("optimizer", ["gd", "momentum", "rmsprop", "adam"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_loops_unchecked_checkpoints_pass_the_full_check(
+    moons: Dataset, optimizer: str, scenario: str, dtype: str
+) -> None:
+    """The loop builds its checkpoints with Checkpoint.of_run, skipping the check: every
+    one of them must pass it, as the constructor and from_bytes run it."""
+    for ckpt in _checkpoints(_config(optimizer, scenario, dtype=dtype), moons, every=2):
+        fields = {name: getattr(ckpt, name) for name in Checkpoint.__dataclass_fields__}
+        assert Checkpoint(**fields) == ckpt
 
 
 def test_pause_resume_pause_resume_chain_equals_one_run(blobs: Dataset) -> None:
@@ -333,8 +347,20 @@ def ckpt(moons: Dataset) -> Checkpoint:
 
 
 def _entries(ckpt: Checkpoint) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(ckpt.to_bytes()), allow_pickle=False) as npz:
-        return {name: npz[name] for name in npz.files}
+    """The checkpoint's header (as UTF-8 bytes) and arrays, by name, read from its bytes."""
+    data = ckpt.to_bytes()
+    assert data.startswith(MAGIC)
+    start = len(MAGIC) + 4
+    (length,) = struct.unpack_from("<I", data, len(MAGIC))
+    header = json.loads(data[start : start + length])
+    entries = {"header": np.frombuffer(data[start : start + length], np.uint8)}
+    offset = start + length
+    for name, dtype, shape in header["arrays"]:
+        count = int(np.prod(shape))
+        entries[name] = np.frombuffer(data, dtype, count, offset).reshape(shape)
+        offset += count * np.dtype(dtype).itemsize
+    assert offset == len(data)
+    return entries
 
 
 def _header(entries: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -345,14 +371,39 @@ def _config_of(entries: dict[str, np.ndarray], **changes: Any) -> dict[str, Any]
     return {**_header(entries)["config"], **changes}
 
 
-def _pack(entries: dict[str, Any], **header_changes: Any) -> bytes:
-    entries = dict(entries)
-    if header_changes:
-        header = {**_header(entries), **header_changes}
-        entries["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
-    out = io.BytesIO()
-    np.savez(out, **entries)
-    return out.getvalue()
+Packed = tuple[dict[str, Any], dict[str, Any]]
+
+
+def _pack(entries: dict[str, Any], **header_changes: Any) -> Packed:
+    """Entries and header changes, to be written in either container by `_encode`."""
+    return dict(entries), header_changes
+
+
+def _encode(packed: Packed, container: str) -> bytes:
+    """Bytes of the current container (a header and raw arrays) or version 1's (an NPZ
+    archive), with the header changed as asked and everything else as given."""
+    entries, changes = packed
+    raw_header = entries.get("header")
+    try:
+        if raw_header is not None:
+            json.loads(raw_header.tobytes())
+    except json.JSONDecodeError:
+        raw_header = None  # not JSON: written as given
+    if container == "npz":
+        if raw_header is not None:
+            header = {**_header(entries), "version": 1, **changes}
+            header.pop("arrays", None)
+            entries = {**entries, "header": np.frombuffer(json.dumps(header).encode(), np.uint8)}
+        out = io.BytesIO()
+        np.savez(out, **entries)
+        return out.getvalue()
+    arrays = {k: np.asarray(v) for k, v in entries.items() if k != "header"}
+    fields = {**_header(entries), **changes} if raw_header is not None else None
+    if fields is not None and "arrays" not in changes:
+        fields["arrays"] = [[k, a.dtype.str, list(a.shape)] for k, a in arrays.items()]
+    head = entries["header"].tobytes() if fields is None else json.dumps(fields).encode()
+    raw = b"".join(a.tobytes() for a in arrays.values())
+    return MAGIC + struct.pack("<I", len(head)) + head + raw
 
 
 def test_round_trip_keeps_every_field(ckpt: Checkpoint) -> None:
@@ -362,7 +413,7 @@ def test_round_trip_keeps_every_field(ckpt: Checkpoint) -> None:
     assert back.epoch == 3 and back.step == ckpt.step and back.task == "binary"
     assert {"running_mean1", "running_var2", "gamma1"} <= set(back.params)
     assert set(back.optimizer_state) == {"t", "v", "s"}
-    assert back != Checkpoint.from_bytes(_pack(_entries(ckpt), step=ckpt.step + 1))
+    assert back != Checkpoint.from_bytes(_encode(_pack(_entries(ckpt), step=ckpt.step + 1), "raw"))
     entries = _entries(ckpt)
     assert set(entries) == {"header", "order"} | {f"params/{n}" for n in ckpt.params} | {
         "optimizer/v",
@@ -372,7 +423,7 @@ def test_round_trip_keeps_every_field(ckpt: Checkpoint) -> None:
 
 def test_the_header_is_plain_json(ckpt: Checkpoint) -> None:
     header = _header(_entries(ckpt))
-    assert header["format"] == "caviar-checkpoint" and header["version"] == 1
+    assert header["format"] == "caviar-checkpoint" and header["version"] == 2
     assert header["config"]["optimizer"] == "adam"
     assert header["rng_state"]["bit_generator"] == "PCG64"
 
@@ -380,8 +431,6 @@ def test_the_header_is_plain_json(ckpt: Checkpoint) -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda e: b"not a zip at all", "not an NPZ archive"),
-        (lambda e: _pack({k: v for k, v in e.items() if k != "header"}), "'header' entry"),
         (lambda e: _pack({**e, "header": np.frombuffer(b"{nope", np.uint8)}), "not JSON"),
         (lambda e: _pack(e, format="other"), "format"),
         (lambda e: _pack(e, version=99), "unsupported checkpoint version 99"),
@@ -413,11 +462,53 @@ def test_the_header_is_plain_json(ckpt: Checkpoint) -> None:
         (lambda e: _pack(e, config=_config_of(e, batch_norm=False)), "architecture"),
     ],
 )
+@pytest.mark.parametrize("container", ["raw", "npz"])
 def test_from_bytes_rejects_bad_input_with_a_clear_error(
-    ckpt: Checkpoint, mutate: Any, message: str
+    ckpt: Checkpoint, mutate: Any, message: str, container: str
+) -> None:
+    """Every check holds in both containers: today's, and version 1's NPZ archive."""
+    with pytest.raises(CheckpointError, match=message):
+        Checkpoint.from_bytes(_encode(mutate(_entries(ckpt)), container))
+
+
+def test_a_version_1_checkpoint_still_loads(ckpt: Checkpoint) -> None:
+    """Checkpoints stored before version 2 resume as they did."""
+    old = _encode(_pack(_entries(ckpt)), "npz")
+    assert old.startswith(b"PK")
+    assert Checkpoint.from_bytes(old) == ckpt
+    with pytest.raises(CheckpointError, match="version 2 in a version 1 container"):
+        Checkpoint.from_bytes(_encode(_pack(_entries(ckpt), version=2), "npz"))
+
+
+def _raw(ckpt: Checkpoint, **header_changes: Any) -> bytes:
+    return _encode(_pack(_entries(ckpt), **header_changes), "raw")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda c: b"not a checkpoint at all", "nor an NPZ archive"),
+        (lambda c: MAGIC + b"\x01", "ends inside its header's length"),
+        (lambda c: c.to_bytes()[:-1], "needs .* bytes, .* are left"),
+        (lambda c: c.to_bytes() + b"\x00", "1 bytes follow its last array"),
+        (lambda c: MAGIC + struct.pack("<I", 10**6) + b"{}", "says 1000000 bytes"),
+        (lambda c: _raw(c, arrays="all"), "arrays must list"),
+        (lambda c: _raw(c, arrays=[["order", "|O", [3]]]), "dtype '|O'"),
+        (lambda c: _raw(c, arrays=[["order", "<i8", [-1]]]), "has shape"),
+        (lambda c: _raw(c, arrays=[["order", "<i8", [2, 2, 2]]]), "has shape"),
+        (lambda c: _raw(c, arrays=[["order", "<i8", [1]], ["order", "<i8", [1]]]), "twice"),
+        (
+            lambda c: _raw(c, arrays=[["order", "<i8", [2**30, 2**30]]]),
+            "needs 9223372036854775808 bytes",
+        ),
+        (lambda c: _raw(c, version=1), "unsupported checkpoint version 1 in a version 2"),
+    ],
+)
+def test_from_bytes_rejects_a_bad_container_with_a_clear_error(
+    ckpt: Checkpoint, make: Any, message: str
 ) -> None:
     with pytest.raises(CheckpointError, match=message):
-        Checkpoint.from_bytes(mutate(_entries(ckpt)))
+        Checkpoint.from_bytes(make(ckpt))
 
 
 def test_from_bytes_never_unpickles(ckpt: Checkpoint) -> None:
