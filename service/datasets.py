@@ -119,7 +119,7 @@ def check_study_data(*, db: Database, spec: StudySpec, settings: Settings) -> No
     task, split) within the class cap, and the spec's largest network fits the checkpoint
     cap for it. Built-in data sets are checked by the spec itself; a missing one is
     reported by `service.studies.check_dataset`."""
-    if spec.dataset.is_builtin:
+    if spec.dataset is None or spec.dataset.is_builtin:  # None: a task's own function
         return
     shape = _study_data_shape(db=db, spec=spec, settings=settings)
     if shape is not None and (errors := fit_errors(spec, shape, settings)):
@@ -128,6 +128,7 @@ def check_study_data(*, db: Database, spec: StudySpec, settings: Settings) -> No
 
 def _study_data_shape(*, db: Database, spec: StudySpec, settings: Settings) -> DataShape | None:
     ds = spec.dataset
+    assert ds is not None  # check_study_data reads uploads only
     with db.session(write=False) as s:
         row = s.execute(
             select(Dataset.content, Dataset.format, Dataset.label_column, Dataset.name).where(

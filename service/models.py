@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     func,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -83,6 +84,9 @@ class Study(Base):
     last_claim_at: Mapped[float | None] = mapped_column(Float)
     # panda with await_review: after each trial nothing runs until the person continues.
     awaiting_review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # task.entrypoint: the function of the user's that its trials run (NULL: the built-in
+    # trainer). Claims serve a study only to workers that offer it.
+    entrypoint: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -166,6 +170,8 @@ class Metric(Base):
     dev_accuracy: Mapped[float | None] = mapped_column(Float)
     learning_rate: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float | None] = mapped_column(Float)
+    # Metrics of other names (a task's own function reports any): {name: value or null}.
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (UniqueConstraint("trial_id", "attempt", "epoch"),)
 
@@ -207,6 +213,10 @@ class Worker(Base):
     started_at: Mapped[float] = mapped_column(Float)
     last_heartbeat: Mapped[float] = mapped_column(Float)  # database clock, see db.db_epoch
     trials_done: Mapped[int] = mapped_column(Integer, default=0)
+    # What it runs: the built-in trainer's trials (trainer), and those of studies whose
+    # task.entrypoint is one of `entrypoints` (the functions installed where it runs).
+    trainer: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    entrypoints: Mapped[list[Any] | None] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_workers_last_heartbeat", "last_heartbeat"),)
 

@@ -40,12 +40,15 @@ def _spec_model_and_data(path: Path) -> tuple[Any, Any, str]:
         spec = validate_spec(load_spec_file(path), settings=settings_with(), check_trials=False)
     except InvalidSpec as exc:
         fail(spec_errors(path, exc.extra.get("errors", [])))
-    if not spec.dataset.is_builtin:
+    ds = spec.dataset
+    if ds is None:
+        fail(f"{path}: task.entrypoint: gradcheck checks the built-in trainer's network only")
+    if not ds.is_builtin:
         fail(
-            f"{path}: dataset.name: {spec.dataset.name!r} is an uploaded data set; gradcheck "
+            f"{path}: dataset.name: {ds.name!r} is an uploaded data set; gradcheck "
             "loads built-in ones only (the check is about the network: try it on moons)"
         )
-    return spec.base_config(), load_dataset(spec.dataset.loader_args()), spec.dataset.name
+    return spec.base_config(), load_dataset(ds.loader_args()), ds.name
 
 
 def _report_table(report: Any) -> Table:

@@ -389,7 +389,8 @@ def validate(specs: list[str] = typer.Argument(..., help="spec files, globs or f
             problems.append(spec_errors(path, exc.extra.get("errors", [])))
             continue
         # An upload's id has the right form; whether the service holds it, only it can say.
-        upload = "" if spec.dataset.is_builtin else f"; upload {spec.dataset.name} not checked"
+        ds = spec.dataset
+        upload = "" if ds is None or ds.is_builtin else f"; upload {ds.name} not checked"
         out.print(
             f"{path}: ok ({spec.name}, strategy {spec.strategy.type}{upload})", highlight=False
         )

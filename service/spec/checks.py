@@ -27,6 +27,7 @@ from service.spec.messages import SpecError, error_at, from_validation, suggest,
 from service.spec.planning import merge_params, sample_round, total_trials
 from service.spec.schema import BUILTIN_DATASETS, StudySpec, TrialPlan
 from service.spec.sizes import builtin_shape, checkpoint_count_errors, fit_errors
+from service.spec.tasks import task_errors
 from trainer.config import TrainConfig
 
 # Trials checked against TrainConfig before any is queued: all of round 1. Only the first
@@ -104,7 +105,7 @@ def _check_model(spec: StudySpec, settings: Settings) -> list[dict[str, Any]]:
 
 def _check_dataset(spec: StudySpec, settings: Settings) -> list[dict[str, Any]]:
     ds = spec.dataset
-    if ds.is_generated and ds.n_samples > settings.max_samples:
+    if ds is not None and ds.is_generated and ds.n_samples > settings.max_samples:
         return [
             error_at(
                 "dataset.n_samples",
@@ -271,6 +272,8 @@ def checked_round(
     `history` (a parent's trials) makes a coarse-to-fine round start around their best.
     """
     box, plans = sample_round(spec, round_index=0, history=history)
+    if spec.entrypoint is not None:  # a task's own params: the function checks them
+        return box, plans
     errors = []
     for i, plan in enumerate(plans):
         for f, msg, value in _config_errors(plan.config, settings):
@@ -295,19 +298,40 @@ def spec_errors(
     with mistakes in several blocks has all of them reported at once. `unparsed_paths` are
     space paths whose distributions the schema refused: only their paths are checked.
     """
+    errors = task_errors(spec, settings=settings, parsed=frozenset(parsed))
+    if spec.entrypoint is None:
+        errors += _trainer_errors(spec, settings, parsed, unparsed_paths)
+    clean = set(parsed) - {str(e["loc"]).split(".")[0] for e in errors}
+    if {"space", "strategy"} <= clean:  # sizes need a sane space; a huge one must not be built
+        errors += _check_sizes(spec, settings) or _check_empty_space(spec)
+    if spec.entrypoint is not None:
+        return _in_block_order(errors)
+    if {"model", "space", "execution"} <= clean:
+        errors += checkpoint_count_errors(spec, settings)
+    ds = spec.dataset
+    if {"model", "space", "dataset"} <= clean and ds is not None and ds.is_builtin:
+        errors += fit_errors(spec, builtin_shape(ds), settings)  # uploads: service
+    return _in_block_order(errors)
+
+
+_ORDER = {block: i for i, block in enumerate(StudySpec.model_fields)}
+
+
+def _in_block_order(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`errors` in the order of the blocks they are about (stable within one block)."""
+    return sorted(errors, key=lambda e: _ORDER.get(str(e["loc"]).split(".")[0], len(_ORDER)))
+
+
+def _trainer_errors(
+    spec: StudySpec, settings: Settings, parsed: Collection[str], unparsed_paths: Collection[str]
+) -> list[dict[str, Any]]:
+    """The built-in trainer's blocks: the model, the data set, space paths into the model."""
     errors = _check_model(spec, settings) if "model" in parsed else []
     if "dataset" in parsed:
         errors += _check_dataset(spec, settings)
     if "space" in parsed or unparsed_paths:
         errors += _check_space(spec, settings, base_known="model" in parsed)
         errors += [e for p in unparsed_paths if (e := _path_kind(spec, p, None)[1])]
-    clean = set(parsed) - {str(e["loc"]).split(".")[0] for e in errors}
-    if {"space", "strategy"} <= clean:  # sizes need a sane space; a huge one must not be built
-        errors += _check_sizes(spec, settings) or _check_empty_space(spec)
-    if {"model", "space", "execution"} <= clean:
-        errors += checkpoint_count_errors(spec, settings)
-    if {"model", "space", "dataset"} <= clean and spec.dataset.is_builtin:
-        errors += fit_errors(spec, builtin_shape(spec.dataset), settings)  # uploads: service
     return errors
 
 
@@ -329,6 +353,7 @@ def _check_empty_space(spec: StudySpec) -> list[dict[str, Any]]:
 
 # Stand-ins for required blocks the schema refused, so the others can still be checked.
 _STAND_INS: dict[str, Any] = {"name": "unnamed", "dataset": {"name": BUILTIN_DATASETS[0]}}
+_TASK_STAND_IN = {"entrypoint": "refused.entrypoint:objective"}
 
 
 def errors_past_schema(
@@ -353,6 +378,11 @@ def errors_past_schema(
             failed.add(str(loc[0]))
     kept = {k: v for k, v in data.items() if k not in failed}
     kept.update({k: v for k, v in _STAND_INS.items() if k in failed})
+    task = data.get("task")
+    if "task" in failed and isinstance(task, Mapping) and task.get("entrypoint") is not None:
+        kept["task"] = _TASK_STAND_IN  # a task's spec all the same: check it as one
+        if "dataset" in failed:  # refused already; a stand-in would be refused again
+            del kept["dataset"]
     if bad_paths and isinstance(space, Mapping):
         kept["space"] = {p: d for p, d in space.items() if p not in bad_paths}
     try:

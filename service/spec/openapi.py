@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from service.spec.schema import BUILTIN_DATASETS, UPLOAD_ID, StudySpec
+from service.spec.schema import BUILTIN_DATASETS, FREE_PATH, UPLOAD_ID, StudySpec
 from trainer.config import TrainConfig
 
 
@@ -41,20 +41,18 @@ def spec_json_schema() -> dict[str, Any]:
     model = _inlined(TrainConfig.model_json_schema())
     model.pop("required", None)  # the block names only the fields it changes
     props["model"] = {**model, "description": props["model"]["description"], "default": {}}
-    props["dataset"]["properties"]["name"]["anyOf"] = [
+    # The data set: required, and the model's fields, unless a task names an entrypoint.
+    dataset = next(s for s in props["dataset"]["anyOf"] if s.get("type") == "object")
+    dataset["properties"]["name"]["anyOf"] = [
         {"enum": list(BUILTIN_DATASETS)},
         {"pattern": f"^{UPLOAD_ID.pattern}$"},
     ]
     fields = "|".join(sorted(TrainConfig.model_fields))
-    props["space"]["propertyNames"] = {"pattern": rf"^({fields})(\.[0-9]+)?$"}
-    # direction, its only required field, is the metric's own when left out or null.
-    objective = props["objective"]
-    objective.pop("required", None)
-    direction = objective["properties"]["direction"]
-    objective["properties"]["direction"] = {
-        "anyOf": [{k: direction.pop(k) for k in ("enum", "type")}, {"type": "null"}],
-        **direction,
+    props["space"]["propertyNames"] = {
+        "anyOf": [{"pattern": rf"^({fields})(\.[0-9]+)?$"}, {"pattern": f"^{FREE_PATH.pattern}$"}]
     }
+    # direction is the metric's own when left out or null (a task's own metric needs one).
+    props["objective"].pop("required", None)
     props["pruning"] = {"anyOf": [props["pruning"], {"type": "null"}]}  # null: no pruning
     for distribution in props["space"]["additionalProperties"]["oneOf"]:
         distribution["required"] = ["type", *distribution.get("required", [])]  # the tag

@@ -36,7 +36,8 @@ def make_strategy(spec: StudySpec) -> Strategy:
             trials_per_round=st.trials_per_round,
             keep_top=st.keep_top,
             margin=st.margin,
-            direction=spec.objective.direction,
+            # A spec not yet checked may lack it (the checks say so); counting needs none.
+            direction=spec.objective.direction or "maximize",
             placement=st.placement,
         )
     return RandomStrategy(space=space, seed=seed, trials=st.trials)
@@ -58,6 +59,8 @@ def plan_round(
     round the strategy does not have.
     """
     box, plans = sample_round(spec, round_index=round_index, history=history)
+    if spec.entrypoint is not None:  # a task's own params: the function checks them
+        return box, plans
     for i, plan in enumerate(plans):
         try:
             TrainConfig(**plan.config)
@@ -78,11 +81,15 @@ def sample_round(
     """`plan_round` without its check of each config against TrainConfig."""
     strategy = make_strategy(spec)
     box, params = strategy.suggest(round_index=round_index, history=history)
+    described = box.describe(strategy.space) if box is not None else None
+    if spec.task is not None and spec.entrypoint is not None:
+        # A task's function gets its fixed params overlaid by the sampled ones, flat.
+        return described, [TrialPlan(params=p, config={**spec.task.params, **p}) for p in params]
     base = spec.base_config().model_dump(mode="json")
     plans = []
     for p in params:
         plans.append(TrialPlan(params=p, config=merge_params(base, p)))
-    return (box.describe(strategy.space) if box is not None else None), plans
+    return described, plans
 
 
 def merge_params(base: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
@@ -111,7 +118,7 @@ def total_trials(spec: StudySpec) -> int:
 
 def objective_direction(spec: StudySpec) -> str:
     """ "maximize" or "minimize": how to rank the objective's values."""
-    return spec.objective.direction
+    return spec.direction
 
 
 def preview(spec: StudySpec, n: int = 20) -> dict[str, Any]:

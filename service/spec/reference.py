@@ -41,6 +41,7 @@ from service.spec.schema import (
     PruningSpec,
     StrategySpec,
     StudySpec,
+    TaskSpec,
 )
 from trainer.config import TrainConfig
 
@@ -89,6 +90,7 @@ CAPS = {
 }
 
 BLOCKS: list[tuple[str, type[BaseModel]]] = [
+    ("task", TaskSpec),
     ("dataset", DatasetSpec),
     ("model", TrainConfig),
     ("strategy", StrategySpec),
@@ -329,7 +331,8 @@ def render() -> str:
         "base model, a space of hyperparameters to search, a strategy, an objective, how "
         "to execute and how to prune. Only `name` and `dataset.name` are required; every "
         "other field has the default below. An unknown field is refused, with the name it "
-        "probably meant.",
+        "probably meant. A spec may instead tune a function of your own: a `task` block "
+        "names it, and takes the place of `dataset` and `model` (see [task](#task)).",
         "",
         "```yaml",
         "name: moons-adam",
@@ -349,6 +352,9 @@ def render() -> str:
     ]
     for title, model in BLOCKS:
         parts += [f"## {title}", "", _first_paragraph(model), "", field_table(model), ""]
+        if model is TaskSpec:  # how the function is called: the rest of its docstring
+            rest = inspect.cleandoc(TaskSpec.__doc__ or "").split("\n\n", 1)[1]
+            parts += [rst_to_markdown(rest), ""]
         if model is DatasetSpec:
             parts += ["The built-in data sets:", "", datasets_table(), ""]
         if model is TrainConfig:

@@ -32,6 +32,11 @@ first draws the depth, then one width per layer that exists, each from ``units``
 of layers that do not exist are not drawn (on the grid, each depth is combined only with
 widths for its own layers). ``hidden_layers`` then cannot also appear as
 ``hidden_layers.<index>``.
+
+With a ``task`` that names an entrypoint (your own objective function, see ``task``),
+space keys are free names - identifiers, dots allowed (``optimizer.lr``) - and the
+function gets them in one flat dict keyed by the space key, over ``task.params``;
+only the distributions themselves are checked.
 """
 
 from __future__ import annotations
@@ -63,6 +68,11 @@ GENERATED_DATASETS = ("moons", "circles", "spirals", "blobs", "xor")
 # where the CLI, the API and the dashboard all check it, not only by the database.
 UPLOAD_ID = re.compile(r"ds-[0-9a-f]{16}")
 METRICS = ("dev_accuracy", "dev_cost", "train_accuracy", "train_cost")
+# A task's entrypoint: "module.path:function", importable where the workers run.
+ENTRYPOINT = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+# A metric or space key of a task's own: identifiers, dots allowed in space keys.
+METRIC_NAME = re.compile(r"[A-Za-z_]\w{0,31}")
+FREE_PATH = re.compile(r"[A-Za-z_]\w*(?:\.\w+)*")
 
 
 class _Strict(BaseModel):
@@ -226,13 +236,16 @@ class StrategySpec(_Strict):
 class ObjectiveSpec(_Strict):
     """What a trial's value is; `direction` defaults to the one the metric needs."""
 
-    metric: Literal["dev_accuracy", "dev_cost", "train_accuracy", "train_cost"] = Field(
+    metric: str = Field(
         "dev_accuracy",
-        description="a trial's value: accuracy or cost, on the dev set or the training set",
+        description="a trial's value: the built-in trainer's dev_accuracy, dev_cost, "
+        "train_accuracy or train_cost; with a task entrypoint, the name of a metric the "
+        "function returns (default value), an identifier of at most 32 characters",
     )
-    direction: Literal["maximize", "minimize"] = Field(
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None,
         description="default: maximize for an accuracy, minimize for a cost; the other one "
-        "is refused (it would look for the worst model)"
+        "is refused (it would look for the worst model); required for a task's own metric",
     )
     at: Literal["last", "best"] = Field(
         "last", description="last: the metric after the last epoch; best: its best epoch's"
@@ -243,12 +256,26 @@ class ObjectiveSpec(_Strict):
     def _default_direction(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("direction") is None:
             metric = data.get("metric", "dev_accuracy")
+            if metric not in METRICS:  # a task's own metric: its direction must be given
+                return data
             natural = "minimize" if str(metric).endswith("_cost") else "maximize"
             return {**data, "direction": natural}
         return data
 
+    @field_validator("metric")
+    @classmethod
+    def _metric_name(cls, metric: str) -> str:
+        if not METRIC_NAME.fullmatch(metric):
+            raise ValueError(
+                f"must be an identifier of at most 32 characters: letters, digits and _, "
+                f"not starting with a digit (got {metric!r})"
+            )
+        return metric
+
     @model_validator(mode="after")
     def _consistent(self) -> ObjectiveSpec:
+        if self.metric not in METRICS:  # a task's own: checked against the task by StudySpec
+            return self
         natural = "minimize" if self.metric.endswith("_cost") else "maximize"
         if self.direction != natural:
             raise ValueError(
@@ -322,13 +349,56 @@ class PruningSpec(_Strict):
     )
 
 
+class TaskSpec(_Strict):
+    """What a trial runs: the built-in trainer, or an objective function of your own.
+
+    ``entrypoint: mypkg.train:objective`` names a function installed where the workers
+    run (``caviar worker --entrypoint mypkg.train:objective`` imports it; the service
+    never does). It is called as ``objective(params, trial)``: ``params`` is
+    ``task.params`` overlaid by the trial's sampled values, keyed by space key, and
+    ``trial`` reports epochs (``trial.report(epoch, accuracy=0.9)``), says when to stop
+    (``trial.should_stop()``) and keeps checkpoints (``trial.checkpoint(data)``,
+    ``trial.resume()``). It returns the objective's value, or a dict of metrics holding
+    ``objective.metric``. Such a spec has no ``dataset`` or ``model`` block: fixed values
+    go in ``task.params``. A param named ``epochs`` (an int) is the trial's length to the
+    service: no epoch past it is stored, and pruning places its decisions below it.
+    """
+
+    entrypoint: str | None = Field(
+        None,
+        max_length=200,
+        description="module.path:function of your objective, importable where workers run; "
+        "not set: the built-in trainer",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fixed values passed to the function with the sampled ones (these win)",
+    )
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint(cls, entrypoint: str | None) -> str | None:
+        if entrypoint is not None and not ENTRYPOINT.fullmatch(entrypoint):
+            raise ValueError(
+                "must be module.path:function, such as mypkg.train:objective: a dotted "
+                f"module path, a colon, then the function's name (got {entrypoint!r})"
+            )
+        return entrypoint
+
+
 class StudySpec(_Strict):
     """A whole search. Build it with `parse_spec`, which also checks it against the model."""
 
     name: str = Field(
         min_length=1, max_length=200, description="the study's name in lists and exports"
     )
-    dataset: DatasetSpec = Field(description="the data to train on")
+    task: TaskSpec | None = Field(
+        None,
+        description="what a trial runs: the built-in trainer (not set), or your own function",
+    )
+    dataset: DatasetSpec | None = Field(
+        None, description="the data to train on; required unless a task names an entrypoint"
+    )
     model: dict[str, Any] = Field(
         default_factory=dict,
         description="the base model: the TrainConfig fields to change from their defaults",
@@ -364,6 +434,42 @@ class StudySpec(_Strict):
             raise ValueError(f"must not be blank (got {name!r})")
         return name
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_metric(cls, data: Any) -> Any:
+        # A task's own objective is named `value` unless the spec names another.
+        if not isinstance(data, dict) or not _names_entrypoint(data.get("task")):
+            return data
+        objective = data.get("objective")
+        if objective is None:
+            return {**data, "objective": {"metric": "value"}}
+        if isinstance(objective, dict) and objective.get("metric") is None:
+            return {**data, "objective": {**objective, "metric": "value"}}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A task's spec has no dataset or model block: dumped, it parses back as given.
+        out: dict[str, Any] = handler(self)
+        if self.entrypoint is not None:
+            out.pop("dataset", None)
+            out.pop("model", None)
+        elif self.task is None:
+            out.pop("task", None)
+        return out
+
+    @property
+    def direction(self) -> Literal["maximize", "minimize"]:
+        """objective.direction, which a checked spec always has (see `parse_spec`)."""
+        if self.objective.direction is None:
+            raise ValueError(f"objective.direction: not given for {self.objective.metric!r}")
+        return self.objective.direction
+
+    @property
+    def entrypoint(self) -> str | None:
+        """The task's function (module.path:function), or None for the built-in trainer."""
+        return self.task.entrypoint if self.task is not None else None
+
     def base_config(self) -> TrainConfig:
         """The model block over TrainConfig's defaults (raises if the block is invalid)."""
         return TrainConfig(**self.model)
@@ -376,9 +482,14 @@ class StudySpec(_Strict):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+def _names_entrypoint(task: Any) -> bool:
+    return isinstance(task, dict) and task.get("entrypoint") is not None
+
+
 @dataclass(frozen=True)
 class TrialPlan:
     """One trial to queue: the sampled values and the full config they make."""
 
     params: dict[str, Any]  # sampled values keyed by space path
-    config: dict[str, Any]  # the merged TrainConfig, JSON-able
+    # the merged TrainConfig, JSON-able; for a task's own function, the params it gets
+    config: dict[str, Any]

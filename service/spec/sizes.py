@@ -138,14 +138,15 @@ def _all_ints(items: Iterable[Any]) -> bool:
 def fit_errors(spec: StudySpec, shape: DataShape, settings: Settings) -> list[dict[str, Any]]:
     """Errors if the data set's outputs or the largest network's checkpoint pass the caps."""
     errors = []
-    if shape.outputs > settings.max_classes:
-        loc = "dataset.task" if spec.dataset.task else "dataset.name"
+    ds = spec.dataset
+    if ds is not None and shape.outputs > settings.max_classes:
+        loc = "dataset.task" if ds.task else "dataset.name"
         errors.append(
             error_at(
                 loc,
                 f"the data set makes {shape.outputs} output units (one per class); at most "
                 f"{settings.max_classes} (max_classes)",
-                spec.dataset.task or spec.dataset.name,
+                ds.task or ds.name,
             )
         )
         return errors

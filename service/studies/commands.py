@@ -96,8 +96,9 @@ def create_study(
             max_parallel=spec.execution.max_parallel,
             max_retries=spec.execution.max_retries,
             metric=spec.objective.metric,
-            direction=spec.objective.direction,
+            direction=spec.direction,
             total_rounds=total_rounds(spec),
+            entrypoint=spec.entrypoint,
             current_round=0,
             parent_study_id=parent_study_id,
             idempotency_key=idempotency_key,
@@ -141,6 +142,8 @@ def _check_dataset(s: Session, spec: StudySpec, *, lock: bool = True) -> str | N
     On PostgreSQL the data set's row is share-locked until the study is stored, so a
     concurrent delete (which takes the row's update lock) cannot remove it in between.
     """
+    if spec.dataset is None:  # a task's function loads its own data
+        return None
     name = spec.dataset.name
     if name in BUILTIN_DATASETS:
         return None
@@ -164,10 +167,11 @@ def _check_other_label(s: Session, spec: StudySpec, row: Any) -> None:
     """A label column other than the upload's: load the file with it, as a worker will."""
     from service.datasets import load_stored
 
+    label = spec.dataset.label_column if spec.dataset is not None else None
     try:
-        load_stored(s, dataset_id=row.id, label_column=spec.dataset.label_column)
+        load_stored(s, dataset_id=row.id, label_column=label)
     except ValueError as exc:
-        raise InvalidSpec.at("dataset.label_column", str(exc), spec.dataset.label_column) from None
+        raise InvalidSpec.at("dataset.label_column", str(exc), label) from None
 
 
 def stop_trial(*, db: Database, trial_id: int) -> dict[str, Any]:

@@ -46,7 +46,8 @@ def test_a_spec_body_is_the_specs_schema_in_json_and_in_yaml(
     content = document["paths"][path]["post"]["requestBody"]["content"]
     for media in ("application/json", "application/yaml"):
         schema = content[media]["schema"]
-        assert schema["type"] == "object" and schema["required"] == ["name", "dataset"]
+        # dataset is required unless a task names an entrypoint: the checks say which
+        assert schema["type"] == "object" and schema["required"] == ["name"]
         assert set(schema["properties"]) >= {"dataset", "model", "space", "strategy"}
         assert "$ref" not in str(schema)  # self-contained: no reference into nothing
         model = schema["properties"]["model"]["properties"]

@@ -15,6 +15,7 @@ from trainer.config import TrainConfig
 def test_the_design_example_parses_with_its_values() -> None:
     spec = parse(REFERENCE_EXAMPLE)
     assert spec.name == "moons-adam"
+    assert spec.dataset is not None
     assert spec.dataset.name == "moons" and spec.dataset.n_samples == 1000
     assert spec.model == {"hidden_layers": [20, 7, 5], "optimizer": "adam", "epochs": 200}
     assert spec.space["learning_rate"] == FloatDistribution(low=1e-4, high=1.0, scale="log")
@@ -69,7 +70,8 @@ def test_the_direction_follows_the_metric_when_left_out() -> None:
 
 @pytest.mark.parametrize("name", ["ds-8f3a2c0d9e1b4a57", "digits", "breast_cancer"])
 def test_uploaded_dataset_ids_and_built_ins_are_accepted(name: str) -> None:
-    assert parse(with_(dataset={"name": name})).dataset.name == name
+    spec = parse(with_(dataset={"name": name}))
+    assert spec.dataset is not None and spec.dataset.name == name
 
 
 @pytest.mark.parametrize(
@@ -98,6 +100,7 @@ def test_loader_args_load_every_built_in_data_set(name: str) -> None:
     from trainer import load_dataset
 
     spec = parse(with_(dataset={"name": name, "n_samples": 200, "seed": 1}))
+    assert spec.dataset is not None
     args = spec.dataset.loader_args()
     # The stored spec's block is the same, and parsing it again gives the same spec
     # (n_samples and noise, ignored for a real data set, are not stored for one).
@@ -112,7 +115,8 @@ def test_loader_args_load_every_built_in_data_set(name: str) -> None:
 
 
 def test_n_classes_only_for_spirals_and_blobs() -> None:
-    assert parse(with_(dataset={"name": "spirals", "n_classes": 3})).dataset.n_classes == 3
+    spirals = parse(with_(dataset={"name": "spirals", "n_classes": 3})).dataset
+    assert spirals is not None and spirals.n_classes == 3
     with pytest.raises(SpecError) as info:
         parse(with_(dataset={"name": "moons", "n_classes": 3}))
     assert info.value.errors[0]["loc"] == "dataset.n_classes"

@@ -45,6 +45,7 @@ def test_the_bound_holds_a_real_checkpoint_and_is_tight(
     stored = checkpoints[-1]
     inflated = sum(i.file_size for i in zipfile.ZipFile(io.BytesIO(stored)).infolist())
     spec = parse_spec(spec_of(dataset=dataset, model=config), settings=SETTINGS)
+    assert spec.dataset is not None
     shape = builtin_shape(spec.dataset)
     network = largest_network(spec, shape)
     assert network is not None
@@ -66,6 +67,7 @@ def test_the_bound_holds_a_real_checkpoint_and_is_tight(
 )
 def test_a_builtin_shape_is_what_the_trainer_loads(dataset: dict[str, Any]) -> None:
     spec = parse_spec(spec_of(dataset=dataset), settings=SETTINGS)
+    assert spec.dataset is not None
     loaded = load_dataset(spec.dataset.loader_args())
     shape = builtin_shape(spec.dataset)
     assert (shape.features, shape.outputs) == (loaded.n_features, loaded.n_outputs)
