@@ -28,6 +28,9 @@ MAX_EPOCHS_PER_REPORT = 100_000
 MAX_INLINE_CHECKPOINT_BYTES = 1 << 20
 # Lease tokens and worker ids are the service's own (`w-` and hex; hex, `-` and an id).
 _ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
+# A task's entrypoint, as the spec takes it (service.spec.schema.ENTRYPOINT).
+_ENTRYPOINT = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
+MAX_ENTRYPOINTS = 64  # functions one worker offers
 
 
 def _no_nul(value: str) -> str:
@@ -96,6 +99,26 @@ class WorkerRegister(_Request):
     name: Annotated[str, AfterValidator(_no_nul)] = Field(max_length=200)
     host: Annotated[str, AfterValidator(_no_nul)] | None = Field(None, max_length=200)
     pid: int | None = Field(None, ge=0, le=2**31 - 1)
+    entrypoints: list[Annotated[str, Field(max_length=200, pattern=_ENTRYPOINT)]] = Field(
+        default_factory=list,
+        max_length=MAX_ENTRYPOINTS,
+        description="the task functions (module.path:function) installed where the worker "
+        "runs: it gets trials of studies whose task.entrypoint is one of them",
+    )
+    trainer: bool = Field(
+        True, description="it also runs the built-in trainer's trials (studies with no entrypoint)"
+    )
+
+    @model_validator(mode="after")
+    def _offers_something(self) -> WorkerRegister:
+        if not self.trainer and not self.entrypoints:
+            raise ValueError(
+                "a worker that runs no trainer trials (trainer: false) must offer at least "
+                "one entrypoint, or it could never be given a trial"
+            )
+        if len(set(self.entrypoints)) != len(self.entrypoints):
+            raise ValueError(f"entrypoints: each at most once (got {self.entrypoints})")
+        return self
 
 
 class WorkerRegistered(BaseModel):
@@ -151,6 +174,11 @@ class ClaimedTrial(BaseModel):
     )
     gradient_check: bool = Field(
         False, description="check the network's gradients before training, and report them"
+    )
+    entrypoint: str | None = Field(
+        None,
+        description="the study's task.entrypoint: call this function with config as its "
+        "params (null: train config with the built-in trainer)",
     )
 
 

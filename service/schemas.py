@@ -385,6 +385,8 @@ class WorkerRead(BaseModel):
                     "seconds_since_heartbeat": 1.2,
                     "trials_done": 37,
                     "running": [12],
+                    "trainer": True,
+                    "entrypoints": ["mypkg.train:objective"],
                 }
             ]
         }
@@ -398,6 +400,11 @@ class WorkerRead(BaseModel):
     seconds_since_heartbeat: float
     trials_done: int
     running: list[int] = Field(description="ids of the trials it holds now")
+    trainer: bool = Field(True, description="it runs the built-in trainer's trials")
+    entrypoints: list[str] = Field(
+        default_factory=list,
+        description="the task functions it offers: it runs trials of studies naming one",
+    )
 
 
 class Health(BaseModel):

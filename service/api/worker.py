@@ -36,6 +36,7 @@ from service.protocol import (
     WorkerRegistered,
 )
 from service.queue import (
+    Offers,
     claim_and_report,
     finish_trial,
     heartbeat,
@@ -169,7 +170,8 @@ async def post_register(request: Request, db: DbDep, settings: SettingsDep) -> d
 
     def register() -> str:
         body = parse_body(WorkerRegister, raw)
-        return register_worker(db=db, name=body.name, host=body.host, pid=body.pid)
+        offers = Offers(trainer=body.trainer, entrypoints=tuple(body.entrypoints))
+        return register_worker(db=db, name=body.name, host=body.host, pid=body.pid, offers=offers)
 
     return {
         "worker_id": await run_in_threadpool(register),

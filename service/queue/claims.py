@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import secrets
-import socket
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -26,7 +26,6 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from service.db import Database, db_epoch
-from service.errors import NotFound
 from service.events import emit_many
 from service.models import (
     METRIC_FIELDS,
@@ -35,12 +34,12 @@ from service.models import (
     StudyStatus,
     Trial,
     TrialStatus,
-    Worker,
 )
 from service.queue.closing import ROUND_DUE
+from service.queue.offers import Offers, touch_worker
 from service.queue.pace import PACE, lease_from_study, work_ahead
 from service.queue.reports import pruning_spec
-from service.queue.tables import METRICS, STUDIES, TOUCH_WORKER, TRIALS
+from service.queue.tables import METRICS, STUDIES, TRIALS, trial_epochs
 from service.search.pruners import decision_epochs
 from service.spec import PruningSpec
 
@@ -65,24 +64,7 @@ class Claimed:
     report_at: list[int] = field(default_factory=list)  # epochs to report at once (rungs)
     expected_seconds: float | None = None  # how long the study's trials take, if known
     gradient_check: bool = False  # execution.gradient_check: check the network first
-
-
-def register_worker(*, db: Database, name: str, host: str | None, pid: int | None) -> str:
-    worker_id = f"w-{secrets.token_hex(6)}"
-    with db.session() as s:
-        now = s.scalar(select(db_epoch()))
-        s.add(
-            Worker(
-                id=worker_id,
-                name=name,
-                host=host or socket.gethostname(),
-                pid=pid,
-                started_at=now,
-                last_heartbeat=now,
-                trials_done=0,
-            )
-        )
-    return worker_id
+    entrypoint: str | None = None  # task.entrypoint: the function to call (None: the trainer)
 
 
 def claim_trials(
@@ -97,10 +79,11 @@ def claim_trials(
 ) -> list[Claimed]:
     """Lease up to `max_trials` queued trials to `worker_id` (see `claim_in`)."""
     with db.session() as s:
-        touch_worker(s, worker_id)
+        offers = touch_worker(s, worker_id)
         return claim_in(
             s,
             worker_id=worker_id,
+            offers=offers,
             max_trials=max_trials,
             lease_seconds=lease_seconds,
             caviar_checkpoint_seconds=caviar_checkpoint_seconds,
@@ -109,23 +92,21 @@ def claim_trials(
         )
 
 
-def touch_worker(s: Session, worker_id: str) -> None:
-    """Note that the worker is alive; NotFound if no worker registered as `worker_id`."""
-    if s.connection().execute(TOUCH_WORKER, {"b_worker": worker_id}).rowcount == 0:
-        raise NotFound(f"worker {worker_id} is not registered; register it first")
-
-
 def claim_in(
     s: Session,
     *,
     worker_id: str,
     max_trials: int,
     lease_seconds: float,
+    offers: Offers = Offers(),
     caviar_checkpoint_seconds: float = 0.0,
     target_seconds: float | None = None,
     busy_seconds: float = 0.0,
 ) -> list[Claimed]:
     """Lease up to `max_trials` queued trials to `worker_id`, within the session `s`.
+
+    Only trials the worker runs (`offers`): a study of a task's own function goes only to
+    a worker that offers its entrypoint, the built-in trainer's to one that runs it.
 
     Studies are served oldest-waiting first (the one whose last claim is oldest), which is
     round-robin across studies; `max_parallel` and panda's one-at-a-time are enforced
@@ -135,18 +116,19 @@ def claim_in(
     service.queue.pace); without, up to `max_trials`.
     """
     conn = s.connection()
+    plain, skip_locked, wait = _candidates(offers.trainer)
     if conn.dialect.name == "postgresql":
         # The study rows stay locked to the end of the transaction: a replica that
         # finds one locked serves another study, and max_parallel is counted under
         # the lock, so two replicas cannot both fill the last free slot. NO KEY
         # UPDATE, not UPDATE: see closing.after_trial_finished.
-        studies = conn.execute(_CANDIDATES_SKIP_LOCKED).all()
+        studies = conn.execute(skip_locked, offers.params()).all()
         if not studies:
             # Every study with work is locked by a short claim or finish: wait for
             # one rather than send the worker to sleep with work in the queue.
-            studies = conn.execute(_CANDIDATES_WAIT).all()
+            studies = conn.execute(wait, offers.params()).all()
     else:
-        studies = conn.execute(_CANDIDATES).all()
+        studies = conn.execute(plain, offers.params()).all()
     claimed: list[Claimed] = []
     ahead = busy_seconds
     for study in studies:
@@ -187,13 +169,13 @@ def _expected_seconds(s: Session, study_id: int) -> float | None:
     return expected
 
 
-def trials_waiting(*, db: Database) -> bool:
+def trials_waiting(*, db: Database, offers: Offers = Offers()) -> bool:
     """Whether queued trials wait for a free slot (an open study at its `max_parallel`, a
     panda study running its one trial), or a study's next round is being planned: a claim
     that came back empty does not mean the queue is empty. Trials of a study awaiting a
-    person's review do not count."""
+    person's review do not count, nor those of studies a worker of `offers` cannot run."""
     with db.session(write=False) as s:
-        return bool(s.connection().execute(WAITING).scalar())
+        return bool(s.connection().execute(waiting(offers.trainer), offers.params()).scalar())
 
 
 _S, _T = STUDIES, TRIALS
@@ -204,17 +186,41 @@ _SERVABLE = (
     _S.c.awaiting_review.is_(False),
     exists().where(and_(_T.c.study_id == _S.c.id, _T.c.status == TrialStatus.queued)),
 )
-_CANDIDATES = (
-    select(_S.c.id, _S.c.mode, _S.c.max_parallel, _S.c.status, _S.c.spec)
-    .where(*_SERVABLE)
-    .order_by(_S.c.last_claim_at.asc().nulls_first(), _S.c.id)
-    .limit(16)
-)
-_CANDIDATES_SKIP_LOCKED = _CANDIDATES.with_for_update(skip_locked=True, of=_S, key_share=True)
-# The planner opens a due round moments after the finish that closed the last one: its
-# trials are coming, so a worker leaving when idle must not leave now.
-WAITING = select(or_(exists().where(*_SERVABLE), exists().where(*ROUND_DUE)))
-_CANDIDATES_WAIT = _CANDIDATES.limit(1).with_for_update(of=_S, key_share=True)
+
+
+def _serving(trainer: bool) -> Any:
+    """The studies a worker runs: those naming one of its entrypoints (`b_entrypoints`,
+    maybe none), and with `trainer` the built-in trainer's (no entrypoint)."""
+    named = _S.c.entrypoint.in_(bindparam("b_entrypoints", expanding=True))
+    return or_(_S.c.entrypoint.is_(None), named) if trainer else named
+
+
+@cache
+def _candidates(trainer: bool) -> tuple[Any, Any, Any]:
+    """The claim's candidate studies for a worker that does (not) run the trainer: as
+    SQLite reads them, FOR UPDATE SKIP LOCKED, and the one to wait for (PostgreSQL)."""
+    plain = (
+        select(_S.c.id, _S.c.mode, _S.c.max_parallel, _S.c.status, _S.c.spec, _S.c.entrypoint)
+        .where(*_SERVABLE, _serving(trainer))
+        .order_by(_S.c.last_claim_at.asc().nulls_first(), _S.c.id)
+        .limit(16)
+    )
+    return (
+        plain,
+        plain.with_for_update(skip_locked=True, of=_S, key_share=True),
+        plain.limit(1).with_for_update(of=_S, key_share=True),
+    )
+
+
+@cache
+def waiting(trainer: bool) -> Any:
+    """Whether queued trials a worker runs wait for a free slot, or a round of a study it
+    runs is due: the planner opens a due round moments after the finish that closed the
+    last one, so a worker leaving when idle must not leave now."""
+    serving = _serving(trainer)
+    return select(or_(exists().where(*_SERVABLE, serving), exists().where(*ROUND_DUE, serving)))
+
+
 _COUNT_RUNNING = (
     select(func.count())
     .select_from(_T)
@@ -321,6 +327,7 @@ def _claim_from_study(
         "checkpoint_seconds": caviar_checkpoint_seconds if study.mode == "caviar" else 0.0,
         "expected_seconds": expected,
         "gradient_check": bool(spec.get("execution", {}).get("gradient_check")),
+        "entrypoint": study.entrypoint,
     }
     out = [
         _claimed(s, study_id=study.id, row=row, pruning=pruning, terms=terms)
@@ -364,7 +371,7 @@ def _claimed(
         # ones): the worker reports them at once, so a trial stops there rather than at
         # its next periodic report, or never if it is short.
         report_at=(
-            decision_epochs(pruning, int(row.config.get("epochs") or 0))
+            decision_epochs(pruning, trial_epochs(row.config.get("epochs")))
             if pruning is not None
             else []
         ),

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.db import Database
-from service.queue.claims import WAITING, Claimed, claim_in, touch_worker
+from service.queue.claims import Claimed, claim_in, waiting
 from service.queue.finish import finish_in
+from service.queue.offers import touch_worker
 
 
 @dataclass(frozen=True)
@@ -40,18 +41,22 @@ def claim_and_report(
     """Finish `results` (see finish_trials), then lease up to `max_trials` (see claim_in),
     for the registered worker `worker_id` (NotFound if it is not)."""
     with db.session() as s:
-        touch_worker(s, worker_id)
+        offers = touch_worker(s, worker_id)
         finished = finish_in(s, results) if results else []
         trials: list[Claimed] = []
         if max_trials:
             trials = claim_in(
                 s,
                 worker_id=worker_id,
+                offers=offers,
                 max_trials=max_trials,
                 lease_seconds=lease_seconds,
                 caviar_checkpoint_seconds=caviar_checkpoint_seconds,
                 target_seconds=target_seconds,
                 busy_seconds=busy_seconds,
             )
-        waiting = bool(max_trials and not trials and s.connection().execute(WAITING).scalar())
-    return Exchange(finished=finished, trials=trials, waiting=waiting)
+        held = max_trials and not trials
+        queued = bool(
+            held and s.connection().execute(waiting(offers.trainer), offers.params()).scalar()
+        )
+    return Exchange(finished=finished, trials=trials, waiting=queued)

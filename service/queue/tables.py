@@ -12,7 +12,6 @@ from sqlalchemy import Connection, Table, bindparam, update
 
 from service.db import db_epoch
 from service.models import METRIC_FIELDS, Metric, Study, Trial, Worker
-from trainer import TrainConfig
 
 # Core tables, not the ORM entities: the hot paths need no identity map or unit of work.
 STUDIES: Table = Study.__table__  # type: ignore[assignment]
@@ -25,7 +24,10 @@ TOUCH_WORKER = (
 )
 # A trial's epochs, read from its config in the database (no JSON parsed in Python).
 TRIAL_EPOCHS = TRIALS.c.config["epochs"].as_integer().label("total_epochs")
-DEFAULT_EPOCHS = int(TrainConfig.model_fields["epochs"].default)
+# A built-in trainer's config always has its epochs. A task's own function has them when
+# its params name epochs (the spec checks they are a whole number); when they do not, its
+# reports are bounded by this alone (and by each body's own bounds).
+UNSTATED_EPOCHS = 1_000_000
 
 # One metrics row as the inserts take it: (trial_id, attempt, epoch, *METRIC_FIELDS).
 MetricRow = tuple[Any, ...]
@@ -64,8 +66,9 @@ def _sqlite_insert(n: int) -> str:
 
 
 def trial_epochs(value: Any) -> int:
-    """The epochs a trial trains (its config's, or the trainer's default)."""
-    return int(value) if value else DEFAULT_EPOCHS
+    """The epochs a trial trains: its config's, or UNSTATED_EPOCHS for a task's function
+    whose params name none."""
+    return int(value) if value else UNSTATED_EPOCHS
 
 
 def clean(value: Any) -> float | None:

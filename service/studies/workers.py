@@ -36,6 +36,8 @@ def list_workers(*, db: Database, lease_seconds: float) -> list[dict[str, Any]]:
                 "seconds_since_heartbeat": round(now - w.last_heartbeat, 3),
                 "trials_done": w.trials_done,
                 "running": running.get(w.id, []),
+                "trainer": w.trainer,
+                "entrypoints": list(w.entrypoints or []),
             }
             for w in workers
         ]
