@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import struct
 import zipfile
 from collections.abc import Mapping
@@ -45,7 +46,7 @@ MAGIC = b"CAVIARCKPT\x00"  # version 2 bytes start with this; version 1's with b
 _LENGTH = struct.Struct("<I")  # the header's length in bytes
 # The dtypes an array of a version 2 checkpoint may have: the trainer's floats and the
 # shuffle order's integers, little-endian (no object, string or structured dtype).
-ARRAY_DTYPES = frozenset({"<f4", "<f8", "<i4", "<i8", "<u4", "<u8"})
+ARRAY_DTYPES = {name: np.dtype(name) for name in ("<f4", "<f8", "<i4", "<i8", "<u4", "<u8")}
 # Decompressed size accepted by from_bytes: far above any course-size network (a 1000 x
 # 1000 float64 layer with Adam is 24 MB), far below what would exhaust a service.
 MAX_UNCOMPRESSED_BYTES = 1 << 30
@@ -354,12 +355,14 @@ def layout(
     if not isinstance(listed, list):
         raise CheckpointError("checkpoint header: arrays must list [name, dtype, shape]")
     where: list[tuple[str, np.dtype[Any], tuple[int, ...], int]] = []
+    names = {"header"}
     offset = start + length
     for entry in listed:
         name, dtype, shape = _array_entry(entry)
-        if name == "header" or any(name == seen for seen, *_ in where):
+        if name in names:
             raise CheckpointError(f"checkpoint header: the array {name!r} is listed twice")
-        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        names.add(name)
+        size = math.prod(shape) * dtype.itemsize
         if offset + size > len(data):
             raise CheckpointError(
                 f"not a checkpoint: the array {name!r} needs {size} bytes, "
@@ -377,7 +380,7 @@ def _read_v2(data: bytes) -> tuple[dict[str, Any], dict[str, Array]]:
     header, where = layout(data)
     arrays: dict[str, Array] = {}
     for name, dtype, shape, offset in where:
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)
         flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
         arrays[name] = flat.reshape(shape).astype(dtype.newbyteorder("="), copy=True)
     return header, arrays
@@ -390,7 +393,7 @@ def _array_entry(entry: Any) -> tuple[str, np.dtype[Any], tuple[int, ...]]:
             f"checkpoint header: an array must be [name, dtype, shape], got {entry!r:.80}"
         )
     name, dtype, shape = entry
-    if dtype not in ARRAY_DTYPES:
+    if not isinstance(dtype, str) or dtype not in ARRAY_DTYPES:
         raise CheckpointError(
             f"checkpoint header: the array {name!r} has dtype {dtype!r:.20}, not one of "
             f"{sorted(ARRAY_DTYPES)}"
@@ -401,7 +404,7 @@ def _array_entry(entry: Any) -> tuple[str, np.dtype[Any], tuple[int, ...]]:
         and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**31 for n in shape)
     ):
         raise CheckpointError(f"checkpoint header: the array {name!r} has shape {shape!r:.40}")
-    return name, np.dtype(dtype), tuple(shape)
+    return name, ARRAY_DTYPES[dtype], tuple(shape)
 
 
 def _read_header(raw: Array | None, *, version: int) -> dict[str, Any]:

@@ -494,6 +494,7 @@ def _raw(ckpt: Checkpoint, **header_changes: Any) -> bytes:
         (lambda c: MAGIC + struct.pack("<I", 10**6) + b"{}", "says 1000000 bytes"),
         (lambda c: _raw(c, arrays="all"), "arrays must list"),
         (lambda c: _raw(c, arrays=[["order", "|O", [3]]]), "dtype '|O'"),
+        (lambda c: _raw(c, arrays=[["order", ["<i8"], [3]]]), "dtype \\['<i8'\\]"),
         (lambda c: _raw(c, arrays=[["order", "<i8", [-1]]]), "has shape"),
         (lambda c: _raw(c, arrays=[["order", "<i8", [2, 2, 2]]]), "has shape"),
         (lambda c: _raw(c, arrays=[["order", "<i8", [1]], ["order", "<i8", [1]]]), "twice"),
