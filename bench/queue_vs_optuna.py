@@ -137,12 +137,17 @@ def one_row(
         seed_trials(db_url, seeded)
     service = Service(db_url)
     try:
+        # A few trials first, unmeasured: the service's first requests of each kind.
+        caviar(service, db_url, spec(16, epochs, name=f"warm-up-{epochs}"), args.procs)
         for rep in range(args.repeats):
             data = spec(n, epochs, name=f"bench-{epochs}-{rep}")
+            service.settle()
             runs["bare"].append(bare(data, args.procs))
             before = worker_requests(service)
+            service.settle()
             runs["caviar"].append(caviar(service, db_url, data, args.procs))
             requests.append((worker_requests(service) - before) / n)
+            service.settle()
             if not seeded:
                 optuna_url = fresh_database(kind, tmp)
                 try:
