@@ -160,7 +160,7 @@ def curve(s: Session, trial: Trial, *, points: int) -> dict[str, Any]:
     ).one()
     stride = max(1, math.ceil((n or 0) / points))
     rows = s.execute(
-        select(Metric.epoch, *(getattr(Metric, k) for k in METRIC_FIELDS))
+        select(Metric.epoch, *(getattr(Metric, k) for k in METRIC_FIELDS), Metric.extra)
         .where(
             Metric.trial_id == trial.id,
             Metric.attempt == trial.attempt,
@@ -168,12 +168,20 @@ def curve(s: Session, trial: Trial, *, points: int) -> dict[str, Any]:
         )
         .order_by(Metric.epoch)
     ).all()
+    metrics = {k: [r[i + 1] for r in rows] for i, k in enumerate(METRIC_FIELDS)}
     return {
         "trial": trial_dict(trial),
         "stride": stride,
         "epochs": [r[0] for r in rows],
-        "metrics": {k: [r[i + 1] for r in rows] for i, k in enumerate(METRIC_FIELDS)},
+        "metrics": {**metrics, **named_columns([r[-1] for r in rows])},
     }
+
+
+def named_columns(extras: list[dict[str, Any] | None]) -> dict[str, list[Any]]:
+    """The named metrics of some epochs (each row's JSON) as a column per name, null
+    where an epoch did not report it: a task's own function's curves."""
+    names = sorted({name for extra in extras if extra for name in extra})
+    return {name: [(extra or {}).get(name) for extra in extras] for name in names}
 
 
 def best_curves(*, db: Database, study_id: int, top: int, points: int) -> list[dict[str, Any]]:
@@ -250,7 +258,7 @@ def metrics_tail(*, db: Database, trial_id: int, after: int) -> dict[str, Any]:
     with db.session(write=False) as s:
         trial = get_or_404(s, Trial, trial_id)
         rows = s.execute(
-            select(Metric.epoch, *(getattr(Metric, k) for k in METRIC_FIELDS))
+            select(Metric.epoch, *(getattr(Metric, k) for k in METRIC_FIELDS), Metric.extra)
             .where(
                 Metric.trial_id == trial_id,
                 Metric.attempt == trial.attempt,
@@ -261,6 +269,11 @@ def metrics_tail(*, db: Database, trial_id: int, after: int) -> dict[str, Any]:
         return {
             "attempt": trial.attempt,
             "rows": [
-                {"epoch": r[0], **{k: r[i + 1] for i, k in enumerate(METRIC_FIELDS)}} for r in rows
+                {
+                    "epoch": r[0],
+                    **{k: r[i + 1] for i, k in enumerate(METRIC_FIELDS)},
+                    **(r[-1] or {}),
+                }
+                for r in rows
             ],
         }

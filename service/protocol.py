@@ -31,6 +31,9 @@ _ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
 # A task's entrypoint, as the spec takes it (service.spec.schema.ENTRYPOINT).
 _ENTRYPOINT = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
 MAX_ENTRYPOINTS = 64  # functions one worker offers
+# A metric of a task's own (service.spec.schema.METRIC_NAME), and how many one curve has.
+_METRIC_NAME = r"^[A-Za-z_]\w{0,31}$"
+MAX_NAMED_METRICS = 64
 
 
 def _no_nul(value: str) -> str:
@@ -74,10 +77,18 @@ class Curve(_Request):
     dev_accuracy: _Column = Field(default_factory=list)
     learning_rate: _Column = Field(default_factory=list)
     seconds: _Column = Field(default_factory=list)
+    extra: dict[Annotated[str, Field(pattern=_METRIC_NAME)], _Column] = Field(
+        default_factory=dict,
+        max_length=MAX_NAMED_METRICS,
+        description="metrics of other names (a task's own function reports any): a column each",
+    )
 
     @model_validator(mode="after")
     def _aligned(self) -> Curve:
         n = len(self.epoch)
+        for name, column in self.extra.items():
+            if len(column) != n:
+                raise ValueError(f"extra.{name}: {len(column)} values for {n} epochs")
         for name in ("train_cost", "train_accuracy", "dev_cost", "dev_accuracy", "learning_rate"):
             column = getattr(self, name)
             if column and len(column) != n:  # an empty column: that metric was not reported
@@ -180,6 +191,9 @@ class ClaimedTrial(BaseModel):
         description="the study's task.entrypoint: call this function with config as its "
         "params (null: train config with the built-in trainer)",
     )
+    metric: str | None = Field(
+        None, description="a task's objective.metric: the name of what its function returns"
+    )
 
 
 class ClaimResponse(BaseModel):
@@ -208,6 +222,12 @@ class FinishReport(MetricsReport):
     gradient_check: GradientCheckRead | None = Field(
         None, description="its network's gradient check before training, when it was asked"
     )
+    value: float | None = Field(
+        None,
+        allow_inf_nan=False,
+        description="what a task's own function returned as objective.metric: the trial's "
+        "value as is (null: read from its curve, as the built-in trainer's)",
+    )
 
 
 # What the service reads of a report before its lease is checked: the same fields, with
@@ -225,6 +245,7 @@ class FinishReportHead(MetricsReportHead):
     seconds: float | None = Field(None, ge=0, le=10**9)
     checkpoint: dict[str, Any] | None = None
     gradient_check: GradientCheckRead | None = None  # small and bounded: validated at once
+    value: float | None = Field(None, allow_inf_nan=False)
 
 
 class StopFlag(BaseModel):

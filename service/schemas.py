@@ -286,6 +286,10 @@ class MetricRead(BaseModel):
     dev_accuracy: float | None
     learning_rate: float | None
     seconds: float | None
+    extra: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="metrics of other names the epoch reported (a task's own function's)",
+    )
 
 
 class RoundRead(BaseModel):

@@ -29,6 +29,8 @@ class PoolOptions:
     exit_when_idle: bool = False
     name_prefix: str | None = None
     log_level: int = logging.INFO
+    entrypoints: tuple[str, ...] = ()  # task functions each process imports and offers
+    trainer: bool = True  # each process runs the built-in trainer's trials too
 
 
 def worker_name(prefix: str | None, index: int) -> str:
@@ -61,6 +63,8 @@ def _child(options: PoolOptions, index: int) -> None:
         max_trials=options.max_trials_per_process,
         claim_batch=options.claim_batch,
         exit_when_idle=options.exit_when_idle,
+        entrypoints=options.entrypoints,
+        trainer=options.trainer,
         shutdown=shutdown,
     )
     worker.run()

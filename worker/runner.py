@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from trainer.checkpoint import Checkpoint
 from worker import policy
 from worker.client import ApiError, Client, LeaseLostError
 from worker.dataset_cache import DatasetCache
+from worker.objective import load_entrypoint, run_objective
 from worker.policy import ClaimPolicy, time_left
 from worker.results import claimable, expected_work, log_answers, upload_checkpoints
 from worker.trial import TrialRun
@@ -68,8 +69,13 @@ class Worker:
         shutdown: threading.Event | None = None,
         train_fn: Callable[..., Any] = train,
         cache_dir: Path | None = None,
+        entrypoints: Sequence[str] = (),
+        trainer: bool = True,
     ) -> None:
         self.shutdown = shutdown or threading.Event()
+        # A task's functions, imported now: a worker that cannot load one fails at start.
+        self.objectives = {e: load_entrypoint(e) for e in entrypoints}
+        self.trainer = trainer
         self.client = Client(api_url, token, stop=self.shutdown)
         self.hb_client = Client(api_url, token, stop=self.shutdown)
         # Checkpoints go out from one thread of their own, in order, while training goes on.
@@ -162,7 +168,13 @@ class Worker:
         try:
             reg = self.client.post(
                 "/api/worker/register",
-                {"name": self.name, "host": socket.gethostname(), "pid": os.getpid()},
+                {
+                    "name": self.name,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "entrypoints": list(self.objectives),
+                    "trainer": self.trainer,
+                },
             )
         except ApiError:
             if self.shutdown.is_set():
@@ -362,30 +374,49 @@ class Worker:
         log.debug("trial %s: attempt %s starts", run.trial_id, claimed["attempt"], extra=extra)
         outcome, error = "failed", None
         try:
-            config = TrainConfig(**claimed["config"])
-            dataset = self.datasets.get(claimed["dataset"])
-            run.check_gradients(config, dataset)  # with execution.gradient_check only
-            resume = None
-            if claimed.get("resume"):
-                checkpoint_id = claimed["resume"]["checkpoint_id"]
-                data = self.client.request("GET", f"/api/worker/checkpoints/{checkpoint_id}")
-                resume = Checkpoint.from_bytes(data.content)
-            result = self.train_fn(
-                config,
-                dataset,
-                on_epoch=run.on_epoch,
-                resume=resume,
-                checkpoint_every=run.checkpoint_every(int(claimed.get("checkpoint_every") or 0)),
-                on_checkpoint=run.on_checkpoint,
-            )
-            outcome = result.status
-            if outcome == "diverged":  # in the trainer's words: why (not finite, or exploded)
-                error = getattr(result, "divergence", None)
+            if claimed.get("entrypoint"):  # a task's own function, not the trainer
+                ended = run_objective(
+                    self.objectives[claimed["entrypoint"]], claimed, run, client=self.client
+                )
+                outcome, error, run.value = ended.outcome, ended.error, ended.value
+            else:
+                outcome, error = self._train(claimed, run)
         except Exception as exc:  # a trainer error fails this trial; the worker goes on
             outcome, error = "failed", f"{type(exc).__name__}: {exc}"
-            log.warning("trial %s failed: %s", run.trial_id, error, extra=extra)
         finally:
             run.done.set()
+        return self._after(run, outcome, error)
+
+    def _train(self, claimed: dict[str, Any], run: TrialRun) -> tuple[str, str | None]:
+        """Train the leased trial with the built-in trainer: its outcome, and why."""
+        error = None
+        config = TrainConfig(**claimed["config"])
+        dataset = self.datasets.get(claimed["dataset"])
+        run.check_gradients(config, dataset)  # with execution.gradient_check only
+        resume = None
+        if claimed.get("resume"):
+            checkpoint_id = claimed["resume"]["checkpoint_id"]
+            data = self.client.request("GET", f"/api/worker/checkpoints/{checkpoint_id}")
+            resume = Checkpoint.from_bytes(data.content)
+        result = self.train_fn(
+            config,
+            dataset,
+            on_epoch=run.on_epoch,
+            resume=resume,
+            checkpoint_every=run.checkpoint_every(int(claimed.get("checkpoint_every") or 0)),
+            on_checkpoint=run.on_checkpoint,
+        )
+        outcome = result.status
+        if outcome == "diverged":  # in the trainer's words: why (not finite, or exploded)
+            error = getattr(result, "divergence", None)
+        return outcome, error
+
+    def _after(self, run: TrialRun, outcome: str, error: str | None) -> dict[str, Any] | None:
+        """The result of a trial that ran, or None: handed back at shutdown, lease lost."""
+        extra = {"trial_id": run.trial_id, "action": "train"}
+        run.done.set()
+        if outcome == "failed":
+            log.warning("trial %s failed: %s", run.trial_id, error, extra=extra)
         took = time.monotonic() - run.started
         if self.shutdown.is_set() and outcome == "stopped" and not run.stop_asked.is_set():
             # The stop's checkpoint is stored before the trial goes back to the queue,

@@ -12,7 +12,6 @@ from operator import itemgetter
 from typing import Any, Protocol
 
 from trainer import TrainConfig
-from trainer.checkpoint import Checkpoint
 from trainer.datasets import Dataset
 from trainer.gradcheck import GradientCheckFailed, check_trial
 from worker.client import ApiError, Client, LeaseLostError
@@ -26,6 +25,15 @@ INLINE_CHECKPOINT_BYTES = 1 << 20
 # Epochs a result carries at most; a longer tail goes out as a metrics report first.
 RESULT_EPOCHS = 20_000
 METRICS = ("train_cost", "train_accuracy", "dev_cost", "dev_accuracy", "learning_rate", "seconds")
+
+
+class Snapshot(Protocol):
+    """A state to keep after an epoch: a trainer Checkpoint, or a task function's bytes."""
+
+    @property
+    def epoch(self) -> int: ...
+
+    def to_bytes(self) -> bytes: ...
 
 
 class TrialHost(Protocol):
@@ -45,8 +53,10 @@ class TrialHost(Protocol):
 _ROW = itemgetter("epoch", *METRICS)
 
 
-def columns(epochs: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Epochs as the service reads them fastest: one list per metric (see schemas.Curve)."""
+def columns(epochs: list[dict[str, Any]], named: bool = False) -> dict[str, Any]:
+    """Epochs as the service reads them fastest: one list per metric (see schemas.Curve);
+    `named`: the epochs may hold metrics of other names (a task's function's, in each
+    row's `extra`), sent as a column per name."""
     try:  # the trainer's epochs have every metric: two passes in C
         rows = list(map(_ROW, epochs))
     except KeyError:  # another train function's may not
@@ -54,7 +64,17 @@ def columns(epochs: list[dict[str, Any]]) -> dict[str, list[Any]]:
     if not rows:
         return {"epoch": []}
     transposed = zip(*rows, strict=True)  # every row has a value per column
-    return {name: list(values) for name, values in zip(_COLUMNS, transposed, strict=True)}
+    out: dict[str, Any] = {
+        name: list(values) for name, values in zip(_COLUMNS, transposed, strict=True)
+    }
+    if named:
+        names = sorted({n for e in epochs for n in e.get("extra") or ()})
+        if names:
+            out["extra"] = {n: [(e.get("extra") or {}).get(n) for e in epochs] for n in names}
+        for name in METRICS:  # a task's function reports the metrics it has, none of others
+            if all(v is None for v in out[name]):
+                del out[name]
+    return out
 
 
 _COLUMNS = ("epoch", *METRICS)
@@ -86,6 +106,8 @@ class TrialRun:
         self.next_look = 0.0  # on_epoch looks at the clock's business no sooner than this
         self.check_first = bool(claimed.get("gradient_check"))  # execution.gradient_check
         self.gradient_check: dict[str, Any] | None = None  # its numbers, for the result
+        self.named = False  # a task's function: its epochs may hold metrics of other names
+        self.value: float | None = None  # what a task's function returned, for the result
         epochs = claimed["config"].get("epochs")
         self.epochs = int(
             epochs if epochs is not None else TrainConfig.model_fields["epochs"].default
@@ -140,13 +162,13 @@ class TrialRun:
     def _send_epochs(self, epochs: list[dict[str, Any]], client: Client) -> None:
         answer = client.post(
             f"/api/worker/trials/{self.trial_id}/metrics",
-            {"lease_token": self.token, "curve": columns(epochs)},
+            {"lease_token": self.token, "curve": columns(epochs, self.named)},
         )
         self.last_flush = time.monotonic()
         if answer and answer.get("stop"):
             self.stop_asked.set()
 
-    def on_checkpoint(self, checkpoint: Checkpoint) -> None:
+    def on_checkpoint(self, checkpoint: Snapshot) -> None:
         """Keep the trial's state: its last with its result, any other uploaded now.
 
         The last (its final epoch, or a stop the service asked for) rides with the result
@@ -214,8 +236,10 @@ class TrialRun:
             "seconds": seconds,
         }
         if self.buffer:
-            result["curve"] = columns(self.buffer)
+            result["curve"] = columns(self.buffer, self.named)
             self.buffer = []
+        if self.value is not None:
+            result["value"] = self.value
         if self.gradient_check is not None:
             result["gradient_check"] = self.gradient_check
         if self.final is not None:

@@ -157,6 +157,7 @@ def _dump_result(report: FinishReportHead, trial_id: int) -> dict[str, Any]:
         "curve": report.curve,
         "checkpoint": report.checkpoint,
         "gradient_check": report.gradient_check.model_dump() if report.gradient_check else None,
+        "value": report.value,
     }
 
 

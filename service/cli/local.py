@@ -331,6 +331,7 @@ def _queue_specs(specs: list[tuple[Path, dict[str, Any]]], settings: Settings) -
     epilog=example(
         "caviar worker --api http://127.0.0.1:8000 --processes 4",
         "CAVIAR_TOKEN=SECRET caviar worker --api http://a:8000,http://b:8000",
+        "caviar worker --entrypoint mypkg.train:objective --no-trainer",
     )
 )
 def worker(
@@ -352,10 +353,32 @@ def worker(
         "about a quarter second of work by the trials seen of each study, so only very short "
         "trials share one",
     ),
+    entrypoint: list[str] = typer.Option(
+        [],
+        "--entrypoint",
+        help="a task function installed here (module.path:function), imported at start; the "
+        "worker also runs trials of studies whose task names it (repeat for several)",
+    ),
+    no_trainer: bool = typer.Option(
+        False,
+        "--no-trainer",
+        help="run only trials of the --entrypoint functions, none of the built-in trainer's",
+    ),
 ) -> None:
-    """Lease trials from a service and train them, until SIGTERM."""
+    """Lease trials from a service and run them (the trainer, your functions), until SIGTERM."""
     from worker.client import parse_urls
+    from worker.objective import EntrypointError, load_entrypoint
     from worker.pool import PoolOptions, run_pool
+
+    if no_trainer and not entrypoint:
+        fail("--no-trainer: give at least one --entrypoint, or the worker could run nothing")
+    for name in entrypoint:  # fail fast, here, rather than in every worker process
+        try:
+            load_entrypoint(name)
+        except EntrypointError as exc:
+            fail(f"--entrypoint: {exc}")
+    if len(set(entrypoint)) != len(entrypoint):
+        fail(f"--entrypoint: each at most once (got {', '.join(entrypoint)})")
 
     settings = settings_with()
     api_url = api or settings.api_url
@@ -370,6 +393,8 @@ def worker(
         processes=processes,
         max_trials_per_process=max_trials,
         claim_batch=claim_batch,
+        entrypoints=tuple(entrypoint),
+        trainer=not no_trainer,
     )
     raise typer.Exit(run_pool(options))
 

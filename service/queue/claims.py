@@ -65,6 +65,7 @@ class Claimed:
     expected_seconds: float | None = None  # how long the study's trials take, if known
     gradient_check: bool = False  # execution.gradient_check: check the network first
     entrypoint: str | None = None  # task.entrypoint: the function to call (None: the trainer)
+    metric: str | None = None  # a task's objective.metric: what its function returns
 
 
 def claim_trials(
@@ -328,6 +329,7 @@ def _claim_from_study(
         "expected_seconds": expected,
         "gradient_check": bool(spec.get("execution", {}).get("gradient_check")),
         "entrypoint": study.entrypoint,
+        "metric": spec.get("objective", {}).get("metric") if study.entrypoint else None,
     }
     out = [
         _claimed(s, study_id=study.id, row=row, pruning=pruning, terms=terms)
@@ -387,10 +389,10 @@ def _carry_curve(s: Session, *, trial_id: int, attempt: int, checkpoint_id: int)
     """
     ckpt = s.get(Checkpoint, checkpoint_id)
     assert ckpt is not None
-    columns = [getattr(Metric, k) for k in METRIC_FIELDS]
+    columns = [getattr(Metric, k) for k in (*METRIC_FIELDS, "extra")]
     s.execute(
         insert(Metric).from_select(
-            ["trial_id", "attempt", "epoch", *METRIC_FIELDS],
+            ["trial_id", "attempt", "epoch", *METRIC_FIELDS, "extra"],
             select(literal(trial_id), literal(attempt), Metric.epoch, *columns).where(
                 Metric.trial_id == ckpt.trial_id,
                 Metric.attempt == ckpt.attempt,

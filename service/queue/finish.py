@@ -17,7 +17,14 @@ from service.queue.closing import after_trial_finished
 from service.queue.leases import lease_problem
 from service.queue.pace import PACE
 from service.queue.results import Checked, ResultError, check_result, store_checkpoints
-from service.queue.tables import STUDIES, TRIAL_EPOCHS, TRIALS, WORKERS, insert_metrics
+from service.queue.tables import (
+    STUDIES,
+    TRIAL_EPOCHS,
+    TRIALS,
+    WORKERS,
+    insert_metrics,
+    metric_column,
+)
 
 # A study's objective never changes, so the finish path reads it once per process.
 _OBJECTIVES: dict[tuple[str, int], tuple[str, str, str]] = {}
@@ -43,7 +50,7 @@ def objective_value_sql(
 
     `trial_id` and `attempt` are values or bind parameters (an executemany's).
     """
-    column = getattr(Metric, metric)
+    column = metric_column(metric)
     where = (Metric.trial_id == trial_id, Metric.attempt == attempt, column.is_not(None))
     if at == "best":
         agg = func.max(column) if direction == "maximize" else func.min(column)
@@ -154,15 +161,18 @@ _FINISH_STATEMENTS: dict[tuple[str, str, str, str], Any] = {}
 def _finish_statement(kind: str, objective: tuple[str, str, str]) -> Any:
     """The UPDATE that ends one trial of a batch, guarded by its lease token.
 
-    kind: `valued` (the objective is read from the attempt's stored curve), `failed`
-    (no value), `paused` (no value, not finished).
+    kind: `valued` (the objective is read from the attempt's stored curve), `given` (a
+    task's own function returned it: `b_value`), `failed` (no value), `paused` (no value,
+    not finished).
     """
     key = (kind, *objective)
     stmt = _FINISH_STATEMENTS.get(key)
     if stmt is None:
         metric, direction, at = objective
         value: Any = None
-        if kind == "valued":
+        if kind == "given":
+            value = bindparam("b_value", type_=TRIALS.c.value.type)
+        elif kind == "valued":
             value = objective_value_sql(
                 trial_id=bindparam("b_id"),
                 attempt=bindparam("b_attempt"),
@@ -202,6 +212,7 @@ class _Ended:
     error: str | None
     done: int  # the last epoch done
     checked: Checked  # its metrics rows and checkpoint
+    value: float | None = None  # what a task's own function returned (None: from the curve)
 
 
 def _finish_many(
@@ -259,7 +270,16 @@ def _judge(row: Any, result: Mapping[str, Any]) -> _Ended:
     if outcome == "diverged" and not error:
         error = f"diverged after {done} epochs: the cost or a gradient was not finite"
     status = _OUTCOME_STATUS.get(outcome, TrialStatus.failed)
-    return _Ended(row=row, status=status, outcome=outcome, error=error, done=done, checked=checked)
+    value = result.get("value")
+    return _Ended(
+        row=row,
+        status=status,
+        outcome=outcome,
+        error=error,
+        done=done,
+        checked=checked,
+        value=float(value) if value is not None else None,
+    )
 
 
 _RAN_TO_END = ("completed", "diverged")  # durations a study's next trials may expect
@@ -287,6 +307,8 @@ def _store(s: Session, ended: list[_Ended]) -> None:
         if e.checked.checkpoint is not None:
             checkpoints.append((e.row.id, e.row.attempt, *e.checked.checkpoint))
         kind = {TrialStatus.paused: "paused", TrialStatus.failed: "failed"}.get(e.status, "valued")
+        if kind == "valued" and e.value is not None:
+            kind = "given"
         objective = study_objective(s, e.row.study_id) if kind == "valued" else ("", "", "")
         updates.setdefault((kind, objective), []).append(
             {
@@ -297,6 +319,7 @@ def _store(s: Session, ended: list[_Ended]) -> None:
                 "b_outcome": e.outcome,
                 "b_done": e.done,
                 "b_error": e.error[:4000] if e.error else None,
+                "b_value": e.value,
             }
         )
         if e.row.worker_id:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,7 +15,13 @@ from service.models import METRIC_FIELDS, Metric, Study, Trial, TrialStatus
 from service.queue.finish import study_objective
 from service.queue.leases import lease_problem, leased
 from service.queue.results import check_result
-from service.queue.tables import TOUCH_WORKER, TRIAL_EPOCHS, TRIALS, insert_metrics
+from service.queue.tables import (
+    TOUCH_WORKER,
+    TRIAL_EPOCHS,
+    TRIALS,
+    insert_metrics,
+    metric_column,
+)
 from service.search.pruners import should_prune
 from service.spec import PruningSpec
 
@@ -109,7 +116,8 @@ def report_metrics(
                     "data": {
                         "attempt": trial.attempt,
                         "epoch": latest[2],
-                        **dict(zip(METRIC_FIELDS, latest[3:], strict=True)),
+                        **dict(zip(METRIC_FIELDS, latest[3:-1], strict=True)),
+                        **(json.loads(latest[-1]) if latest[-1] else {}),
                     },
                 }
             )
@@ -164,7 +172,7 @@ def _prune_reason(s: Session, *, trial: Any, epochs: Sequence[int]) -> str | Non
     if pruning is None:
         return None
     metric, direction, _ = study_objective(s, trial.study_id)
-    column = getattr(Metric, metric)
+    column = metric_column(metric)
     last = max(epochs)
     rows = s.execute(
         select(Metric.trial_id, Metric.epoch, column)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
@@ -29,9 +30,10 @@ TRIAL_EPOCHS = TRIALS.c.config["epochs"].as_integer().label("total_epochs")
 # reports are bounded by this alone (and by each body's own bounds).
 UNSTATED_EPOCHS = 1_000_000
 
-# One metrics row as the inserts take it: (trial_id, attempt, epoch, *METRIC_FIELDS).
+# One metrics row as the inserts take it: (trial_id, attempt, epoch, *METRIC_FIELDS,
+# extra), extra the JSON text of the metrics of other names, or None.
 MetricRow = tuple[Any, ...]
-_COLUMNS = ("trial_id", "attempt", "epoch", *METRIC_FIELDS)
+_COLUMNS = ("trial_id", "attempt", "epoch", *METRIC_FIELDS, "extra")
 # A re-sent batch (the worker retried after a lost response) is ignored, not doubled.
 # Driver-level SQL: these run for every epoch of every trial, and SQLAlchemy's per-row
 # parameter processing cost more than the database's own work. SQLite takes chunks of
@@ -50,19 +52,27 @@ _POSTGRES_STAGE = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS caviar_metrics_in (trial_id integer, "
     "attempt integer, epoch integer, "
     + ", ".join(f"{name} double precision" for name in METRIC_FIELDS)
-    + ") ON COMMIT DELETE ROWS"
+    + ", extra text) ON COMMIT DELETE ROWS"
 )
 _POSTGRES_COPY = "COPY caviar_metrics_in FROM STDIN (FORMAT BINARY)"
-_POSTGRES_TYPES = ["int4", "int4", "int4"] + ["float8"] * len(METRIC_FIELDS)
+_POSTGRES_TYPES = ["int4", "int4", "int4"] + ["float8"] * len(METRIC_FIELDS) + ["text"]
 _POSTGRES_MOVE = (
-    f"INSERT INTO metrics ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} "
-    "FROM caviar_metrics_in ON CONFLICT (trial_id, attempt, epoch) DO NOTHING"
+    f"INSERT INTO metrics ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS[:-1])}, "
+    "extra::json FROM caviar_metrics_in ON CONFLICT (trial_id, attempt, epoch) DO NOTHING"
 )
 
 
 @lru_cache(maxsize=SQLITE_CHUNK)
 def _sqlite_insert(n: int) -> str:
     return _SQLITE_INSERT.format(rows=", ".join([_SQLITE_ROW] * n))
+
+
+def metric_column(metric: str) -> Any:
+    """The stored values of `metric`, as a column: a built-in one's own, another's out of
+    the row's named metrics (JSON, read as a float: null where the epoch did not report it)."""
+    if metric in METRIC_FIELDS:
+        return getattr(Metric, metric)
+    return Metric.extra[metric].as_float()
 
 
 def trial_epochs(value: Any) -> int:
@@ -84,18 +94,31 @@ def metric_rows(
 ) -> list[MetricRow]:
     """The metrics rows of reported epochs (dicts) of one attempt."""
     return [
-        (trial_id, attempt, int(e["epoch"]), *(clean(e.get(k)) for k in METRIC_FIELDS))
+        (trial_id, attempt, int(e["epoch"]), *(clean(e.get(k)) for k in METRIC_FIELDS), None)
         for e in epochs
     ]
 
 
-def curve_rows(trial_id: int, attempt: int, curve: Mapping[str, Sequence[Any]]) -> list[MetricRow]:
-    """The metrics rows of reported epochs as columns (validated: finite or None)."""
+def curve_rows(trial_id: int, attempt: int, curve: Mapping[str, Any]) -> list[MetricRow]:
+    """The metrics rows of reported epochs as columns (validated: finite or None), with
+    the metrics of other names (`extra`, a column per name) as each row's JSON."""
     epochs = curve["epoch"]
     n = len(epochs)
     columns = [curve.get(k) or repeat(None, n) for k in METRIC_FIELDS]
+    columns.append(extra_json(curve.get("extra"), n))
     # strict: every column is as long as `epoch` (schemas.Curve checked it)
     return list(zip(repeat(trial_id, n), repeat(attempt, n), epochs, *columns, strict=False))
+
+
+def extra_json(extra: Mapping[str, Sequence[Any]] | None, n: int) -> Iterable[str | None]:
+    """Per epoch, the JSON text of the named metrics reported in it (None: none were)."""
+    if not extra:
+        return repeat(None, n)
+    out: list[str | None] = []
+    for i in range(n):
+        row = {name: values[i] for name, values in extra.items() if values[i] is not None}
+        out.append(json.dumps(row, allow_nan=False) if row else None)
+    return out
 
 
 def insert_metrics(conn: Connection, rows: Sequence[MetricRow]) -> None:

@@ -230,7 +230,10 @@ def trial_metrics(
             .limit(limit)
             .offset(offset)
         ).all()
-        return [{"epoch": m.epoch, **{k: getattr(m, k) for k in METRIC_FIELDS}} for m in rows]
+        return [
+            {"epoch": m.epoch, **{k: getattr(m, k) for k in METRIC_FIELDS}, "extra": m.extra or {}}
+            for m in rows
+        ]
 
 
 def round_dict(r: Round) -> dict[str, Any]:
