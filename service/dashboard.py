@@ -21,6 +21,7 @@ from service.events import LAST_EVENT_ID, take_order_lock
 from service.models import METRIC_FIELDS, Event, Metric, Study, Trial, TrialStatus
 from service.spec import stored_spec
 from service.studies.reads import study_dict, study_rounds, trial_dict
+from service.studies.workers import waiting_for
 
 MAX_POINTS = 2000  # scatter and parallel-coordinates points per study, best trials included
 TOP_ALWAYS = 100  # the best trials are always in the sample, whatever the stride skips
@@ -103,6 +104,7 @@ def overview(
     if last_event is None:  # one session: correct on SQLite, where ids commit in order
         last_event = s.scalar(select(func.max(Event.id)).where(Event.study_id == study_id)) or 0
     summary = study_dict(s, study)
+    summary["waiting_for"] = waiting_for(s, summary)
     counts = summary["counts"]
     best, stride, sample = _sample(s, study, max_points=max_points)
     return {

@@ -206,6 +206,11 @@ class StudyRead(BaseModel):
     awaiting_review: bool = Field(
         False, description="panda with await_review: the next trial waits for POST .../continue"
     )
+    waiting_for: str | None = Field(
+        None,
+        description="why queued trials of a task's function do not run: no live worker "
+        "offers its entrypoint (caviar worker --entrypoint); null otherwise",
+    )
     created_at: Timestamp | None
     started_at: Timestamp | None
     finished_at: Timestamp | None

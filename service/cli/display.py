@@ -28,6 +28,8 @@ def shown_status(study: dict[str, Any]) -> str:
     continue it is "awaiting review", not "running"."""
     if study.get("awaiting_review") and study["status"] not in TERMINAL:
         return "awaiting review"
+    if study.get("waiting_for"):  # a task's function no live worker offers
+        return f"{study['status']}, {study['waiting_for']}"
     return str(study["status"])
 
 

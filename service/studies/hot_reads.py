@@ -27,6 +27,7 @@ from service.studies.reads import (
     study_document,
     summary_of_row,
 )
+from service.studies.workers import waiting_for
 
 _S = Study.__table__
 _T = Trial.__table__
@@ -122,7 +123,11 @@ def get_study(*, db: Database, study_id: int) -> dict[str, Any]:
         row = conn.execute(_STUDY_STATUS, {"study_id": study_id}).first()
     if row is None:
         raise not_found(Study, study_id)
-    return _study_status(row)
+    study = _study_status(row)
+    if study["spec"].get("task"):  # a task's function: is a worker there to run it?
+        with db.session(write=False) as s:
+            study["waiting_for"] = waiting_for(s, study)
+    return study
 
 
 def _study_status(row: Sequence[Any]) -> dict[str, Any]:

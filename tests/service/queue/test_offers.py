@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from service.app import create_app
+from service.cli.display import shown_status
 from service.db import Database
 from service.models import Study, Trial, TrialStatus
 from service.queue import Offers, claim_and_report, claim_trials, register_worker, trials_waiting
@@ -145,3 +146,19 @@ def test_a_registration_says_what_it_offers_and_the_workers_page_shows_it(client
     assert r.status_code == 200, r.text
     (shown,) = client.get("/api/workers").json()
     assert shown["entrypoints"] == [DIGITS] and shown["trainer"] is False
+
+
+def test_a_study_no_live_worker_offers_says_what_it_waits_for(client: Any) -> None:
+    r = client.post("/api/studies", json=task_spec(entrypoint="nobody.has:this"))
+    assert r.status_code == 201, r.text
+    study_id = r.json()["id"]
+    said = "waiting for a worker offering nobody.has:this"
+    study = client.get(f"/api/studies/{study_id}").json()
+    assert study["status"] == "queued" and study["waiting_for"] == said
+    assert shown_status(study) == f"queued, {said}"  # as caviar status shows it
+    page = client.get(f"/api/dashboard/studies/{study_id}").json()
+    assert page["study"]["waiting_for"] == said
+    # a worker that offers it arrives: nothing is said any more
+    client.post("/api/worker/register", json={"name": "w", "entrypoints": ["nobody.has:this"]})
+    assert client.get(f"/api/studies/{study_id}").json()["waiting_for"] is None
+    assert client.get(f"/api/dashboard/studies/{study_id}").json()["study"]["waiting_for"] is None

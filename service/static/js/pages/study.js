@@ -109,6 +109,7 @@ export function mount(view, { id }) {
       `${obj.direction} ${esc(obj.metric)} (${esc(obj.at)} epoch)`,
       `created ${when(s.created_at)}`,
       s.parent_study_id ? `zoomed from <a href="#/studies/${s.parent_study_id}">study ${s.parent_study_id}</a>` : "",
+      s.waiting_for ? `<span class="waiting-for">${esc(s.waiting_for)}</span>` : "",
     ]
       .filter(Boolean)
       .join(" · ");
