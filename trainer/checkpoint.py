@@ -375,6 +375,44 @@ def layout(
     return header, where
 
 
+def peek(data: bytes) -> dict[str, Any]:
+    """The header of version 2 bytes, once their length is what the header's arrays need:
+    what the service checks of a checkpoint it stores, in a few microseconds. The arrays'
+    dtypes and shapes are checked only as far as their sizes; :meth:`Checkpoint.from_bytes`
+    (through :func:`layout`) checks everything before a run resumes from them.
+
+    Raises
+    ------
+    CheckpointError
+        No magic, a header cut short or not JSON, another format or version, an array
+        listing that is not [name, dtype, shape] of known dtypes, or a length that is not
+        the header's and arrays' sum.
+    """
+    if not data.startswith(MAGIC):
+        raise CheckpointError(f"not a checkpoint: it does not start with {MAGIC!r}")
+    start = len(MAGIC) + _LENGTH.size
+    if len(data) < start:
+        raise CheckpointError("not a checkpoint: it ends inside its header's length")
+    (length,) = _LENGTH.unpack_from(data, len(MAGIC))
+    if start + length > len(data):
+        raise CheckpointError(
+            f"not a checkpoint: its header says {length} bytes, only {len(data) - start} follow"
+        )
+    header = _read_header(np.frombuffer(data, np.uint8, count=length, offset=start), version=2)
+    try:
+        size = sum(ARRAY_DTYPES[d].itemsize * math.prod(shape) for _, d, shape in header["arrays"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint header: arrays must list [name, dtype, shape] ({exc!r:.80})"
+        ) from None
+    if start + length + size != len(data):
+        raise CheckpointError(
+            f"not a checkpoint: its arrays need {size} bytes after the header, "
+            f"{len(data) - start - length} follow"
+        )
+    return header
+
+
 def _read_v2(data: bytes) -> tuple[dict[str, Any], dict[str, Array]]:
     """The header and the arrays of version 2 bytes (copies, in native byte order)."""
     header, where = layout(data)

@@ -38,7 +38,7 @@ from trainer.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from trainer.checkpoint import MAGIC as CHECKPOINT_MAGIC
 from trainer.checkpoint import READABLE as CHECKPOINT_VERSIONS
 from trainer.checkpoint import CheckpointError
-from trainer.checkpoint import layout as checkpoint_layout
+from trainer.checkpoint import peek as peek_checkpoint
 
 # A caviar study keeps each trial's latest checkpoints: a requeued attempt resumes from
 # the last, a finished trial can be continued from its end (service.checkpoints).
@@ -127,10 +127,11 @@ def decode_checkpoint(text: str) -> bytes:
 
 def check_checkpoint(content: bytes, *, epoch: int) -> None:
     """ResultError unless `content` is a trainer checkpoint of `epoch`: its header, and
-    for today's bytes the size of every array, are checked; nothing is decoded."""
+    for today's bytes that their length is what its arrays need; nothing is decoded (the
+    worker that resumes from it checks every array)."""
     try:
         if content.startswith(CHECKPOINT_MAGIC):
-            header: Any = checkpoint_layout(content)[0]
+            header: Any = peek_checkpoint(content)
         else:  # version 1: a compressed archive, from a worker not yet upgraded
             header = json.loads(_archive_header_bytes(content))
     except CheckpointError as exc:
