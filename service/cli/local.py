@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -43,13 +44,22 @@ class Embedded:
     their epoch and hand their trials back instead of leaving leases to expire.
     """
 
-    def __init__(self, settings: Settings, *, host: str, port: int, workers: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        host: str,
+        port: int,
+        workers: int,
+        entrypoints: tuple[str, ...] = (),
+    ) -> None:
         import uvicorn
 
         from service.app import create_app
         from service.serving import server_config
 
         token, extra = _worker_token(settings)
+        self.token = token  # what workers of this process present
         application = create_app(
             settings.model_copy(update={"migrate_on_start": False}), extra_tokens=extra
         )
@@ -69,7 +79,11 @@ class Embedded:
             loopback = f"http://127.0.0.1:{port}"
             self.pool = Pool(
                 PoolOptions(
-                    api_url=loopback, token=token, processes=workers, log_level=logging.WARNING
+                    api_url=loopback,
+                    token=token,
+                    processes=workers,
+                    log_level=logging.WARNING,
+                    entrypoints=entrypoints,
                 )
             )
             self.pool.start()
@@ -138,9 +152,12 @@ def run(
 
     data = load_spec_file(spec)
     settings = settings_with(db)
+    entrypoints = _importable_task(data)
     database, study_id = _create_here(spec, data, settings)
     n = workers or os.cpu_count() or 1
-    embedded = Embedded(settings, host="127.0.0.1", port=_free_port(), workers=n)
+    embedded = Embedded(
+        settings, host="127.0.0.1", port=_free_port(), workers=n, entrypoints=entrypoints
+    )
     if not as_json:
         err.print(f"study {study_id} ({data.get('name')}): {n} worker processes", highlight=False)
     try:
@@ -153,6 +170,25 @@ def run(
     print_result(study, as_json=as_json, console=out)
     if study["status"] != "completed":
         raise typer.Exit(1)
+
+
+def _importable_task(data: dict[str, Any]) -> tuple[str, ...]:
+    """The spec's task entrypoint, which the run's own workers import (from the installed
+    packages or the current folder), checked here first: () for the built-in trainer."""
+    task = data.get("task")
+    entrypoint = task.get("entrypoint") if isinstance(task, dict) else None
+    from worker.objective import ENTRYPOINT, EntrypointError, load_entrypoint
+
+    if not isinstance(entrypoint, str) or not ENTRYPOINT.fullmatch(entrypoint):
+        return ()  # none, or one the spec's checks refuse with the rest
+
+    if os.getcwd() not in sys.path:  # the pool's processes start with this path too
+        sys.path.insert(0, os.getcwd())
+    try:
+        load_entrypoint(entrypoint)
+    except EntrypointError as exc:
+        fail(f"task.entrypoint: {exc}")
+    return (entrypoint,)
 
 
 def _create_here(path: Path, data: dict[str, Any], settings: Settings) -> tuple[Any, int]:

@@ -1,0 +1,84 @@
+"""optimize: a study of a function object in this process, and caviar run of a task spec."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from service.cli import app
+from service.spec import SpecError
+from worker.objective import optimize
+
+SPACE = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
+
+
+def test_optimize_runs_a_closure_and_returns_its_best_trial(tmp_path: Path) -> None:
+    seen: list[float] = []
+
+    def loss(params: dict[str, Any], trial: Any) -> float:
+        seen.append(params["x"])
+        for epoch in range(1, 4):
+            trial.report(epoch, loss=(params["x"] - 0.3) ** 2 + 1 / epoch)
+        return (params["x"] - 0.3) ** 2
+
+    spec = {
+        "name": "closure",
+        "space": SPACE,
+        "strategy": {"type": "random", "trials": 6},
+        "objective": {"metric": "value", "direction": "minimize"},
+    }
+    best = optimize(loss, spec, workers=2, db=f"sqlite:///{tmp_path / 'c.db'}")
+    assert best is not None and best["status"] == "completed"
+    assert len(seen) == 6  # every trial once, in this process
+    assert best["value"] == pytest.approx(min((x - 0.3) ** 2 for x in seen))
+
+
+def test_optimize_refuses_a_bad_spec_naming_the_field() -> None:
+    with pytest.raises(SpecError, match="dataset"):
+        optimize(
+            lambda p, t: 0.0,
+            {
+                "name": "x",
+                "dataset": {"name": "moons"},
+                "space": SPACE,
+                "objective": {"direction": "maximize"},
+            },
+        )
+
+
+def test_caviar_run_runs_a_task_spec_with_its_own_workers(tmp_path: Path) -> None:
+    spec = {
+        "name": "run-a-task",
+        "task": {"entrypoint": "tests.integration.objectives:never_reports"},
+        "space": SPACE,
+        "strategy": {"type": "random", "trials": 4},
+        "objective": {"metric": "loss", "direction": "minimize"},
+    }
+    path = tmp_path / "task.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    db = f"sqlite:///{tmp_path / 'run.db'}"
+    result = CliRunner().invoke(app, ["run", str(path), "--db", db, "--workers", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["status"] == "completed" and answer["counts"]["completed"] == 4
+    best = answer["best_trial"]
+    assert best["value"] == pytest.approx((best["params"]["x"] - 0.3) ** 2)
+
+
+def test_caviar_run_says_when_the_entrypoint_cannot_be_imported(tmp_path: Path) -> None:
+    spec = {
+        "name": "x",
+        "task": {"entrypoint": "not_here_pkg:f"},
+        "space": SPACE,
+        "objective": {"direction": "maximize"},
+    }
+    path = tmp_path / "task.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = CliRunner().invoke(app, ["run", str(path), "--db", f"sqlite:///{tmp_path / 'r.db'}"])
+    assert result.exit_code == 2
+    assert "task.entrypoint" in result.stderr and "cannot import not_here_pkg" in result.stderr
