@@ -115,7 +115,9 @@ def test_an_sklearn_objective_through_serve_and_two_entrypoint_workers(tmp_path:
         with database.session(write=False) as s:
             # every trial ended exactly once
             ended = Counter(
-                s.scalars(select(Event.trial_id).where(Event.type == "trial.finished")).all()
+                int(t)
+                for t in s.scalars(select(Event.trial_id).where(Event.type == "trial.finished"))
+                if t is not None
             )
             assert sorted(ended) == sorted(t["id"] for t in trials)
             assert set(ended.values()) == {1}
