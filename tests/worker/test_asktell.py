@@ -16,6 +16,7 @@ from service.db import get_database
 from service.models import Metric, Trial
 from tests.conftest import small_spec
 from worker.asktell import Client, LeaseLost, TrialEnded
+from worker.client import ApiError
 
 ENTRYPOINT = "tests.worker.test_asktell:objective"
 
@@ -276,3 +277,14 @@ def test_ask_leases_only_its_own_studys_trials(sqlite_url, live_service) -> None
             trial.tell(0.1)
         assert second.ask(timeout=30) is None
         assert first.read()["counts"].get("queued") == 2
+
+
+def test_with_tokens_the_client_needs_worker_and_write_scopes(sqlite_url, live_service) -> None:
+    both, worker_only = "both-secret-0123456789abcdef", "worker-secret-0123456789abcdef"
+    svc = live_service(sqlite_url, tokens=f"prog:write,worker:{both};pool:worker:{worker_only}")
+    with Client(svc.url, token=worker_only) as client, pytest.raises(ApiError, match="403"):
+        client.create_study(task_spec(trials=1))
+    with Client(svc.url, token=both) as client:
+        study = client.create_study(task_spec(trials=1))
+        trial = study.ask(timeout=30)
+        assert trial is not None and trial.tell(0.2) == "completed"
