@@ -208,7 +208,10 @@ class Study:
         )
         for claimed in answer["trials"]:
             trial = AskedTrial(self, claimed)
-            if trial.study_id != self.id:  # another study of the same function's
+            if trial.study_id != self.id:
+                # Claims pick by entrypoint, not by study: another study of the same
+                # function's trial goes back at once (the claim serves the study waiting
+                # longest next, so this one's comes after).
                 trial.release()
                 continue
             self.client.hold(trial)
