@@ -1,8 +1,10 @@
 """Checkpoints of trials, for both modes: storing a worker's, reading, listing, keeping few.
 
-A checkpoint is a trial's full training state at the end of an epoch (trainer.Checkpoint
-bytes). A panda study keeps every one (forking from any epoch is what it is for); a caviar
-study keeps each trial's latest few (see CAVIAR_CHECKPOINTS_KEPT).
+A checkpoint is a trial's full training state at the end of an epoch: trainer.Checkpoint
+bytes, or, for a study of a task's own function, whatever bytes that function keeps
+(opaque to the service: stored as given, within the size cap). A panda study keeps every
+one (forking from any epoch is what it is for); a caviar study keeps each trial's latest
+few (see CAVIAR_CHECKPOINTS_KEPT).
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ def store_checkpoint(
 ) -> int:
     """Keep a worker's checkpoint of its current attempt; returns its id.
 
-    The lease is checked first; then the epoch against the trial's and the bytes against
-    the checkpoint format (ResultError, 422, for either).
+    The lease is checked first; then the epoch against the trial's and, for the built-in
+    trainer's trials, the bytes against the checkpoint format (ResultError, 422, for
+    either). A task's function's checkpoints are its own bytes, stored as given.
     """
     if len(content) > MAX_CHECKPOINT_BYTES:
         raise InvalidSpec.at(
@@ -70,7 +73,8 @@ def store_checkpoint(
             raise ResultError(
                 f"epoch {epoch} is beyond the trial's {trial_epochs(row.total_epochs)} epochs"
             )
-        check_checkpoint(content, epoch=epoch)
+        if row.entrypoint is None:
+            check_checkpoint(content, epoch=epoch)
         key = {"trial_id": trial_id, "attempt": row.attempt, "epoch": epoch}
         existing = conn.execute(_CHECKPOINT_AT, key).scalar()
         if existing is not None:  # a re-sent upload
@@ -86,11 +90,19 @@ def store_checkpoint(
         return checkpoint_id
 
 
-# The trial's lease, epochs and its study's mode; on PostgreSQL the trial row stays
+# The trial's lease, epochs and its study's mode and entrypoint; on PostgreSQL the trial row stays
 # locked (key share) to the end of the transaction, so the lease cannot move before the
 # insert.
 _LEASE_OF_TRIAL = (
-    select(Trial.status, Trial.lease_token, Trial.attempt, Trial.study_id, TRIAL_EPOCHS, Study.mode)
+    select(
+        Trial.status,
+        Trial.lease_token,
+        Trial.attempt,
+        Trial.study_id,
+        TRIAL_EPOCHS,
+        Study.mode,
+        Study.entrypoint,
+    )
     .join(Study, Study.id == Trial.study_id)
     .where(Trial.id == bindparam("trial_id"))
     .with_for_update(of=Trial, key_share=True)

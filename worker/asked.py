@@ -23,7 +23,6 @@ import httpx
 from worker.client import ApiError, LeaseLostError
 from worker.client import Client as HttpClient
 from worker.objective import UNSTATED_EPOCHS as UNSTATED
-from worker.objective import pack_state, unpack_state
 
 if TYPE_CHECKING:
     from worker.asktell import Study
@@ -125,7 +124,7 @@ class AskedTrial:
             "POST",
             f"/api/worker/trials/{self.trial_id}/checkpoints",
             params={"epoch": self.last_epoch},
-            content=pack_state(bytes(data), epoch=self.last_epoch),
+            content=bytes(data),
             headers={"x-lease-token": self.token, "content-type": "application/octet-stream"},
         )
 
@@ -134,7 +133,7 @@ class AskedTrial:
         if self._resume_id is None:
             return None
         response = self._call("GET", f"/api/worker/checkpoints/{self._resume_id}")
-        return unpack_state(response.content)[1]
+        return bytes(response.content)
 
     # --- ending it -------------------------------------------------------------------------
 

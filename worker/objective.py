@@ -26,7 +26,6 @@ is fine (its returned metrics are the curve's one epoch); returning after
 from __future__ import annotations
 
 import importlib
-import io
 import json
 import math
 import re
@@ -48,9 +47,6 @@ ENTRYPOINT = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 # The service bounds a trial's epochs by params["epochs"], or by this when none is given
 # (service.queue.tables.UNSTATED_EPOCHS).
 UNSTATED_EPOCHS = 1_000_000
-# A checkpoint of a task's function travels as the service checks checkpoints: a
-# compressed archive whose first entry is a JSON header (format, version, epoch).
-_FORMAT, _VERSION = "caviar-checkpoint", 1
 
 
 class EntrypointError(ValueError):
@@ -83,34 +79,10 @@ def load_entrypoint(entrypoint: str) -> Callable[..., Any]:
     return fn
 
 
-def pack_state(data: bytes, *, epoch: int) -> bytes:
-    """`data`, the function's own state after `epoch`, as the service stores checkpoints."""
-    header = {"format": _FORMAT, "version": _VERSION, "epoch": epoch, "kind": "objective"}
-    out = io.BytesIO()
-    np.savez_compressed(
-        out,
-        header=np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8),
-        data=np.frombuffer(bytes(data), dtype=np.uint8),
-    )
-    return out.getvalue()
-
-
-def unpack_state(content: bytes) -> tuple[int, bytes]:
-    """(epoch, data) of a checkpoint `pack_state` made; ValueError for any other bytes."""
-    try:
-        with np.load(io.BytesIO(content), allow_pickle=False) as archive:
-            header = json.loads(archive["header"].tobytes().decode("utf-8"))
-            data = archive["data"].tobytes()
-    except (OSError, KeyError, ValueError) as exc:
-        raise ValueError(f"not a checkpoint of a task's function ({exc})") from None
-    if not isinstance(header, dict) or header.get("kind") != "objective":
-        raise ValueError("not a checkpoint of a task's function: the trainer's, or another's")
-    return int(header["epoch"]), data
-
-
 @dataclass(frozen=True)
 class _State:
-    """What TrialRun.on_checkpoint takes of a checkpoint: its epoch and its bytes."""
+    """What TrialRun.on_checkpoint takes of a checkpoint: its epoch and its bytes (the
+    function's own, which the service stores as given and hands back as they are)."""
 
     epoch: int
     content: bytes
@@ -185,8 +157,7 @@ class Trial:
             raise TypeError(f"a checkpoint is bytes, got {type(data).__name__}")
         if self.last_epoch < 1:
             raise ValueError("report an epoch first: a checkpoint is the state after an epoch")
-        content = pack_state(bytes(data), epoch=self.last_epoch)
-        self._run.on_checkpoint(_State(self.last_epoch, content))
+        self._run.on_checkpoint(_State(self.last_epoch, bytes(data)))
 
     def resume(self) -> bytes | None:
         """The checkpoint this attempt starts from (taken at `start_epoch`), or None."""
@@ -220,11 +191,9 @@ def run_objective(
     run.epochs = int(epochs) if epochs else UNSTATED_EPOCHS
     run.named = True
     state, start = None, 0
-    if claimed.get("resume"):
-        data = client.request(
-            "GET", f"/api/worker/checkpoints/{claimed['resume']['checkpoint_id']}"
-        )
-        start, state = unpack_state(data.content)
+    if resume := claimed.get("resume"):
+        data = client.request("GET", f"/api/worker/checkpoints/{resume['checkpoint_id']}")
+        start, state = int(resume["epoch"]), bytes(data.content)
     trial = Trial(run, claimed, state=state, start_epoch=start)
     try:
         returned = fn(trial.params, trial)

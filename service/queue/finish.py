@@ -134,6 +134,7 @@ _LOCK_TRIALS = (
         TRIALS.c.epochs_done,
         TRIAL_EPOCHS,
         STUDIES.c.mode,
+        STUDIES.c.entrypoint,
     )
     .join(STUDIES, STUDIES.c.id == TRIALS.c.study_id)
     .where(TRIALS.c.id.in_(bindparam("ids", expanding=True)))
@@ -259,7 +260,11 @@ def _judge(row: Any, result: Mapping[str, Any]) -> _Ended:
     """How the trial of `row` ended, from the worker's result (ResultError if it does not
     fit the trial)."""
     checked = check_result(
-        trial_id=row.id, attempt=row.attempt, epochs=row.total_epochs, result=result
+        trial_id=row.id,
+        attempt=row.attempt,
+        epochs=row.total_epochs,
+        result=result,
+        opaque=row.entrypoint is not None,
     )
     outcome = str(result["outcome"])
     if outcome == "stopped" and row.stop_reason in ("pause", "prune"):

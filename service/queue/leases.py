@@ -106,15 +106,32 @@ def reap_expired(*, db: Database) -> int:
     return moved
 
 
+# A requeued trial's next attempt starts from its latest checkpoint, as a handed-back
+# one's does, or where the lost attempt started if it kept none.
+_RESUME_FROM = func.coalesce(
+    select(Checkpoint.id)
+    .where(Checkpoint.trial_id == Trial.id)
+    .order_by(Checkpoint.epoch.desc(), Checkpoint.attempt.desc())
+    .limit(1)
+    .scalar_subquery(),
+    Trial.resume_checkpoint_id,
+)
+
+
 def _reap(s: Session, row: Any) -> bool:
-    """Requeue or fail one stale trial; False if another reaper moved it first."""
+    """Requeue (from its latest checkpoint) or fail one stale trial; False if another
+    reaper moved it first."""
     guard = (
         Trial.id == row.id,
         Trial.status == TrialStatus.running,
         Trial.lease_token == row.lease_token,
     )
     if row.retries < row.max_retries:
-        values: dict[str, Any] = {"status": TrialStatus.queued, "retries": Trial.retries + 1}
+        values: dict[str, Any] = {
+            "status": TrialStatus.queued,
+            "retries": Trial.retries + 1,
+            "resume_checkpoint_id": _RESUME_FROM,
+        }
     else:
         values = {
             "status": TrialStatus.failed,

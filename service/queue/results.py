@@ -4,9 +4,11 @@ A body's shape is checked as it is read (service.schemas); what depends on the t
 checked here, inside the transaction that holds the trial's row: every epoch within the
 trial's own `epochs` (a fake epoch 10**6 would otherwise become its objective), and a
 checkpoint that is one (a fork from junk bytes would be created, and fail only when a
-worker loads it). The check of checkpoint bytes reads only the archive's header entry:
-the trainer validates the whole state when it loads one (trainer.checkpoint), which
-costs a millisecond, more than the rest of a small trial's finish.
+worker loads it). A task's function keeps checkpoints of its own making: those are opaque
+bytes, stored as given within the size caps. The check of trainer checkpoint bytes reads
+only the archive's header entry: the trainer validates the whole state when it loads one
+(trainer.checkpoint), which costs a millisecond, more than the rest of a small trial's
+finish.
 
 Inline checkpoints (a finished trial's last, riding with its result) are stored here,
 set-based, with the caviar mode's pruning to each trial's latest few.
@@ -67,10 +69,18 @@ class Checked:
 _ROWS = TypeAdapter(list[EpochReport])
 
 
-def check_result(*, trial_id: int, attempt: int, epochs: Any, result: Mapping[str, Any]) -> Checked:
+def check_result(
+    *,
+    trial_id: int,
+    attempt: int,
+    epochs: Any,
+    result: Mapping[str, Any],
+    opaque: bool = False,
+) -> Checked:
     """The rows of `result` (rows in `epochs`, columns in `curve`, an inline `checkpoint`,
     as read from JSON and not validated yet) for attempt `attempt` of a trial of `epochs`
-    epochs; ResultError if they are invalid or do not fit the trial.
+    epochs; ResultError if they are invalid or do not fit the trial. With `opaque` (a
+    trial of a task's function) a checkpoint's bytes are the function's own, not checked.
 
     Called once the lease is known to hold: what a worker without one sends is never
     validated. The epochs are counted against the trial's first, then validated.
@@ -100,7 +110,8 @@ def check_result(*, trial_id: int, attempt: int, epochs: Any, result: Mapping[st
                 f"checkpoint: epoch {checkpoint.epoch} is beyond the trial's {total} epochs"
             )
         content = decode_checkpoint(checkpoint.content)
-        check_checkpoint(content, epoch=checkpoint.epoch)
+        if not opaque:
+            check_checkpoint(content, epoch=checkpoint.epoch)
         stored = (checkpoint.epoch, content)
     return Checked(metrics=rows, last_epoch=last, checkpoint=stored)
 

@@ -3,15 +3,20 @@
 `sgd_digits` tunes a real estimator: scikit-learn's SGDClassifier on the shipped digits,
 one `partial_fit` pass per epoch, reporting the dev accuracy; it returns when the
 pruner stops it and keeps the model as its checkpoint. The others each end one way: a
-function that raises, returns NaN, never reports, or counts its epochs slowly.
+function that raises, returns NaN, never reports, or counts its epochs slowly;
+`opaque_state` keeps checkpoints that are no archive the service knows, and checks that
+each later attempt gets back exactly the bytes it kept.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import struct
 import time
+import zipfile
 from functools import cache
+from io import BytesIO
 from typing import Any
 
 import numpy as np
@@ -81,3 +86,41 @@ def write_pid_then_count(params: dict[str, Any], trial: Any) -> float:
         if trial.should_stop():
             break
     return float(params["epochs"]) * params["x"]
+
+
+def opaque_blob(kind: str, epoch: int) -> bytes:
+    """A function's own checkpoint after `epoch`: 100 zero bytes, or a zip archive laid
+    out as torch.save writes one (records under archive/), with no pickle in it."""
+    if kind == "zeros":
+        return b"\x00" * 100
+    out = BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, data in (
+            ("archive/version", b"3\n"),
+            ("archive/byteorder", b"little"),
+            ("archive/data/0", struct.pack("<4d", epoch, epoch, epoch, epoch)),
+        ):
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0)), data)
+    return out.getvalue()
+
+
+def opaque_state(params: dict[str, Any], trial: Any) -> float:
+    """Counts epochs slowly (score = epoch * x), keeping `opaque_blob(params["blob"],
+    epoch)` as its checkpoint; a later attempt raises unless `trial.resume()` is exactly
+    the bytes kept at `trial.start_epoch`, and writes them to `out_dir` for the test."""
+    kind, start = params["blob"], trial.start_epoch
+    got = trial.resume()
+    expected = opaque_blob(kind, start) if start else None
+    if got != expected:
+        raise ValueError(f"resume() gave {got!r} at epoch {start}, not {expected!r}")
+    folder = params.get("out_dir")
+    if folder:
+        with open(os.path.join(folder, f"{trial.trial_id}-{start}-{os.getpid()}.bin"), "wb") as f:
+            f.write(got or b"")
+    for epoch in range(start + 1, params["epochs"] + 1):
+        time.sleep(float(params.get("sleep", 0.05)))
+        trial.report(epoch, score=epoch * float(params["x"]), resumed_from=float(start))
+        trial.checkpoint(opaque_blob(kind, epoch))
+        if trial.should_stop():
+            break
+    return float(params["epochs"]) * float(params["x"])
