@@ -3,7 +3,8 @@
 A pause asks the worker to stop after its epoch; the worker saves a checkpoint and the
 trial ends its attempt as `paused`, freeing the worker. Resume queues it again from its
 latest checkpoint; fork queues a new trial from a checkpoint at a chosen epoch with some
-hyperparameters changed, keeping the lineage. Either way the claim copies the learning
+hyperparameters changed (a task's function gets the changed params, and its own bytes
+from `trial.resume()`), keeping the lineage. Either way the claim copies the learning
 curve up to the checkpoint into the new attempt, so the curve, the objective and the
 pruning decisions see one continuous run.
 """
@@ -21,8 +22,17 @@ from service.db import Database
 from service.errors import Conflict, InvalidSpec, get_or_404
 from service.events import emit
 from service.models import TERMINAL_STUDY, Checkpoint, Study, StudyStatus, Trial, TrialStatus
+from service.search.distributions import (
+    CategoricalDistribution,
+    Distribution,
+    FloatDistribution,
+    IntDistribution,
+    show,
+)
 from service.settings import Settings
 from service.spec import cap_errors, epochs_checkpoint_errors, stored_spec, value_errors
+from service.spec.messages import suggest
+from service.spec.schema import StudySpec
 from service.studies import trial_detail
 from trainer.checkpoint import FORKABLE_FIELDS
 from trainer.config import TrainConfig
@@ -95,52 +105,68 @@ def fork_trial(
 ) -> dict[str, Any]:
     """A new trial that starts from `trial_id`'s checkpoint at `from_epoch`, with changes.
 
-    A fork is a submission of one trial: the same caps hold (epochs, the trials a study
-    may have, a panda trial's checkpoints), and the route spends the same rate.
+    For the built-in trainer, `changes` are TrainConfig fields a resumed run can honour
+    (FORKABLE); for a task's own function, params: keys of the study's space (checked by
+    its distribution) or of its task.params (any JSON scalar). A fork is a submission of
+    one trial: the same caps hold (epochs, the trials a study may have, a panda trial's
+    checkpoints), and the route spends the same rate.
     """
-    _check_forkable(changes)
+    if errors := value_errors(changes, prefix="changes"):
+        raise InvalidSpec(errors=errors)
     with db.session() as s:
         parent = get_or_404(s, Trial, trial_id)
+        study = s.get(Study, parent.study_id)
+        assert study is not None
+        spec = stored_spec(study.spec, fingerprint=study.spec_sha256)
+        if spec.entrypoint is None:
+            _check_forkable(changes)
+        else:
+            _check_task_changes(spec, changes, settings)
         ckpt = checkpoint_at(s, trial_id, from_epoch)
         if ckpt is None:
-            epochs = ", ".join(map(str, checkpoint_epochs(s, trial_id))) or "none"
+            have = ", ".join(map(str, checkpoint_epochs(s, trial_id))) or "none"
             raise InvalidSpec.at(
                 "from_epoch",
-                f"trial {trial_id} has no checkpoint at epoch {from_epoch}; it has {epochs}",
+                f"trial {trial_id} has no checkpoint at epoch {from_epoch}; it has {have}",
                 from_epoch,
             )
-        config = _forked_config(parent.config, changes, from_epoch)
-        _check_fork_caps(s, parent, config, settings)
+        epochs: Any
+        if spec.entrypoint is None:
+            forked = _forked_config(parent.config, changes, from_epoch)
+            config, epochs, caps = forked.model_dump(mode="json"), forked.epochs, forked
+        else:
+            config = _forked_params(parent.config, changes, from_epoch)
+            epochs, caps = config.get("epochs"), None
+        _check_fork_caps(s, study, caps, epochs, settings)
         _reopen_study(s, parent.study_id)
         child = _add_fork(s, parent, ckpt, config=config, changes=changes)
         return {**_detail(s, child), "parent_trial_id": parent.id, "fork_epoch": from_epoch}
 
 
-def _check_fork_caps(s: Session, parent: Trial, config: TrainConfig, settings: Settings) -> None:
-    """The caps a submitted spec meets, for one more trial of the parent's study."""
+def _check_fork_caps(
+    s: Session, study: Study, config: TrainConfig | None, epochs: Any, settings: Settings
+) -> None:
+    """The caps a submitted spec meets, for one more trial of `study` (`config`: a
+    trainer's trial's, whose network is capped too; `epochs`: the fork's length, if any)."""
     errors = [
         {"loc": f"changes.{field}", "msg": msg, "input": value}
-        for field, msg, value in cap_errors(config, settings)
+        for field, msg, value in (cap_errors(config, settings) if config is not None else [])
     ]
-    study = s.get(Study, parent.study_id)
-    assert study is not None
-    if study.mode == "panda":  # every checkpoint is kept: their count is capped
+    if study.mode == "panda" and isinstance(epochs, int):  # every checkpoint is kept
         every = stored_spec(study.spec, fingerprint=study.spec_sha256).execution.checkpoint_every
-        errors += epochs_checkpoint_errors(config.epochs, every, settings, loc="changes.epochs")
+        errors += epochs_checkpoint_errors(epochs, every, settings, loc="changes.epochs")
     if errors:
         raise InvalidSpec(errors=errors)
-    trials = s.scalar(select(func.count()).where(Trial.study_id == parent.study_id)) or 0
+    trials = s.scalar(select(func.count()).where(Trial.study_id == study.id)) or 0
     if trials >= settings.max_trials_per_study:
         raise Conflict(
-            f"study {parent.study_id} has {trials} trials, the most a study may have "
+            f"study {study.id} has {trials} trials, the most a study may have "
             f"({settings.max_trials_per_study}, max_trials_per_study); fork in a new study"
         )
 
 
 def _check_forkable(changes: dict[str, Any]) -> None:
-    """InvalidSpec naming every change a fork cannot make, or cannot store (Infinity)."""
-    if errors := value_errors(changes, prefix="changes"):
-        raise InvalidSpec(errors=errors)
+    """InvalidSpec naming every change a fork of a trainer's trial cannot make."""
     errors = [
         {
             "loc": f"changes.{key}",
@@ -182,8 +208,83 @@ def _forked_config(config: dict[str, Any], changes: dict[str, Any], from_epoch: 
     return forked
 
 
+def _check_task_changes(spec: StudySpec, changes: dict[str, Any], settings: Settings) -> None:
+    """InvalidSpec naming every change a fork of a task's trial cannot make: a key that is
+    not a param of the study's (its space or task.params), a value its space does not
+    hold, a fixed param set to something other than a JSON scalar, epochs out of bounds."""
+    assert spec.task is not None
+    known = sorted({*spec.space, *spec.task.params})
+    errors = []
+    for key, value in changes.items():
+        dist = spec.space.get(key)
+        if dist is not None:
+            problem = _space_problem(dist, value)
+        elif key not in spec.task.params:
+            problem = (
+                f"not a param of this study: a fork changes a key of its space or task.params "
+                f"({', '.join(known) or 'it has none'}){suggest(key, known)}"
+            )
+        elif value is not None and not isinstance(value, str | int | float):
+            problem = "a fixed param a fork sets is a string, a number, true, false or null"
+        else:
+            problem = None
+        if problem is None and key == "epochs" and not _whole(value, settings.max_epochs):
+            problem = (
+                f"epochs is a trial's length: a whole number from 1 to {settings.max_epochs} "
+                "(max_epochs)"
+            )
+        if problem is not None:
+            errors.append({"loc": f"changes.{key}", "msg": problem, "input": value})
+    if errors:
+        raise InvalidSpec(errors=errors)
+
+
+def _space_problem(dist: Distribution, value: Any) -> str | None:
+    """Why `dist` (a space key's distribution) could not hold `value`, or None."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(dist, IntDistribution):
+        step = f" in steps of {dist.step}" if dist.step != 1 else ""
+        if _whole(value, dist.high, low=dist.low) and (value - dist.low) % dist.step == 0:
+            return None
+        return f"not in the space: a whole number from {dist.low} to {dist.high}{step}"
+    if isinstance(dist, FloatDistribution):
+        step = f" in steps of {show(dist.step)}" if dist.step else ""
+        if number and dist.low <= value <= dist.high and _on_step(value, dist):
+            return None
+        return f"not in the space: a number from {show(dist.low)} to {show(dist.high)}{step}"
+    if isinstance(dist, CategoricalDistribution):
+        return None if dist.contains(value) else f"not one of the space's {show(dist.choices)}"
+    return None if dist.contains(value) else "not a value the space's distribution holds"
+
+
+def _on_step(value: float, dist: FloatDistribution) -> bool:
+    if dist.step is None:
+        return True
+    steps = (value - dist.low) / dist.step
+    return abs(steps - round(steps)) <= 1e-9 * max(1.0, abs(steps))
+
+
+def _whole(value: Any, cap: int, *, low: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= cap
+
+
+def _forked_params(
+    params: dict[str, Any], changes: dict[str, Any], from_epoch: int
+) -> dict[str, Any]:
+    """A task's trial's params with `changes` (checked already), if it trains at all."""
+    forked = {**params, **changes}
+    epochs = forked.get("epochs")
+    if isinstance(epochs, int) and epochs <= from_epoch:
+        raise InvalidSpec.at(
+            "changes.epochs" if "epochs" in changes else "from_epoch",
+            f"epochs ({epochs}) must be more than from_epoch ({from_epoch}) to train at all",
+            changes.get("epochs", from_epoch),
+        )
+    return forked
+
+
 def _add_fork(
-    s: Session, parent: Trial, ckpt: Checkpoint, *, config: TrainConfig, changes: dict[str, Any]
+    s: Session, parent: Trial, ckpt: Checkpoint, *, config: dict[str, Any], changes: dict[str, Any]
 ) -> Trial:
     """Queue the fork as the study's next trial, starting from `ckpt`, and say so."""
     number = (
@@ -194,7 +295,7 @@ def _add_fork(
         number=number,
         round_index=parent.round_index,
         params={**parent.params, **changes},
-        config=config.model_dump(mode="json"),
+        config=config,
         status=TrialStatus.queued,
         attempt=0,
         retries=0,

@@ -34,7 +34,9 @@ class ForkRequest(BaseModel):
     from_epoch: int = Field(ge=1, description="the epoch of the parent's checkpoint to start from")
     changes: dict[str, Any] = Field(
         default_factory=dict,
-        description="hyperparameters to change (optimization only: learning rate, L2, decay...)",
+        description="hyperparameters to change: for the built-in trainer, the optimization "
+        "only (learning rate, L2, decay...); for a task's function, params of its space "
+        "(within their distributions) or of its task.params",
     )
 
 

@@ -185,7 +185,8 @@ def fork(
         [],
         "--set",
         metavar="KEY=VALUE",
-        help="key=value: a hyperparameter to change (learning rate, L2, decay...); repeatable",
+        help="key=value: a hyperparameter to change (learning rate, L2, decay...; for a "
+        "task's function, one of its params); repeatable",
     ),
     api: str | None = API,
     token: str | None = TOKEN,

@@ -1,5 +1,5 @@
 """A task's own function keeps state of its own making: its checkpoints are opaque bytes
-that pause and resume and a dead worker's requeue hand back exactly as kept."""
+that pause and resume, a dead worker's requeue, and a fork hand back exactly as kept."""
 
 from __future__ import annotations
 
@@ -145,3 +145,71 @@ def test_a_killed_worker_s_trial_resumes_from_the_function_s_own_bytes(
     curve = api.get(f"/api/trials/{trial['id']}/metrics").json()
     assert [e["epoch"] for e in curve] == list(range(1, 41))
     assert done["value"] == pytest.approx(40 * done["params"]["x"])
+
+
+def test_a_fork_of_a_task_s_trial_gets_its_changed_params_and_the_checkpoint_s_bytes(
+    db_url: str, live_service: Any, tmp_path: Path
+) -> None:
+    svc = live_service(db_url)
+    api = httpx.Client(base_url=svc.url, timeout=30)
+    spec = state_spec("zip", tmp_path, epochs=8)
+    spec["task"]["params"]["sleep"] = 0.01
+    study_id = api.post("/api/studies", json=spec).json()["id"]
+    with worker_thread(svc.url):
+        parent = wait_until(
+            lambda: (t := only_trial(api, study_id))["status"] == "completed" and t,
+            what="the parent",
+        )
+        assert sorted(kept(api, parent["id"])) == list(range(1, 9))  # panda keeps them all
+
+        def refused(changes: dict[str, Any], from_epoch: int = 4) -> dict[str, Any]:
+            r = api.post(
+                f"/api/trials/{parent['id']}/fork",
+                json={"from_epoch": from_epoch, "changes": changes},
+            )
+            assert r.status_code == 422, r.text
+            (error,) = r.json()["errors"]
+            return dict(error)
+
+        error = refused({"learning_rate": 0.1})
+        assert (
+            error["loc"] == "changes.learning_rate" and "not a param of this study" in error["msg"]
+        )
+        assert "blob, epochs, out_dir, sleep, x" in error["msg"]
+        error = refused({"x": 2.0})
+        assert error["loc"] == "changes.x" and "a number from 0.5 to 1" in error["msg"]
+        error = refused({"blob": ["zeros"]})
+        assert error["loc"] == "changes.blob" and "a string, a number" in error["msg"]
+        error = refused({"epochs": 4})
+        assert error["loc"] == "changes.epochs" and "more than from_epoch (4)" in error["msg"]
+        error = refused({"epochs": 2.5})
+        assert error["loc"] == "changes.epochs" and "whole number" in error["msg"]
+        error = refused({}, from_epoch=9)
+        assert error["loc"] == "from_epoch" and "1, 2, 3, 4, 5, 6, 7, 8" in error["msg"]
+
+        r = api.post(
+            f"/api/trials/{parent['id']}/fork",
+            json={"from_epoch": 4, "changes": {"x": 0.75, "epochs": 10}},
+        )
+        assert r.status_code == 201, r.text
+        child = r.json()
+        assert child["params"]["x"] == 0.75 and child["config"]["epochs"] == 10
+        assert child["parent_trial_id"] == parent["id"] and child["fork_epoch"] == 4
+        done = wait_until(
+            lambda: (
+                (t := api.get(f"/api/trials/{child['id']}").json())["status"]
+                in ("completed", "failed")
+                and t
+            ),
+            what="the fork",
+        )
+    assert done["status"] == "completed", done
+    assert done["value"] == pytest.approx(10 * 0.75)  # it ran with the changed params
+    assert resumed_with(tmp_path, child["id"], 4) == [opaque_blob("zip", 4)]
+    mine = api.get(f"/api/trials/{child['id']}/metrics").json()
+    theirs = api.get(f"/api/trials/{parent['id']}/metrics").json()
+    assert [e["epoch"] for e in mine] == list(range(1, 11))
+    assert [e["extra"] for e in mine[:4]] == [e["extra"] for e in theirs[:4]]  # shared history
+    assert [e["extra"] for e in mine[4:]] == [
+        {"score": epoch * 0.75, "resumed_from": 4.0} for epoch in range(5, 11)
+    ]
