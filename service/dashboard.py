@@ -274,7 +274,7 @@ def metrics_tail(*, db: Database, trial_id: int, after: int) -> dict[str, Any]:
                 {
                     "epoch": r[0],
                     **{k: r[i + 1] for i, k in enumerate(METRIC_FIELDS)},
-                    **(r[-1] or {}),
+                    "extra": r[-1] or {},
                 }
                 for r in rows
             ],

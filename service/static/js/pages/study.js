@@ -203,10 +203,25 @@ export function mount(view, { id }) {
       empty($("#plot-curves-cost"), "Dev cost, epoch by epoch, of the same trials.");
       return;
     }
+    const [left, right] = curveMetrics(cs);
     await Promise.all([
-      draw($("#plot-curves-acc"), ...Object.values(smoothFigure(curvesFigure(cs, "dev_accuracy", { title: "dev accuracy" })))),
-      draw($("#plot-curves-cost"), ...Object.values(smoothFigure(curvesFigure(cs, "dev_cost", { title: "dev cost (log)" })))),
+      draw($("#plot-curves-acc"), ...Object.values(smoothFigure(curvesFigure(cs, ...left)))),
+      right
+        ? draw($("#plot-curves-cost"), ...Object.values(smoothFigure(curvesFigure(cs, ...right))))
+        : empty($("#plot-curves-cost"), "The function reports no other metric than the objective's."),
     ]);
+  }
+
+  // The curves drawn: the trainer's dev accuracy and cost, or a task's own metrics (its
+  // objective's, and the first other name its function reports).
+  function curveMetrics(cs) {
+    if (!ov?.study?.spec?.task?.entrypoint) {
+      return [["dev_accuracy", { title: "dev accuracy" }], ["dev_cost", { title: "dev cost (log)" }]];
+    }
+    const metric = ov.study.objective.metric;
+    const reported = (name) => cs.some((c) => (c.metrics[name] || []).some((v) => typeof v === "number"));
+    const other = [...new Set(cs.flatMap((c) => Object.keys(c.metrics)))].sort().find((n) => n !== metric && reported(n));
+    return [[metric, {}], other ? [other, {}] : null];
   }
 
   // --- the trials table ------------------------------------------------------------------

@@ -1,9 +1,11 @@
-// The trial page: live learning curves (cost, accuracy, learning rate), its config,
-// attempts, worker and errors; stop it while it waits or runs.
+// The trial page: live learning curves (cost, accuracy, learning rate; or, for a task's
+// own function, each metric it reports), its config, attempts, worker and errors; stop,
+// pause, resume or fork it.
 
 import { api, hasRoute } from "../api.js";
 import { gradientCheckPanel } from "../gradcheck.js";
 import { follow } from "../live.js";
+import { metricNames, metricPanels, namedFigure } from "../named.js";
 import { draw, empty, loadPlotly, panelKeys, texts, trialFigure } from "../plots.js";
 import { onSmoothing, smoothFigure, smoothingControl } from "../smoothing.js";
 import { TERMINAL_TRIAL, badge, copyText, duration, esc, fmt, markReady, throttle, when } from "../util.js";
@@ -36,16 +38,17 @@ export function mount(view, { id }) {
     <div class="trial-error"></div>
     <div class="trial-gradcheck"></div>
     <div class="smoothing-bar"><span class="smoothing-slot"></span></div>
-    <div class="grid two">
+    <div class="grid two named-curves" hidden></div>
+    <div class="grid two trainer-curves">
       <section class="panel"><div class="panel-head"><h2>Cost</h2><span class="muted small">train and dev, log scale</span></div><div class="plot" id="plot-cost"></div></section>
       <section class="panel"><div class="panel-head"><h2>Accuracy</h2><span class="muted small">train and dev</span></div><div class="plot" id="plot-accuracy"></div></section>
     </div>
     <div class="grid two">
-      <section class="panel"><div class="panel-head"><h2>Learning rate</h2><span class="muted small lr-note"></span></div><div class="plot short" id="plot-lr"></div></section>
+      <section class="panel lr-panel"><div class="panel-head"><h2>Learning rate</h2><span class="muted small lr-note"></span></div><div class="plot short" id="plot-lr"></div></section>
       <section class="panel"><div class="panel-head"><h2>Hyperparameters</h2><span class="muted small">sampled for this trial</span></div><table class="kv params"></table></section>
     </div>
     <dialog class="fork-dialog"><div class="dialog-head"><h2>Fork: a new trial from a checkpoint</h2>
-      <p class="muted">It starts from this trial's state at the epoch you pick; change what the optimization should do from there. Empty fields keep this trial's value.</p></div>
+      <p class="muted fork-note">It starts from this trial's state at the epoch you pick; change what the optimization should do from there. Empty fields keep this trial's value.</p></div>
       <form class="fork-form" method="dialog"></form></dialog>
     <section class="panel"><div class="panel-head"><h2>Config</h2><button type="button" data-act="copy">Copy as YAML</button><span class="copy-status muted small"></span></div><pre class="config-yaml"></pre></section>`;
   const $ = (sel) => view.querySelector(sel);
@@ -71,11 +74,14 @@ export function mount(view, { id }) {
     const epochs = t.config?.epochs;
     const last = rows[rows.length - 1] || {};
     const card = (k, v, extra = "") => `<div class="card"><span class="k">${k}</span><span class="v ${extra}">${v}</span></div>`;
+    // A task's function reports metrics of its own: the last of two besides the objective.
+    const shown = isTask()
+      ? metricNames(rows, "").filter((n) => n !== study.objective.metric).slice(0, 2)
+      : ["dev_accuracy", "dev_cost"];
     $(".cards").innerHTML = [
       card("epochs", `${t.epochs_done}${epochs ? `<small> / ${epochs}</small>` : ""}`),
       card(`objective${study ? ` <span class="lower">(${esc(study.objective.metric)})</span>` : ""}`, fmt(t.value), "strong"),
-      card("dev accuracy", fmt(last.dev_accuracy)),
-      card("dev cost", fmt(last.dev_cost)),
+      ...shown.map((n) => card(esc(n.replace("_", " ")), fmt(last[n]))),
       card("attempt", `${t.attempt}${t.retries ? `<small> · ${t.retries} retr${t.retries === 1 ? "y" : "ies"}</small>` : ""}`),
       card("worker", t.worker_id ? `<a href="#/workers" title="${esc(t.worker_id)}">${esc(t.worker_id.slice(0, 12))}</a>` : "–"),
       card("started", when(t.started_at)),
@@ -91,7 +97,7 @@ export function mount(view, { id }) {
     $('[data-act="pause"]').hidden = !routes.pause || !["queued", "running"].includes(t.status);
     $('[data-act="resume"]').hidden = !routes.resume || t.status !== "paused";
     $('[data-act="fork"]').hidden = !routes.fork || !rows.length;
-    $(".lr-note").textContent = rateNote(t, rows);
+    $(".lr-note").textContent = isTask() ? "" : rateNote(t, rows);
     view.dataset.epochs = rows.length;
   }
 
@@ -109,9 +115,40 @@ export function mount(view, { id }) {
     return "constant";
   }
 
+  // A study of a task's own function (its spec names an entrypoint).
+  const isTask = () => Boolean(study?.spec?.task?.entrypoint);
+
+  // A task's metrics: a panel per name it reported, rebuilt when a new name appears.
+  async function namedCurves(rows) {
+    const box = $(".named-curves");
+    box.hidden = false;
+    $(".trainer-curves").hidden = true;
+    $(".lr-panel").hidden = true;
+    const objective = study.objective.metric;
+    const names = metricNames([...(parentRows || []), ...rows], objective);
+    if (box.dataset.names !== names.join(",")) {
+      box.innerHTML = names.length
+        ? metricPanels(names, objective)
+        : `<section class="panel"><div class="plot" data-metric=""></div></section>`;
+      box.dataset.names = names.join(",");
+    }
+    if (!names.length) {
+      const when = trial.status === "queued" ? "once a worker takes the trial" : "as the function reports them";
+      empty(box.querySelector(".plot"), `Each metric the function reports, epoch by epoch, ${when}.`);
+    }
+    await Promise.all(
+      names.map((name, i) => {
+        const fig = namedFigure(rows, name, i, parentRows || []);
+        return draw(box.querySelector(`[data-metric="${CSS.escape(name)}"]`), fig.data, fig.layout);
+      }),
+    );
+    box.dataset.points = rows.length; // what the browser test watches grow
+  }
+
   async function curves(rows) {
     await plotly;
     if (destroyed) return;
+    if (isTask()) return namedCurves(rows);
     if (!rows.length && !parentRows?.length) {
       const when = trial.status === "queued" ? "once a worker takes the trial" : "as the trial trains";
       for (const el of ["#plot-cost", "#plot-accuracy", "#plot-lr"]) empty($(el), `Epoch by epoch, ${when}.`);
@@ -137,15 +174,22 @@ export function mount(view, { id }) {
 
   async function metrics() {
     const after = rows.length ? rows[rows.length - 1].epoch : 0;
-    const tail = await api(`/api/dashboard/trials/${id}/metrics?after=${after}`);
+    const tail = await epochs(id, after);
     if (tail.attempt !== attempt) {
       // A new attempt (the last one's worker died) starts its curve over.
       attempt = tail.attempt;
-      rows = after ? (await api(`/api/dashboard/trials/${id}/metrics`)).rows : tail.rows;
+      rows = after ? (await epochs(id, 0)).rows : tail.rows;
     } else {
       rows = rows.concat(tail.rows);
     }
     return rows;
+  }
+
+  // A trial's epochs after `after`, each row with its named metrics (a task function's,
+  // in `extra`) beside the trainer's.
+  async function epochs(trialId, after) {
+    const tail = await api(`/api/dashboard/trials/${trialId}/metrics?after=${after}`);
+    return { ...tail, rows: tail.rows.map(({ extra, ...r }) => ({ ...r, ...(extra || {}) })) };
   }
 
   // A fork continues its parent's curve: the parent's epochs up to the fork, drawn grey.
@@ -169,7 +213,7 @@ export function mount(view, { id }) {
     const [t, rows] = await Promise.all([api(`/api/trials/${id}`), metrics()]);
     trial = t;
     if (t.parent_trial_id && parentRows === null) {
-      const all = (await api(`/api/dashboard/trials/${t.parent_trial_id}/metrics`)).rows;
+      const all = (await epochs(t.parent_trial_id, 0)).rows;
       parentRows = all.filter((r) => r.epoch <= t.fork_epoch);
     }
     if (!study || study.id !== t.study_id) study = await api(`/api/studies/${t.study_id}`);
@@ -233,17 +277,37 @@ export function mount(view, { id }) {
     ["epochs", "epochs in all", "number"],
   ];
 
+  // What a fork may change: the trainer's optimization, or a task's params (the keys of
+  // its space and task.params), each typed as text: a number, true, false, null or words.
+  function forkFields() {
+    if (!isTask()) return FORK_FIELDS;
+    const spec = study.spec;
+    const keys = new Set([...Object.keys(spec.space || {}), ...Object.keys(spec.task.params || {})]);
+    return [...keys].map((key) => [key, key, "text"]);
+  }
+
+  function typed(text) {
+    const t = text.trim();
+    if (/^(true|false|null)$/.test(t)) return JSON.parse(t);
+    return t !== "" && Number.isFinite(Number(t)) ? Number(t) : text;
+  }
+
   async function openFork() {
     const form = $(".fork-form");
     const checkpoints = await api(`/api/trials/${id}/checkpoints`).catch(() => []);
     const epochs = [...new Set(checkpoints.map((c) => c.epoch))].sort((a, b) => b - a);
     const c = trial.config;
+    if (isTask()) {
+      $(".fork-note").textContent = "It starts from the state the function kept at the epoch you pick, called with the params you change. Empty fields keep this trial's value.";
+    }
     form.innerHTML = `
       <label>from the checkpoint at epoch <select name="from_epoch">${epochs.map((e) => `<option>${e}</option>`).join("")}</select></label>
-      ${FORK_FIELDS.map(([key, label, kind]) =>
+      ${forkFields().map(([key, label, kind]) =>
         Array.isArray(kind)
           ? `<label>${label} <select name="${key}">${kind.map((o) => `<option ${o === c[key] ? "selected" : ""}>${o}</option>`).join("")}</select></label>`
-          : `<label>${label} <input name="${key}" type="number" step="any" placeholder="${esc(fmt(c[key], 6))}"></label>`,
+          : kind === "text"
+            ? `<label>${esc(label)} <input name="${esc(key)}" type="text" placeholder="${esc(typeof c[key] === "number" ? fmt(c[key], 6) : JSON.stringify(c[key] ?? null))}"></label>`
+            : `<label>${label} <input name="${key}" type="number" step="any" placeholder="${esc(fmt(c[key], 6))}"></label>`,
       ).join("")}
       <p class="fork-error error" hidden></p>
       <div class="editor-foot"><span class="spacer"></span><button type="button" class="ghost" data-act="close-fork">Close</button>
@@ -257,10 +321,12 @@ export function mount(view, { id }) {
     const form = $(".fork-form");
     const f = new FormData(form);
     const changes = {};
-    for (const [key, , kind] of FORK_FIELDS) {
+    for (const [key, , kind] of forkFields()) {
       const v = f.get(key);
       if (Array.isArray(kind)) {
         if (v !== trial.config[key]) changes[key] = v;
+      } else if (kind === "text") {
+        if (v !== "" && v !== null) changes[key] = typed(v);
       } else if (v !== "" && v !== null) changes[key] = key === "epochs" ? Math.round(Number(v)) : Number(v);
     }
     try {
