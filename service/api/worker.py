@@ -326,8 +326,11 @@ async def post_checkpoint(
     epoch: Annotated[int, Query(ge=1, le=MAX_ID)],
     x_lease_token: Annotated[str, Header(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")],
 ) -> dict[str, int]:
-    """Store the trial's training state after `epoch`: trainer.Checkpoint bytes, or a
-    task's function's own bytes as it gave them."""
+    """Store the trial's training state after `epoch`.
+
+    trainer.Checkpoint bytes for the built-in trainer's trials (checked); a task's
+    function's own bytes, stored as given.
+    """
     content = await request.body()
     checkpoint_id = await run_in_threadpool(
         lambda: store_checkpoint(
