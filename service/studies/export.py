@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import and_, func, select
@@ -43,7 +43,9 @@ def export_trials(*, db: Database, study_id: int) -> dict[str, Any]:
     """Every trial as one flat row: fixed columns, `param.<path>`, then `final.<metric>`.
 
     `final.*` are the metrics of the last epoch of the trial's latest attempt, so a
-    stopped or failed trial shows where it got to.
+    stopped or failed trial shows where it got to. A study of a task's own function has
+    a column per metric its function reported (the objective's first), and of the
+    trainer's names only those it reported.
     """
     with db.session(write=False) as s:
         study = get_or_404(s, Study, study_id)
@@ -55,10 +57,11 @@ def export_trials(*, db: Database, study_id: int) -> dict[str, Any]:
         paths = list(spec.space)
         for t in trials:
             paths += [p for p in t.params if p not in paths]
+        metrics = _final_names(study, finals.values())
         columns = [
             *EXPORT_COLUMNS,
             *(f"param.{p}" for p in paths),
-            *(f"final.{k}" for k in METRIC_FIELDS),
+            *(f"final.{k}" for k in metrics),
         ]
         return {
             "study_id": study.id,
@@ -69,7 +72,7 @@ def export_trials(*, db: Database, study_id: int) -> dict[str, Any]:
                 "at": spec.objective.at,
             },
             "columns": columns,
-            "rows": [_export_row(t, paths, finals.get(t.id)) for t in trials],
+            "rows": [_export_row(t, paths, metrics, finals.get(t.id)) for t in trials],
         }
 
 
@@ -99,14 +102,38 @@ def _final_metrics(s: Session, study_id: int) -> dict[int, Metric]:
     }
 
 
-def _export_row(t: Trial, paths: Sequence[str], final: Metric | None) -> dict[str, Any]:
+def _final_names(study: Study, finals: Iterable[Metric]) -> list[str]:
+    """The final metrics a study's export has a column for: the trainer's, or a task's."""
+    if study.entrypoint is None:
+        return list(METRIC_FIELDS)
+    finals = list(finals)
+    named = sorted({name for m in finals for name in (m.extra or {})} - {study.metric})
+    trainer = [
+        k
+        for k in METRIC_FIELDS
+        if k != study.metric and any(getattr(m, k) is not None for m in finals)
+    ]
+    return [study.metric, *named, *trainer]
+
+
+def _final(final: Metric | None, name: str) -> Any:
+    if final is None:
+        return None
+    if name in METRIC_FIELDS:
+        return getattr(final, name)
+    return (final.extra or {}).get(name)
+
+
+def _export_row(
+    t: Trial, paths: Sequence[str], metrics: Sequence[str], final: Metric | None
+) -> dict[str, Any]:
     summary = trial_dict(t)
     summary["trial_id"] = summary["id"]
     for name in _TIMES:
         summary[name] = _iso(summary[name])
     row: dict[str, Any] = {name: summary[name] for name in EXPORT_COLUMNS}
     row.update({f"param.{p}": t.params.get(p) for p in paths})
-    row.update({f"final.{k}": getattr(final, k, None) for k in METRIC_FIELDS})
+    row.update({f"final.{k}": _final(final, k) for k in metrics})
     return row
 
 
