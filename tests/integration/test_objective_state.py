@@ -41,9 +41,9 @@ def state_spec(
 
 
 @contextlib.contextmanager
-def worker_thread(url: str) -> Iterator[Worker]:
+def worker_thread(url: str, entrypoint: str = ENTRYPOINT) -> Iterator[Worker]:
     """A worker offering the function, in a thread of this process, until the block ends."""
-    worker = Worker(url, entrypoints=[ENTRYPOINT], trainer=False)
+    worker = Worker(url, entrypoints=[entrypoint], trainer=False)
     thread = threading.Thread(target=worker.run, name="test-worker")
     thread.start()
     try:
@@ -213,3 +213,55 @@ def test_a_fork_of_a_task_s_trial_gets_its_changed_params_and_the_checkpoint_s_b
     assert [e["extra"] for e in mine[4:]] == [
         {"score": epoch * 0.75, "resumed_from": 4.0} for epoch in range(5, 11)
     ]
+
+
+def test_the_pytorch_example_forks_with_a_new_learning_rate(
+    sqlite_url: str, live_service: Any
+) -> None:
+    """docs/own-code.md: a fork of the PyTorch example goes on from the checkpoint's
+    weights, with the rate the fork changed."""
+    svc = live_service(sqlite_url)
+    api = httpx.Client(base_url=svc.url, timeout=30)
+    entrypoint = "examples.objectives.torch_digits:objective"
+    spec = {
+        "name": "torch fork",
+        "task": {"entrypoint": entrypoint, "params": {"epochs": 4, "hidden": 32, "dropout": 0.1}},
+        "space": {"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "scale": "log"}},
+        "strategy": {"type": "random", "trials": 1},
+        "objective": {"metric": "accuracy", "direction": "maximize"},
+        "execution": {"mode": "panda", "checkpoint_every": 1, "seed": 0},
+    }
+    study_id = api.post("/api/studies", json=spec).json()["id"]
+    with worker_thread(svc.url, entrypoint):
+        parent = wait_until(
+            lambda: (t := only_trial(api, study_id))["status"] in ("completed", "failed") and t,
+            timeout=120,
+            what="the parent",
+        )
+        assert parent["status"] == "completed", parent
+        bad = api.post(
+            f"/api/trials/{parent['id']}/fork", json={"from_epoch": 2, "changes": {"lr": 0.5}}
+        )
+        assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == "changes.lr"
+        lr = 0.1 if parent["params"]["lr"] < 0.01 else 1e-4  # far from the parent's
+        r = api.post(
+            f"/api/trials/{parent['id']}/fork", json={"from_epoch": 2, "changes": {"lr": lr}}
+        )
+        assert r.status_code == 201, r.text
+        child = r.json()
+        done = wait_until(
+            lambda: (
+                (t := api.get(f"/api/trials/{child['id']}").json())["status"]
+                in ("completed", "failed")
+                and t
+            ),
+            timeout=120,
+            what="the fork",
+        )
+    assert done["status"] == "completed", done
+    assert done["params"]["lr"] == lr and done["config"]["hidden"] == 32
+    mine = api.get(f"/api/trials/{child['id']}/metrics").json()
+    theirs = api.get(f"/api/trials/{parent['id']}/metrics").json()
+    assert [e["epoch"] for e in mine] == [1, 2, 3, 4]
+    assert [e["extra"] for e in mine[:2]] == [e["extra"] for e in theirs[:2]]
+    assert mine[2]["extra"]["loss"] != theirs[2]["extra"]["loss"]  # another rate since
