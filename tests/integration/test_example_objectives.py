@@ -1,6 +1,6 @@
 """The example objectives (examples/objectives/) through a real service and `caviar worker
 --entrypoint` processes, as docs/own-code.md runs them: the scikit-learn one with ASHA
-pruning, the PyTorch one paused and resumed from its checkpoint."""
+pruning, the PyTorch one paused, resumed and forked from its checkpoints."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ class PauseAfter:
             wait_until(self.trial.should_stop, 30, "the pause to reach the trial")
 
 
-def test_the_pytorch_example_paused_goes_on_from_its_checkpoint_as_if_never_stopped(
+def test_the_pytorch_example_paused_or_forked_goes_on_as_if_never_stopped(
     sqlite_url, live_service
 ) -> None:
     from examples.objectives.torch_digits import objective
@@ -124,11 +124,24 @@ def test_the_pytorch_example_paused_goes_on_from_its_checkpoint_as_if_never_stop
         assert trial is not None
         assert trial.tell(objective(trial.params, PauseAfter(trial, 3, api))) == "paused"
     assert api.post(f"/api/trials/{trial.trial_id}/resume").status_code == 200
+    ten = dict(spec, name="ten", task={**spec["task"], "params": {"epochs": 10}})
     with worker(svc.url, "examples.objectives.torch_digits:objective", processes=1):
         ends = [wait_done(api, s.id) for s in (paused, straight)]
+        # A fork of the straight trial from its last epoch, 2 epochs longer, and a study
+        # of the same params trained 10 epochs at once.
+        fork = api.post(
+            f"/api/trials/{ends[1]['best_trial']['id']}/fork",
+            json={"from_epoch": 8, "changes": {"epochs": 10}},
+        )
+        assert fork.status_code == 201, fork.text
+        ten_id = api.post("/api/studies", json=ten).json()["id"]
+        longer = [wait_done(api, study_id) for study_id in (straight.id, ten_id)]
     values = [end["best_trial"]["value"] for end in ends]
     assert values[0] == values[1], values  # bit for bit: weights, moments, generator
     assert ends[0]["best_trial"]["params"] == ends[1]["best_trial"]["params"]
+    forked = api.get(f"/api/trials/{fork.json()['id']}").json()
+    assert forked["status"] == "completed" and forked["fork_epoch"] == 8
+    assert forked["value"] == longer[1]["best_trial"]["value"]  # as if trained 10 at once
     with get_database(sqlite_url).session(write=False) as s:
         row = s.get(Trial, trial.trial_id)
         assert row is not None and row.attempt == trial.attempt + 1
