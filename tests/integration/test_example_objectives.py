@@ -4,6 +4,8 @@ pruning, the PyTorch one paused, resumed and forked from its checkpoints."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -84,6 +86,17 @@ def test_the_scikit_learn_example_runs_on_workers_and_asha_prunes_it(
     curve = api.get(f"/api/trials/{best}/metrics").json()
     assert [row["epoch"] for row in curve] == list(range(1, 21))
     assert curve[-1]["extra"]["accuracy"] == study["best_trial"]["value"]
+    exported = list(
+        csv.DictReader(io.StringIO(api.get(f"/api/studies/{study_id}/trials.csv").text))
+    )
+    assert len(exported) == 15
+    columns = {"param.loss", "param.alpha", "param.eta0", "value", "final.accuracy"}
+    assert columns <= set(exported[0]), exported[0].keys()
+    importance = api.get(f"/api/studies/{study_id}/importance").json()
+    if counts["completed"] >= 8:
+        assert {i["name"] for i in importance["importances"]} == {"loss", "alpha", "eta0"}
+    else:
+        assert importance["importances"] == [] and importance["note"]
 
 
 class PauseAfter:
