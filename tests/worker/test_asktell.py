@@ -288,3 +288,27 @@ def test_with_tokens_the_client_needs_worker_and_write_scopes(sqlite_url, live_s
         study = client.create_study(task_spec(trials=1))
         trial = study.ask(timeout=30)
         assert trial is not None and trial.tell(0.2) == "completed"
+
+
+def test_coarse_to_fine_rounds_come_to_an_asking_program(db_url, live_service) -> None:
+    # ask() waits while the next round is planned, then leases its trials.
+    svc = live_service(db_url)
+    spec = task_spec(
+        space={
+            "x": {"type": "float", "low": 0.0, "high": 1.0},
+            "beta": {"type": "float", "low": 0.9, "high": 0.999, "scale": "one_minus_log"},
+        },
+        strategy={"type": "coarse_to_fine", "rounds": 2, "trials_per_round": 4},
+    )
+    with Client(svc.url) as client:
+        study = client.create_study(spec)
+        rounds = []
+        while (trial := study.ask(timeout=60)) is not None:
+            assert 0.9 <= trial.params["beta"] <= 0.999
+            rounds.append(trial.number // 4)
+            trial.tell(objective(trial.params, trial) + (1 - trial.params["beta"]))
+        document = study.read()
+    assert rounds == [0] * 4 + [1] * 4
+    assert document["status"] == "completed" and document["counts"]["completed"] == 8
+    trials = httpx.get(f"{svc.url}/api/studies/{study.id}/trials", timeout=30).json()["items"]
+    assert sorted(t["round"] for t in trials) == [0] * 4 + [1] * 4
