@@ -1,4 +1,7 @@
-"""One worker process: lease trials over HTTP, train each with trainer/, report, repeat."""
+"""One worker process: lease trials over HTTP, train each with trainer/, report, repeat.
+
+This is the claim and settle loop; running one leased trial is worker.running's.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +18,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from trainer import TrainConfig, train
-from trainer.checkpoint import Checkpoint
+from trainer import train
 from worker import policy
 from worker.client import ApiError, Client, LeaseLostError
 from worker.dataset_cache import DatasetCache
-from worker.objective import load_entrypoint, run_objective
+from worker.objective import load_entrypoint
 from worker.policy import ClaimPolicy, time_left
 from worker.results import claimable, expected_work, log_answers, upload_checkpoints
+from worker.running import TrialRunner
 from worker.trial import TrialRun
 
 log = logging.getLogger("caviar.worker")
@@ -31,7 +34,7 @@ IDLE_SLEEP_SECONDS = 0.5  # between empty claims; doubles up to IDLE_MAX_SECONDS
 IDLE_MAX_SECONDS = 2.0
 
 
-class Worker:
+class Worker(TrialRunner):
     """Leases trials from the service and trains them, one at a time, until told to stop.
 
     Claims run on a thread of their own, in order: while the last leased trial trains,
@@ -356,84 +359,6 @@ class Worker:
         self.uploader.shutdown(wait=True)
         for client in (self.client, self.hb_client, self.upload_client, self.claim_client):
             client.close()
-
-    def _release(self, trial_id: int, token: str) -> None:
-        try:
-            self.client.post(f"/api/worker/trials/{trial_id}/release", {"lease_token": token})
-        except (LeaseLostError, ApiError) as exc:
-            log.warning("could not hand back trial %s: %s", trial_id, exc)
-
-    def run_trial(self, claimed: dict[str, Any], run: TrialRun) -> dict[str, Any] | None:
-        """Train one leased trial (`run` holds its lease, see `_hold`); returns its result
-        to report, or None if there is none (the lease was lost, or the trial was handed
-        back at shutdown)."""
-        extra = {"trial_id": run.trial_id, "action": "train"}
-        if run.lease_lost.is_set():  # lost while it waited in its batch: not ours to run
-            log.warning("trial %s: lease lost before it started", run.trial_id, extra=extra)
-            return None
-        log.debug("trial %s: attempt %s starts", run.trial_id, claimed["attempt"], extra=extra)
-        outcome, error = "failed", None
-        try:
-            if claimed.get("entrypoint"):  # a task's own function, not the trainer
-                ended = run_objective(
-                    self.objectives[claimed["entrypoint"]], claimed, run, client=self.client
-                )
-                outcome, error, run.value = ended.outcome, ended.error, ended.value
-            else:
-                outcome, error = self._train(claimed, run)
-        except Exception as exc:  # a trainer error fails this trial; the worker goes on
-            outcome, error = "failed", f"{type(exc).__name__}: {exc}"
-        finally:
-            run.done.set()
-        return self._after(run, outcome, error)
-
-    def _train(self, claimed: dict[str, Any], run: TrialRun) -> tuple[str, str | None]:
-        """Train the leased trial with the built-in trainer: its outcome, and why."""
-        error = None
-        config = TrainConfig(**claimed["config"])
-        dataset = self.datasets.get(claimed["dataset"])
-        run.check_gradients(config, dataset)  # with execution.gradient_check only
-        resume = None
-        if claimed.get("resume"):
-            checkpoint_id = claimed["resume"]["checkpoint_id"]
-            data = self.client.request("GET", f"/api/worker/checkpoints/{checkpoint_id}")
-            resume = Checkpoint.from_bytes(data.content)
-        result = self.train_fn(
-            config,
-            dataset,
-            on_epoch=run.on_epoch,
-            resume=resume,
-            checkpoint_every=run.checkpoint_every(int(claimed.get("checkpoint_every") or 0)),
-            on_checkpoint=run.on_checkpoint,
-        )
-        outcome = result.status
-        if outcome == "diverged":  # in the trainer's words: why (not finite, or exploded)
-            error = getattr(result, "divergence", None)
-        return outcome, error
-
-    def _after(self, run: TrialRun, outcome: str, error: str | None) -> dict[str, Any] | None:
-        """The result of a trial that ran, or None: handed back at shutdown, lease lost."""
-        extra = {"trial_id": run.trial_id, "action": "train"}
-        run.done.set()
-        if outcome == "failed":
-            log.warning("trial %s failed: %s", run.trial_id, error, extra=extra)
-        took = time.monotonic() - run.started
-        if self.shutdown.is_set() and outcome == "stopped" and not run.stop_asked.is_set():
-            # The stop's checkpoint is stored before the trial goes back to the queue,
-            # which starts its next attempt there.
-            with contextlib.suppress(Exception):  # a failed upload: resumed from an earlier one
-                run.drain()
-            if not run.lease_lost.is_set():
-                self._release(run.trial_id, run.token)
-            return None
-        if run.lease_lost.is_set():
-            log.warning("trial %s: lease lost; dropping it", run.trial_id, extra=extra)
-            return None
-        # Its checkpoints may still be on their way: the claim thread waits for them
-        # before it reports the result (see `_settle`), the next trial need not.
-        with self._held_lock:
-            self._unsettled[run.trial_id] = run
-        return run.result(outcome, error, took)
 
 
 def install_sigterm(shutdown: threading.Event) -> None:
