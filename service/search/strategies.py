@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy.stats import qmc
 
-from service.search import surrogate
+from service.search import acquisition, surrogate
 from service.search.distributions import Distribution, ScalarDistribution
 
 Direction = Literal["maximize", "minimize"]
@@ -124,6 +124,29 @@ class Box:
             t = u[:, j] * total
             k = np.minimum(np.searchsorted(ends, t, side="right"), len(iv) - 1)
             out[:, j] = lows[k] + (t - (ends[k] - widths[k]))
+        return np.clip(out, 0.0, 1.0)
+
+    def unmap(self, u: np.ndarray) -> np.ndarray:
+        """The inverse of `map`: points of this box (shape ``(n, dims)``) -> the unit box.
+
+        A coordinate outside every interval goes to the nearest one's edge; ``nan`` (an
+        inactive coordinate) stays ``nan``."""
+        out = np.full(u.shape, np.nan)
+        for j, iv in enumerate(self.intervals):
+            lows = np.array([a for a, _ in iv])
+            highs = np.array([b for _, b in iv])
+            widths = highs - lows
+            total = widths.sum()
+            x = u[:, j]
+            known = ~np.isnan(x)
+            xs = x[known]
+            gap = np.maximum(lows[None, :] - xs[:, None], 0) + np.maximum(xs[:, None] - highs, 0)
+            k = np.argmin(gap, axis=1)
+            if total == 0.0:
+                out[known, j] = (k + 0.5) / len(iv)
+                continue
+            starts = np.cumsum(widths) - widths
+            out[known, j] = (starts[k] + np.clip(xs - lows[k], 0.0, widths[k])) / total
         return np.clip(out, 0.0, 1.0)
 
     def contains(self, u: Sequence[float] | np.ndarray) -> bool:
@@ -287,10 +310,11 @@ class CoarseToFineStrategy(Strategy):
     already samples the box around that history's best.)
 
     Where in the box a round's trials go is `placement`: ``model`` (the default) fits a
-    Gaussian process to every finished trial and places the round by Thompson sampling
-    among candidates drawn uniformly in the box (`service.search.surrogate`), so a round puts
-    most of its trials where the best mean value probably is, still spread over the places
-    that may be; ``uniform`` draws them uniformly in the box. Either way they are inside it.
+    Gaussian process to every finished trial (`service.search.surrogate`) and places the
+    round by Thompson sampling among candidates covering the box and candidates near its
+    best trials (`service.search.acquisition`), so a round puts most of its trials where
+    the best mean value probably is, still spread over the places that may be;
+    ``uniform`` draws them uniformly in the box. Either way they are inside it.
 
     The box of round r >= 1 is built from every finished trial so far: the best
     `keep_top` fraction (failed trials, value None, rank last), and per coordinate the
@@ -341,18 +365,24 @@ class CoarseToFineStrategy(Strategy):
         gp = self.model(history) if self.placement == "model" else None
         if gp is None:
             return box, self._decode(box.map(sampler.sample(n=n, dims=self.space.dims)))
-        count = surrogate.candidate_count(modelled)
-        candidates = box.map(sampler.sample(n=count, dims=self.space.dims))
-        u = surrogate.thompson_batch(gp, candidates, n=modelled, rng=sampler.rng)
+        uniform = sampler.sample(n=acquisition.uniform_count(modelled), dims=self.space.dims)
+        u = acquisition.place_batch(
+            gp,
+            box,
+            uniform=uniform,
+            anchors=self._anchors(box, history),
+            n=modelled,
+            rng=sampler.rng,
+        )
         if modelled < n:  # a round too big to place by the model: the rest uniformly
             u = np.vstack([u, box.map(sampler.sample(n=n - modelled, dims=self.space.dims))])
         return box, self._decode(u)
 
     def model(self, history: History) -> surrogate.GaussianProcess | None:
-        """A GP of `history`'s values (rank-normal, higher is better), or None with fewer
+        """A GP of `history`'s values (power-transformed, higher is better), or None with fewer
         than `MIN_MODEL_TRIALS` finished trials.
 
-        Failed trials take the lowest rank: they tell the model where not to go.
+        Failed trials take the worst value: they tell the model where not to go.
         """
         ranked = self.ranked(history)
         sign = 1.0 if self.direction == "maximize" else -1.0
@@ -360,7 +390,7 @@ class CoarseToFineStrategy(Strategy):
         if sum(math.isfinite(v) for v in values) < MIN_MODEL_TRIALS or self.space.dims == 0:
             return None
         keep = surrogate.fit_indices(len(ranked))  # ranks over all trials; encode only these
-        y = surrogate.rank_normal(values)[keep]
+        y = surrogate.warped(values)[keep]
         X = np.array([self.space.encode(ranked[i][0]) for i in keep]).reshape(len(keep), -1)
         return surrogate.GaussianProcess(
             X,
@@ -368,6 +398,17 @@ class CoarseToFineStrategy(Strategy):
             unordered=[not a.distribution.ordered for a in self.space.axes],
             cells=[a.distribution.cells or 1 for a in self.space.axes],
         )
+
+    def _anchors(self, box: Box, history: History) -> np.ndarray:
+        """The best finished trials inside `box`, best first, in the box's coordinates;
+        an inactive coordinate (nan) is put mid-box."""
+        finished = [p for p, v in self.ranked(history) if v is not None and math.isfinite(v)]
+        points = [u for u in (self.space.encode(p) for p in finished[: 4 * acquisition.ANCHORS])]
+        inside = [u for u in points if box.contains(u)][: acquisition.ANCHORS]
+        if not inside:
+            return np.empty((0, self.space.dims))
+        z = box.unmap(np.array(inside))
+        return np.where(np.isnan(z), 0.5, z)
 
     def ranked(self, history: History) -> list[tuple[Mapping[str, Any], float | None]]:
         """Finished trials best first; failed (None, nan) last; ties broken by parameters.

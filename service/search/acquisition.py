@@ -1,0 +1,139 @@
+"""Where a coarse-to-fine round's trials go inside its box: Thompson sampling, in a
+candidate set that reaches the optimum.
+
+A round's trials run at once, none seeing another's result, so the round is chosen as a
+batch: each trial is the best candidate of its own joint draw from the model's posterior
+(`surrogate.thompson_batch`), so the round spreads over the places that may be best in
+proportion to how likely each is - the model's own uncertainty decides how much a round
+explores, and parallel Thompson sampling needs no penalty between the trials of a batch.
+
+What this module adds is where the candidates come from. Scrambled Sobol points cover
+the box, but in four or more dimensions a thousand of them rarely come close enough to
+an optimum for the model to say so. So, as a trust region's local search does, there
+are also candidates near the best finished trials inside the box, and near the
+candidates of highest expected improvement among those (a cheap second pass), each
+moving a random subset of the coordinates by a few shares of the box. All candidates
+are drawn in the box's own coordinates (`Box.map`), so every trial stays in the box the
+dashboard draws.
+
+Measured on bench/search_vs_optuna.py (seeds 0-11, 60 trials, ten test functions),
+a greedy batch of expected improvement or of an upper confidence bound with the kriging
+believer (each pick believed at its mean, the variance shrunk around it) lost to plain
+Thompson sampling on nine of ten: it spends a round's later trials filling unexplored
+corners, which a three-round budget cannot afford.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy.linalg import solve_triangular
+from scipy.special import log_ndtr
+from threadpoolctl import threadpool_limits
+
+from service.search.surrogate import (
+    MAX_CANDIDATES,
+    GaussianProcess,
+    candidate_count,
+    thompson_batch,
+)
+
+if TYPE_CHECKING:
+    from service.search.strategies import Box
+
+# Local candidates: this many around each of the best finished trials, at these spreads
+# (shares of the box along each coordinate), and as many again around the best
+# candidates of the first pass, at the smaller spreads.
+LOCAL_PER_POINT = 48
+LOCAL_SPREADS = (0.03, 0.1, 0.25)
+ANCHORS = 8
+REFINE = 8
+LOCAL = (ANCHORS + REFINE) * LOCAL_PER_POINT
+# The most candidates a round is chosen among: the draws are joint over all of them, so
+# their covariance (this many squared) and its Cholesky factor bound the round's cost.
+MAX_POOL = MAX_CANDIDATES
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def log_ei(mean: np.ndarray, sd: np.ndarray, best: float) -> np.ndarray:
+    """log E[max(f - best, 0)] for f ~ N(mean, sd^2), finite however far below `best`."""
+    sd = np.maximum(sd, 1e-12)
+    z = (mean - best) / sd
+    out = np.empty_like(z)
+    near = z > -6.0
+    zn = z[near]
+    # h(z) = z Phi(z) + phi(z), summed in log space.
+    out[near] = np.log(
+        np.maximum(zn * np.exp(log_ndtr(zn)) + np.exp(-0.5 * zn * zn - _LOG_SQRT_2PI), 1e-300)
+    )
+    zf = z[~near]  # h(z) ~ phi(z) / z^2 for z -> -inf
+    out[~near] = -0.5 * zf * zf - _LOG_SQRT_2PI - 2.0 * np.log(-zf)
+    return out + np.log(sd)
+
+
+def local_points(
+    centres: np.ndarray, *, per_point: int, spreads: tuple[float, ...], rng: np.random.Generator
+) -> np.ndarray:
+    """Gaussian perturbations of `centres` (box coordinates, in [0, 1]), reflected at the
+    edges (clipping would pile distinct candidates onto one edge value).
+
+    Each perturbation moves a random subset of the coordinates (every one in low
+    dimensions, about five in many), as a trust region's local search does."""
+    if len(centres) == 0:
+        return np.empty((0, centres.shape[1]))
+    d = centres.shape[1]
+    rows = np.repeat(centres, per_point, axis=0)
+    spread = np.resize(np.array(spreads), len(rows))
+    step = rng.standard_normal(rows.shape) * spread[:, None]
+    moved = rng.random(rows.shape) < min(1.0, 5.0 / max(d, 1))
+    moved[np.arange(len(rows)), rng.integers(0, d, len(rows))] = True  # at least one
+    out = np.abs(rows + np.where(moved, step, 0.0))
+    return np.clip(np.where(out > 1.0, 2.0 - out, out), 0.0, 1.0)
+
+
+def uniform_count(n: int) -> int:
+    """How many Sobol candidates cover the box for a round placing `n` trials by the model."""
+    return min(candidate_count(n), MAX_POOL - LOCAL)
+
+
+def pool_size(n: int) -> int:
+    """How many candidates a round placing `n` trials by the model is chosen among, at most."""
+    return uniform_count(n) + LOCAL
+
+
+def score(gp: GaussianProcess, C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Posterior mean (M,), variance (M,), and V = L^-1 K(X, C) (n, M) at candidates `C`."""
+    F = gp._features(C)
+    Kc = gp._kernel(F, gp.X, gp.theta)
+    mean = Kc @ gp._alpha
+    V = solve_triangular(gp._L, Kc.T, lower=True)
+    var = gp.signal - np.einsum("ij,ij->j", V, V)
+    return mean, np.maximum(var, 0.0), V
+
+
+def place_batch(
+    gp: GaussianProcess,
+    box: Box,
+    *,
+    uniform: np.ndarray,
+    anchors: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """`n` unit points in `box` chosen by Thompson sampling among candidates built from
+    `uniform` (box coordinates covering [0, 1]^d) and `anchors` (box coordinates of the
+    best finished trials inside the box, best first)."""
+    with threadpool_limits(1):
+        local = local_points(
+            anchors[:ANCHORS], per_point=LOCAL_PER_POINT, spreads=LOCAL_SPREADS, rng=rng
+        )
+        Z = np.vstack([uniform, local])
+        C = box.map(Z)
+        mean, var, _ = score(gp, C)
+        first = log_ei(mean, np.sqrt(var), float(np.max(gp.fitted_mean())))
+        top = Z[np.argsort(-first, kind="stable")[:REFINE]]
+        refined = local_points(top, per_point=LOCAL_PER_POINT, spreads=LOCAL_SPREADS[:2], rng=rng)
+        C = np.vstack([C, box.map(refined)])
+    return thompson_batch(gp, C, n=n, rng=rng)
