@@ -148,7 +148,7 @@ def stored_at(db: Database, trial_id: int) -> dict[int, bytes]:
         rows = s.execute(
             select(Checkpoint.epoch, Checkpoint.id).where(Checkpoint.trial_id == trial_id)
         )
-        ids = dict(rows.tuples().all())
+        ids = {int(epoch): int(checkpoint_id) for epoch, checkpoint_id in rows}
     return {epoch: checkpoint_content(db=db, checkpoint_id=i) for epoch, i in ids.items()}
 
 
