@@ -233,6 +233,22 @@ class FloatDistribution(ScalarDistribution):
     def cells(self) -> int:
         return 0 if self.step is None else _steps(self.low, self.high, self.step)
 
+    def contains(self, value: Any) -> bool:
+        """Whether `value` is a number in [low, high] (on the step's grid, if stepped).
+
+        Not by a round trip through the unit box, which the base class does: on a log
+        scale that changes the last bits of most values (0.0003 came back as
+        0.00030000000000000014) and refused them.
+        """
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if not (math.isfinite(value) and self.low <= value <= self.high):
+            return False
+        if self.step is None:
+            return True
+        k = (value - self.low) / self.step
+        return abs(k - round(k)) <= 1e-9 * max(1.0, abs(k))
+
     def _forward(self, x: float) -> float:
         """Value -> the coordinate that is uniform on this scale."""
         if self.scale == "log":

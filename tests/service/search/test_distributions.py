@@ -278,3 +278,15 @@ def test_int_values_are_ints_in_bounds_and_cells_hold_them(
     assert a - 1e-12 <= u <= b + 1e-12
     for x in (a + 1e-9 * (b - a), (a + b) / 2, b - 1e-9 * (b - a)):
         assert dist.from_unit([x]) == value
+
+
+def test_a_float_space_holds_every_number_in_its_range() -> None:
+    """By a round trip through the unit box, 0.0003 and 0.05 were not in [1e-5, 0.1] on a
+    log scale (they came back a few bits off)."""
+    log = FloatDistribution(low=1e-5, high=1e-1, scale="log")
+    assert all(log.contains(v) for v in (1e-5, 0.0003, 0.012345, 0.05, 0.1))
+    assert not any(log.contains(v) for v in (0.0, 0.2, float("nan"), True, "0.01", None))
+    beta = FloatDistribution(low=0.9, high=0.9999, scale="one_minus_log")
+    assert beta.contains(0.95) and beta.contains(0.9999) and not beta.contains(1.0)
+    stepped = FloatDistribution(low=0.1, high=1.0, step=0.1)
+    assert stepped.contains(0.3) and stepped.contains(0.7) and not stepped.contains(0.35)
