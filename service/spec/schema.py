@@ -372,7 +372,8 @@ class TaskSpec(_Strict):
     )
     params: dict[str, Any] = Field(
         default_factory=dict,
-        description="fixed values passed to the function with the sampled ones (a sampled value of the same name overrides its fixed one)",
+        description="fixed values passed to the function with the sampled ones "
+        "(a sampled value of the same name overrides its fixed one)",
     )
 
     @field_validator("entrypoint")
