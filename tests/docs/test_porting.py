@@ -13,10 +13,10 @@ import pytest
 import yaml
 from sqlalchemy import select
 
+from service.cli.optimize import optimize
 from service.db import get_database
 from service.models import Trial, TrialStatus
 from tests.conftest import ROOT
-from worker.objective import optimize
 
 OBJECTIVES = ROOT / "examples" / "objectives"
 GUIDE = ROOT / "docs" / "own-code.md"

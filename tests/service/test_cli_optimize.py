@@ -1,4 +1,4 @@
-"""optimize: a study of a function object in this process, and caviar run of a task spec."""
+"""optimize: a study of a function object in this process; caviar run of a task spec."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from service.cli import app
+from service.cli.optimize import optimize
 from service.spec import SpecError
-from worker.objective import optimize
 
 SPACE = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
 
