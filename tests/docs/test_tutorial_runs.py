@@ -1,0 +1,36 @@
+"""The tutorial's coarse-to-fine figures are what its example gives when run as a user
+runs it (`caviar run`), so the page cannot drift from the strategy."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def test_the_coarse_to_fine_lesson_s_figures_hold(tmp_path: Path) -> None:
+    db = tmp_path / "c2f.db"
+    example = str(ROOT / "examples" / "coarse-to-fine.yaml")
+    args = ["run", example, "--db", f"sqlite:///{db}", "--workers", "1", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["counts"]["completed"] == 36
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT round_index, value, config FROM trials").fetchall()
+    good = [sum(v >= 0.99 for r, v, _ in rows if r == k) for k in range(3)]
+    third = [json.loads(c)["learning_rate"] for r, _, c in rows if r == 2]
+    page = (ROOT / "docs" / "tutorial.md").read_text(encoding="utf-8")
+    said = f"{good[1] + good[2]} of the later rounds' 24 trials reached 0.99"
+    assert " ".join(said.split()) in " ".join(page.split()), (good, said)
+    assert f"against {good[0]} of the first round's 12" in " ".join(page.split()), good
+    assert min(third) > 0.005 and max(third) < 0.07, third  # "about 0.006 and 0.06"
