@@ -323,6 +323,21 @@ def _read_npz(data: bytes) -> dict[str, Array]:
         raise CheckpointError(f"not a checkpoint (unreadable array): {exc}") from None
 
 
+def _v2_header(data: bytes) -> tuple[dict[str, Any], int, int]:
+    """The header of version 2 bytes (whose magic is checked), where it starts, and its
+    length: what `layout` and `peek` both read first."""
+    start = len(MAGIC) + _LENGTH.size
+    if len(data) < start:
+        raise CheckpointError("not a checkpoint: it ends inside its header's length")
+    (length,) = _LENGTH.unpack_from(data, len(MAGIC))
+    if start + length > len(data):
+        raise CheckpointError(
+            f"not a checkpoint: its header says {length} bytes, only {len(data) - start} follow"
+        )
+    header = _read_header(np.frombuffer(data, np.uint8, count=length, offset=start), version=2)
+    return header, start, length
+
+
 def layout(
     data: bytes,
 ) -> tuple[dict[str, Any], list[tuple[str, np.dtype[Any], tuple[int, ...], int]]]:
@@ -342,15 +357,7 @@ def layout(
         raise CheckpointError(
             f"checkpoint too large: {len(data)} bytes, at most {MAX_UNCOMPRESSED_BYTES}"
         )
-    start = len(MAGIC) + _LENGTH.size
-    if len(data) < start:
-        raise CheckpointError("not a checkpoint: it ends inside its header's length")
-    (length,) = _LENGTH.unpack_from(data, len(MAGIC))
-    if start + length > len(data):
-        raise CheckpointError(
-            f"not a checkpoint: its header says {length} bytes, only {len(data) - start} follow"
-        )
-    header = _read_header(np.frombuffer(data, np.uint8, count=length, offset=start), version=2)
+    header, start, length = _v2_header(data)
     listed = header.get("arrays")
     if not isinstance(listed, list):
         raise CheckpointError("checkpoint header: arrays must list [name, dtype, shape]")
@@ -390,15 +397,7 @@ def peek(data: bytes) -> dict[str, Any]:
     """
     if not data.startswith(MAGIC):
         raise CheckpointError(f"not a checkpoint: it does not start with {MAGIC!r}")
-    start = len(MAGIC) + _LENGTH.size
-    if len(data) < start:
-        raise CheckpointError("not a checkpoint: it ends inside its header's length")
-    (length,) = _LENGTH.unpack_from(data, len(MAGIC))
-    if start + length > len(data):
-        raise CheckpointError(
-            f"not a checkpoint: its header says {length} bytes, only {len(data) - start} follow"
-        )
-    header = _read_header(np.frombuffer(data, np.uint8, count=length, offset=start), version=2)
+    header, start, length = _v2_header(data)
     try:
         size = sum(ARRAY_DTYPES[d].itemsize * math.prod(shape) for _, d, shape in header["arrays"])
     except (KeyError, TypeError, ValueError) as exc:

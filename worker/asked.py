@@ -10,9 +10,6 @@ in the same words. A lost lease makes every call raise `LeaseLost`.
 from __future__ import annotations
 
 import contextlib
-import math
-import numbers
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -23,12 +20,12 @@ import httpx
 from worker.client import ApiError, LeaseLostError
 from worker.client import Client as HttpClient
 from worker.objective import UNSTATED_EPOCHS as UNSTATED
+from worker.objective import metric_number, returned_metrics
 
 if TYPE_CHECKING:
     from worker.asktell import Study
 
 FLUSH_SECONDS = 1.0  # reported epochs are sent at least this often (and at pruning rungs)
-METRIC_NAME = re.compile(r"[A-Za-z_]\w{0,31}")  # a metric's name, as the service takes it
 # Metrics the service keeps in columns of their own (the built-in trainer's); a task's
 # function may report them too.
 BUILTIN_METRICS = frozenset(
@@ -95,7 +92,7 @@ class AskedTrial:
                 f"trial {self.trial_id}: epoch {epoch} is past params['epochs'] = "
                 f"{self._epochs_max}, the trial's length"
             )
-        row = {"epoch": epoch, **{name: _number(name, v) for name, v in metrics.items()}}
+        row = {"epoch": epoch, **{name: metric_number(name, v) for name, v in metrics.items()}}
         self.last_epoch = epoch
         self._epochs.append(row)
         if epoch in self._report_at or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
@@ -149,7 +146,7 @@ class AskedTrial:
         if value is None and stopped:
             return self._finish({"outcome": "stopped"})
         try:
-            values = _told(value, self.metric)
+            values = returned_metrics(value, self.metric)
         except ValueError as exc:
             return self.fail(str(exc))
         if self.last_epoch == self.start_epoch:  # nothing reported: the curve's one epoch
@@ -244,43 +241,6 @@ class AskedTrial:
             return self.study.client.http.request(method, path, **kwargs)
         except LeaseLostError:
             raise self._lease_lost() from None
-
-
-def _number(name: str, value: object) -> float:
-    """A reported metric as the service takes it; TypeError or ValueError saying why not."""
-    if not isinstance(name, str) or not METRIC_NAME.fullmatch(name):
-        raise ValueError(
-            f"a metric's name is an identifier of at most 32 characters (got {name!r})"
-        )
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"metric {name} must be a number, got {type(value).__name__} {value!r}")
-    return float(value)
-
-
-def _told(value: object, metric: str) -> dict[str, float]:
-    """The metrics a program told (a number is `metric`'s); ValueError saying what is
-    wrong with them, in the words a worker uses for a function's return."""
-    items = dict(value) if isinstance(value, Mapping) else {metric: value}
-    if metric not in items:
-        names = ", ".join(map(str, items)) or "nothing"
-        raise ValueError(
-            f"the objective returned a dict without {metric!r} (objective.metric); it holds {names}"
-        )
-    out: dict[str, float] = {}
-    for name, number in items.items():
-        try:
-            out[str(name)] = _number(str(name), number)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"the objective returned {number!r} for {name!r}: return a number, or a dict "
-                f"of numbers holding {metric!r} (objective.metric)"
-            ) from None
-    if not math.isfinite(out[metric]):
-        said = "NaN" if math.isnan(out[metric]) else f"{out[metric]} (not finite)"
-        raise ValueError(
-            f"the objective returned {said} for {metric!r}: a trial's value must be a finite number"
-        )
-    return out
 
 
 def _curve(epochs: list[dict[str, Any]]) -> dict[str, Any]:

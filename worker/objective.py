@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import importlib
 import math
+import numbers
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from worker.client import Client
 from worker.trial import METRICS, TrialRun
@@ -128,7 +127,7 @@ class Trial:
         row: dict[str, Any] = {"epoch": epoch}
         extra: dict[str, float] = {}
         for name, value in metrics.items():
-            number = _number(name, value)
+            number = metric_number(name, value)
             if name in METRICS:
                 row[name] = number
             else:
@@ -161,12 +160,14 @@ class Trial:
         return self._state
 
 
-def _number(name: str, value: Any) -> float:
+def metric_number(name: str, value: Any) -> float:
+    """A reported metric as the service takes it; TypeError or ValueError saying why not
+    (the one rule for functions run by a worker and programs that ask and tell)."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(
             f"a metric's name is an identifier of at most 32 characters (got {name!r})"
         )
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"metric {name} must be a number, got {type(value).__name__} {value!r}")
     return float(value)
 
@@ -201,7 +202,7 @@ def run_objective(
     if returned is None and stopped:
         return Ended("stopped")  # its value, the curve's: as the trainer's stopped trials
     try:
-        values = _returned(returned, metric)
+        values = returned_metrics(returned, metric)
     except ValueError as exc:
         return Ended("failed", str(exc))
     if not trial.reported:  # never reported: what it returned is the curve's one epoch
@@ -209,9 +210,9 @@ def run_objective(
     return Ended("stopped" if stopped else "completed", value=values[metric])
 
 
-def _returned(returned: Any, metric: str) -> dict[str, float]:
-    """The metrics a function returned (a number is `metric`'s); ValueError saying what
-    is wrong with them."""
+def returned_metrics(returned: Any, metric: str) -> dict[str, float]:
+    """The metrics a function returned, or a program told (a number is `metric`'s);
+    ValueError saying what is wrong with them."""
     if isinstance(returned, Mapping):
         if metric not in returned:
             names = ", ".join(map(str, returned)) or "nothing"
@@ -225,7 +226,7 @@ def _returned(returned: Any, metric: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, value in items.items():
         try:
-            out[str(name)] = _number(str(name), value)
+            out[str(name)] = metric_number(str(name), value)
         except (TypeError, ValueError):
             raise ValueError(
                 f"the objective returned {value!r} for {name!r}: return a number, or a dict "
