@@ -19,7 +19,7 @@ from service.search.distributions import (
     LayersDistribution,
     ScalarDistribution,
 )
-from service.search.strategies import Box, SearchSpace
+from service.search.space import Box, SearchSpace
 
 # Significant digits of a narrowed float bound: readable in a spec, and rounded outwards
 # so the stated range still holds the whole box.
