@@ -29,7 +29,6 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.linalg import solve_triangular
 from scipy.special import log_ndtr
 from threadpoolctl import threadpool_limits
 
@@ -41,7 +40,7 @@ from service.search.surrogate import (
 )
 
 if TYPE_CHECKING:
-    from service.search.strategies import Box
+    from service.search.space import Box
 
 # Local candidates: this many around each of the best finished trials, at these spreads
 # (shares of the box along each coordinate), and as many again around the best
@@ -103,16 +102,6 @@ def pool_size(n: int) -> int:
     return uniform_count(n) + LOCAL
 
 
-def score(gp: GaussianProcess, C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Posterior mean (M,), variance (M,), and V = L^-1 K(X, C) (n, M) at candidates `C`."""
-    F = gp._features(C)
-    Kc = gp._kernel(F, gp.X, gp.theta)
-    mean = Kc @ gp._alpha
-    V = solve_triangular(gp._L, Kc.T, lower=True)
-    var = gp.signal - np.einsum("ij,ij->j", V, V)
-    return mean, np.maximum(var, 0.0), V
-
-
 def place_batch(
     gp: GaussianProcess,
     box: Box,
@@ -131,7 +120,7 @@ def place_batch(
         )
         Z = np.vstack([uniform, local])
         C = box.map(Z)
-        mean, var, _ = score(gp, C)
+        mean, var = gp.marginal(C)
         first = log_ei(mean, np.sqrt(var), float(np.max(gp.fitted_mean())))
         top = Z[np.argsort(-first, kind="stable")[:REFINE]]
         refined = local_points(top, per_point=LOCAL_PER_POINT, spreads=LOCAL_SPREADS[:2], rng=rng)

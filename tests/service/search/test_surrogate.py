@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from service.search import surrogate
 from service.search.strategies import Box, CoarseToFineStrategy, SearchSpace
 from service.search.surrogate import GaussianProcess, rank_normal, thompson_batch
 from tests.service.search.test_strategies import C2F_SPACE, narrow, run_c2f
@@ -88,6 +89,42 @@ def test_thompson_picks_distinct_candidates_and_with_no_spread_the_best_by_the_m
     # Thompson's picks are better than the candidates on average, but not all one spot.
     assert smooth(picks).mean() > smooth(C).mean() + 0.3
     assert picks.std(axis=0).min() > 0.02
+
+
+def test_thompson_draws_jointly_over_at_most_max_joint_candidates_those_that_can_win(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gp = fitted(n=40)
+    C = np.random.default_rng(5).random((surrogate.MAX_JOINT + 700, 3))
+    seen: list[int] = []
+    posterior = GaussianProcess.posterior
+
+    def spy(self: GaussianProcess, cands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        seen.append(len(cands))
+        return posterior(self, cands)
+
+    monkeypatch.setattr(GaussianProcess, "posterior", spy)
+    picks = thompson_batch(gp, C, n=20, rng=np.random.default_rng(6))
+    assert seen == [surrogate.MAX_JOINT]  # the cost is bounded: one factor of this size
+    # The candidates left out are those of the lowest upper bound: none of them is picked.
+    mean, var = gp.marginal(C)
+    upper = mean + 3.0 * np.sqrt(var)
+    cut = np.sort(upper)[-surrogate.MAX_JOINT]
+    chosen = {tuple(r) for r in picks}
+    assert all(upper[i] >= cut for i in range(len(C)) if tuple(C[i]) in chosen)
+    # A round bigger than the cap is still drawn among enough candidates to be distinct.
+    seen.clear()
+    big = thompson_batch(gp, C, n=surrogate.MAX_JOINT + 10, rng=np.random.default_rng(6))
+    assert seen == [surrogate.MAX_JOINT + 10] and len({tuple(r) for r in big}) == len(big)
+
+
+def test_marginal_is_the_diagonal_of_the_posterior() -> None:
+    gp = fitted(n=30)
+    C = np.random.default_rng(8).random((50, 3))
+    mean, cov = gp.posterior(C)
+    m, v = gp.marginal(C)
+    np.testing.assert_allclose(m, mean, atol=1e-10)
+    np.testing.assert_allclose(v, np.clip(np.diag(cov), 0.0, None), atol=1e-8)
 
 
 def c2f(placement: str, seed: int) -> CoarseToFineStrategy:
