@@ -92,7 +92,8 @@ def check_result(
         raise ResultError(f"{len(raw_rows) + points} epochs for a trial of {total} epochs")
     try:
         rows = metric_rows(trial_id, attempt, _rows(raw_rows))
-        curve = Curve.model_validate(raw_curve).model_dump() if raw_curve is not None else None
+        # the validated fields as they are (a dump would copy every list again)
+        curve = vars(Curve.model_validate(raw_curve)) if raw_curve is not None else None
         inline = result.get("checkpoint")
         checkpoint = InlineCheckpoint.model_validate(inline) if inline is not None else None
     except ValidationError as exc:
