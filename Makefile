@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
+PYTEST_WORKERS ?= 3
 STAMP := $(VENV)/.installed
 
 .PHONY: run test install lint typecheck pytest clean lock
@@ -35,8 +36,9 @@ lint: install
 typecheck: install
 	$(BIN)/mypy trainer service worker tests
 
+# In parallel processes (pytest-xdist); PYTEST_WORKERS=0 runs it in this one.
 pytest: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

@@ -17,6 +17,16 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+# Under `make test` the suite runs in parallel processes (pytest-xdist) on a machine of
+# few cores: one BLAS thread per process, and per service or worker process a test starts,
+# or OpenBLAS's threads spin against each other (a trainer test went from 1 s to 2 min).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # in case a plugin loaded NumPy before this file
+
 from service import migrate
 from service.db import Database, forget_database, get_database
 from service.settings import Settings
@@ -243,3 +253,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         parts = item.path.relative_to(root).parts
         tier = TIERS.get(parts[0], "unit") if len(parts) > 1 else "unit"
         item.add_marker(getattr(pytest.mark, tier))
+        if tier == "multihost":
+            # `make test` runs the suite in parallel processes (pytest-xdist, --dist
+            # loadgroup): the network namespaces' tests go to one of them, one at a time,
+            # as two could pick the same free subnet at once.
+            item.add_marker(pytest.mark.xdist_group("namespaces"))

@@ -154,7 +154,7 @@ def test_a_caviar_study_checkpoints_sparingly_and_keeps_the_latest(
 ) -> None:
     # Nobody forks a caviar trial from any epoch: its checkpoints are for a requeued attempt
     # and for going on from the end. Throttled to one per 10 s (these trials take about
-    # 3 s), only the last epoch's is sent; unthrottled, every 5 epochs, of which the
+    # a second), only the last epoch's is sent; unthrottled, every 5 epochs, of which the
     # service keeps the two latest.
     for seconds, expected in ((10.0, [30]), (0.0, [25, 30])):
         svc = live_service(
@@ -165,6 +165,7 @@ def test_a_caviar_study_checkpoints_sparingly_and_keeps_the_latest(
         pool.start()
         try:
             spec = slow(spec_factory, name=f"many-{seconds}")
+            spec["dataset"]["n_samples"] = 2_000  # trials of about a second: well under 10 s
             spec["execution"] = {"mode": "caviar", "checkpoint_every": 5, "seed": 3}
             spec["strategy"] = {"type": "random", "trials": 2}
             # Two trials need something to vary: a spec with an empty space and more than
