@@ -12,8 +12,9 @@ study's events, Optuna's from its trials, the bare processes' own). A row's figu
 medians of interleaved repetitions (bare, Caviar, Optuna, then again), so a change in
 the machine's load falls on every side. The service's CPU per trial is read from
 /proc/<pid>/stat of the `caviar serve` process, and its worker requests per trial from
-its /metrics. The last rows run the 1-epoch trials with 50,000 finished trials of another
-study already in the database.
+its /metrics; `waiting` is the share of the workers' time on the clock they spent
+waiting for a lease (each worker process's last log line). The last rows run the
+1-epoch trials with 50,000 finished trials of another study already in the database.
 
     python bench/queue_vs_optuna.py            # SQLite and PostgreSQL, 3 repetitions
     python bench/queue_vs_optuna.py --quick    # fewer trials, 1 repetition: a minute or two
@@ -159,6 +160,7 @@ def one_row(
         drop_database(db_url)
     out = {side: statistics.median(r.rate for r in rs) for side, rs in runs.items() if rs}
     out["cpu"] = statistics.median(r.service_cpu_ms or 0.0 for r in runs["caviar"])
+    out["waiting"] = statistics.median(r.waiting or 0.0 for r in runs["caviar"])
     out["requests"] = statistics.median(requests)
     return out
 
@@ -172,6 +174,7 @@ def _print_header(args: argparse.Namespace) -> None:
     print(
         f"{'database':<9} {'epochs':>6} {'bare t/s':>9} {'caviar t/s':>10} {'optuna t/s':>10}"
         f" {'of bare':>8} {'x optuna':>9} {'svc cpu ms/trial':>17} {'requests/trial':>15}"
+        f" {'waiting':>8}"
     )
 
 
@@ -182,7 +185,7 @@ def _print_row(kind: str, label: str, row: dict[str, float]) -> None:
     print(
         f"{kind:<9} {label:>6} {ceiling:>9.1f} {rate:>10.1f}"
         f" {(f'{optuna:.1f}' if optuna else '-'):>10} {rate / ceiling:>8.1%} {versus:>9}"
-        f" {row['cpu']:>17.3f} {row['requests']:>15.2f}",
+        f" {row['cpu']:>17.3f} {row['requests']:>15.2f} {row['waiting']:>8.1%}",
         flush=True,
     )
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -59,6 +61,9 @@ class Run:
     trials: int
     seconds: float
     service_cpu_ms: float | None = None  # service CPU per trial (Caviar only)
+    # The share of the worker processes' time on the clock spent waiting for a lease
+    # (Caviar only; from each worker process's leaving line).
+    waiting: float | None = None
 
     @property
     def rate(self) -> float:
@@ -239,24 +244,34 @@ def caviar(service: Service, db_url: str, data: dict[str, Any], procs: int) -> R
     answer.raise_for_status()
     study_id = answer.json()["id"]
     cpu = service.cpu_seconds()
-    pool = subprocess.Popen(
-        [*CAVIAR, "worker", "--api", service.url, "--processes", str(procs)],
-        env=service.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-        start_new_session=True,
-    )
-    try:
-        study = _wait_done(service.api, study_id)
-        used = service.cpu_seconds() - cpu
-    finally:
-        os.killpg(pool.pid, signal.SIGTERM)
-        pool.wait(timeout=60)
+    with tempfile.TemporaryFile("w+") as log:
+        pool = subprocess.Popen(
+            [*CAVIAR, "worker", "--api", service.url, "--processes", str(procs)],
+            env=service.env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        try:
+            study = _wait_done(service.api, study_id)
+            used = service.cpu_seconds() - cpu
+        finally:
+            os.killpg(pool.pid, signal.SIGTERM)
+            pool.wait(timeout=60)
+        log.seek(0)
+        waited = sum(float(m) for m in _WAITED.findall(log.read()))
     trials = int(data["strategy"]["trials"])
     if study["counts"]["completed"] != trials:
         raise RuntimeError(f"caviar: {study['counts']} of {trials} trials")
-    return Run(trials, study_clock(db_url, study_id), 1000 * used / trials)
+    clock = study_clock(db_url, study_id)
+    return Run(trials, clock, 1000 * used / trials, waiting=waited / (procs * clock))
+
+
+# A worker process's last line (worker.runner): the seconds it waited for leases. The
+# process's start and its wait for the study's first lease fall outside the clock, so
+# the share is an upper bound of what waiting cost on it.
+_WAITED = re.compile(r"trials run, ([0-9.]+) s waiting for leases")
 
 
 # --- Optuna -------------------------------------------------------------------------------

@@ -194,6 +194,15 @@ class Worker(TrialRunner):
         finally:
             self._wind_down(pending)
             beat.join(timeout=5)
+            # What a short-trial worker's speed comes down to: how long it trained nothing
+            # while it waited for its next lease (bench/queue_vs_optuna.py reads this line).
+            log.info(
+                "worker %s leaves: %d trials run, %.3f s waiting for leases",
+                self.worker_id,
+                self.trials_done,
+                self.stall_seconds,
+                extra={"action": "leave"},
+            )
         return self.trials_done
 
     def _loop(self, pending: deque[tuple[dict[str, Any], TrialRun]]) -> None:
