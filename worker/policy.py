@@ -21,10 +21,12 @@ from dataclasses import dataclass
 FINISH_DELAY_SECONDS = 1.0
 # A claim leases about this much expected work (at least one trial): very short trials
 # share a round trip; longer ones, and those of a study whose length is not known yet, go
-# one by one, so at the end of a queue no process sits on trials another could run and
-# no trial waits behind a long one (the next claim's round trip is hidden anyway: it
-# goes out while a trial trains).
-LEASE_TARGET_SECONDS = 0.25
+# one by one, so no trial waits behind a long one (the next claim's round trip is hidden
+# anyway: it goes out while a trial trains); at the end of a queue the service leases at
+# most half of what is left, so no process sits on trials another could run. Half a
+# second rather than a quarter halved the service's CPU per 100-epoch trial (one claim
+# per 25 such trials instead of 12).
+LEASE_TARGET_SECONDS = 0.5
 # The next claim goes out while the last leased trial trains, when about this many claim
 # round trips of it are left (within these bounds, and never more than the lease target:
 # the service leases nothing behind a trial busy longer than that): the next trial is

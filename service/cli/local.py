@@ -386,7 +386,7 @@ def worker(
     claim_batch: int = typer.Option(
         64,
         help="at most this many trials leased per request; the service sizes each lease to "
-        "about a quarter second of work by the trials seen of each study, so only very short "
+        "about half a second of work by the trials seen of each study, so only very short "
         "trials share one",
     ),
     entrypoint: list[str] = typer.Option(

@@ -37,7 +37,7 @@ from service.models import (
 )
 from service.queue.closing import ROUND_DUE
 from service.queue.offers import Offers, touch_worker
-from service.queue.pace import PACE, lease_from_study, work_ahead
+from service.queue.pace import PACE, fair_share, lease_from_study, work_ahead
 from service.queue.reports import pruning_spec
 from service.queue.tables import METRICS, STUDIES, TRIALS, trial_epochs
 from service.search.pruners import decision_epochs
@@ -113,8 +113,9 @@ def claim_in(
     round-robin across studies; `max_parallel` and panda's one-at-a-time are enforced
     under a lock on the study row, so two replicas cannot both take the last free slot.
     With `target_seconds`, a lease holds only as many trials as fit it by each study's
-    observed trial durations, after `busy_seconds` of the worker's running trial (see
-    service.queue.pace); without, up to `max_trials`.
+    observed trial durations, after `busy_seconds` of the worker's running trial, and at
+    most half of a study's queued trials (see service.queue.pace); without, up to
+    `max_trials`.
     """
     conn = s.connection()
     plain, skip_locked, wait = _candidates(offers.trainer)
@@ -151,6 +152,7 @@ def claim_in(
             lease_seconds=lease_seconds,
             caviar_checkpoint_seconds=caviar_checkpoint_seconds,
             expected=expected,
+            share=target_seconds is not None,
         )
         claimed.extend(taken)
         ahead = work_ahead(ahead=ahead, expected=expected, taken=len(taken))
@@ -227,6 +229,13 @@ _COUNT_RUNNING = (
     .select_from(_T)
     .where(_T.c.study_id == bindparam("b_study"), _T.c.status == TrialStatus.running)
 )
+# How many trials of the study wait in the queue, counted up to `b_cap` (an index range).
+_QUEUED = select(func.count()).select_from(
+    select(_T.c.id)
+    .where(_T.c.study_id == bindparam("b_study"), _T.c.status == TrialStatus.queued)
+    .limit(bindparam("b_cap", type_=Integer))
+    .subquery()
+)
 # The training seconds of the study's latest completed trial (its final attempt's epochs).
 _LATEST_DONE = (
     select(_T.c.id, _T.c.attempt)
@@ -300,6 +309,7 @@ def _claim_from_study(
     lease_seconds: float,
     caviar_checkpoint_seconds: float = 0.0,
     expected: float | None = None,
+    share: bool = False,
 ) -> list[Claimed]:
     conn = s.connection()
     cap = 1 if study.mode == "panda" else study.max_parallel
@@ -307,11 +317,15 @@ def _claim_from_study(
     free = cap - (running or 0)
     if free <= 0:
         return []
+    want = min(free, want)
+    if share and want > 1:  # a sized lease of short trials: the last ones are shared out
+        queued = conn.execute(_QUEUED, {"b_study": study.id, "b_cap": 2 * want}).scalar()
+        want = fair_share(queued=int(queued or 0), want=want)
     rows = conn.execute(
         _LEASE,
         {
             "b_study": study.id,
-            "b_limit": min(free, want),
+            "b_limit": want,
             "b_batch": f"{secrets.token_hex(16)}-",
             "b_lease": lease_seconds,
             "b_worker": worker_id,

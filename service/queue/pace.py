@@ -7,7 +7,8 @@ study's: a study whose trials' length is not known yet, or is longer than the wo
 lease target, is leased one trial at a time and nothing is leased behind it, so two
 long trials of one study go to two idle workers, never both to one.
 
-`lease_from_study` is the rule, a pure function; `StudyPace` is the memory it reads (one
+`lease_from_study` is the rule, a pure function, and `fair_share` splits the end of a
+queue between the workers that claim it; `StudyPace` is the memory it reads (one
 per service process: a replica that has not seen a study's results reads its last
 finished trial's epochs from the database instead, see service.queue.claims).
 """
@@ -38,6 +39,13 @@ def lease_from_study(*, ahead: float, expected: float | None, budget: float, wan
         taken += 1
         ahead += cost
     return taken
+
+
+def fair_share(*, queued: int, want: int) -> int:
+    """At most half of a study's `queued` trials (rounded up, at least one), within `want`:
+    the end of a queue is split between the workers that claim it, never leased whole to
+    the first one while the others go idle."""
+    return min(want, max(1, (queued + 1) // 2))
 
 
 def work_ahead(*, ahead: float, expected: float | None, taken: int) -> float:

@@ -368,6 +368,31 @@ def test_no_trial_is_leased_behind_one_longer_than_the_target(db: Database, spec
     assert len(claim_trials(db=db, worker_id=wid, max_trials=3, lease_seconds=LEASE)) == 3
 
 
+def test_the_last_trials_of_a_queue_are_shared_out_between_workers(
+    db: Database, spec_factory
+) -> None:
+    # Short trials share a lease, but the first worker to claim the end of a queue does
+    # not take it whole while the other goes idle: at most half of what is left.
+    make_study(
+        db,
+        spec_factory(
+            strategy={"type": "random", "trials": 11}, execution={"max_parallel": 64, "seed": 1}
+        ),
+    )
+    a = register_worker(db=db, name="a", host="h", pid=1)
+    b = register_worker(db=db, name="b", host="h", pid=2)
+    sized: dict[str, Any] = {"max_trials": 64, "lease_seconds": LEASE, "target_seconds": 0.5}
+    [warm] = claim_trials(db=db, worker_id=a, **sized)  # one to learn the pace
+    _finish_taking(db, warm, 0.001)
+    first = claim_trials(db=db, worker_id=a, **sized)
+    second = claim_trials(db=db, worker_id=b, **sized)
+    third = claim_trials(db=db, worker_id=a, **sized)
+    assert [len(first), len(second), len(third)] == [5, 3, 1]
+    # and a single trial left is leased, as ever
+    assert len(claim_trials(db=db, worker_id=b, **sized)) == 1
+    assert claim_trials(db=db, worker_id=a, **sized) == []
+
+
 def test_a_handed_back_trial_resumes_from_its_latest_checkpoint(db: Database, spec_factory) -> None:
     # A worker that stops stores the running trial's checkpoint, then hands it back: the
     # next attempt starts there (it restarted from epoch 1).

@@ -40,7 +40,8 @@ def test_trials_waiting_in_a_batch_keep_their_leases(
         return _Done()
 
     api = httpx.Client(base_url=svc.url, timeout=30)
-    spec = spec_factory(strategy={"type": "random", "trials": 5})
+    # 9: after the first, a lease takes at most half of what is queued (4 of 8)
+    spec = spec_factory(strategy={"type": "random", "trials": 9})
     study_id = api.post("/api/studies", json=spec).json()["id"]
     worker = Worker(svc.url, exit_when_idle=True, claim_batch=4, train_fn=slow_train)
     sizes: list[int] = []
@@ -53,10 +54,10 @@ def test_trials_waiting_in_a_batch_keep_their_leases(
         return answer, runs
 
     monkeypatch.setattr(worker, "_claim", counted)
-    assert worker.run() == 5
+    assert worker.run() == 9
     assert sizes[:2] == [1, 4]  # one to judge, then as many as fit (capped)
     study = api.get(f"/api/studies/{study_id}").json()
-    assert study["status"] == "completed" and study["counts"]["completed"] == 5
+    assert study["status"] == "completed" and study["counts"]["completed"] == 9
     db = get_database(db_url)
     with db.session(write=False) as s:
         attempts = s.execute(select(Trial.attempt, Trial.retries, Trial.status)).all()

@@ -1,6 +1,6 @@
 """Lease sizes from each study's observed trial durations: the rule alone, and its memory.
 
-The README's promise: only trials shorter than about a quarter second are leased
+The README's promise: only trials shorter than about half a second are leased
 several at a time, and no trial waits behind one of a study whose trials run longer
 than the lease target (or whose length is not known yet).
 """
@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from service.queue.pace import StudyPace, lease_from_study, work_ahead
+from service.queue.pace import StudyPace, fair_share, lease_from_study, work_ahead
 
 TARGET = 0.25
 
@@ -62,3 +62,18 @@ def test_the_pace_is_each_study_s_own_moving_average() -> None:
     assert pace.expected(database="db", study_id=2) == 50.0
     pace.observe(database="db", study_id=3, seconds=math.nan)  # not a duration: ignored
     assert pace.expected(database="db", study_id=3) is None
+
+
+def test_the_end_of_a_queue_is_shared_out_not_leased_whole() -> None:
+    # Half of what is left (rounded up), within what the claim wants; at least one.
+    assert fair_share(queued=100, want=64) == 50
+    assert fair_share(queued=200, want=64) == 64
+    assert fair_share(queued=7, want=64) == 4
+    assert fair_share(queued=1, want=64) == 1
+    assert fair_share(queued=0, want=64) == 1
+    # Two workers claiming in turn split the last 10 trials 5, 3, 1, 1 - never 10 and 0.
+    left, leases = 10, []
+    while left:
+        leases.append(fair_share(queued=left, want=64))
+        left -= leases[-1]
+    assert leases == [5, 3, 1, 1]
