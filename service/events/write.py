@@ -15,6 +15,7 @@ SQLite needs neither: one writer at a time hands out ids in commit order.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -84,6 +85,15 @@ def emit(s: Session, *, study_id: int, type: str, trial_id: int | None = None, *
 _EVENTS: Table = Event.__table__  # type: ignore[assignment]
 # Prebuilt, so the compiled form is found in the statement cache without rebuilding it.
 _INSERT_EVENTS = insert(_EVENTS).values(created_at=db_epoch())
+# In the order given: WITH ORDINALITY, so the ids drawn from the sequence follow it.
+_PG_INSERT_EVENTS = """
+INSERT INTO events (study_id, type, trial_id, data, created_at)
+SELECT e.study_id, e.type, e.trial_id, e.data::json, extract(epoch from clock_timestamp())::float8
+FROM unnest(
+    %(study_ids)s::integer[], %(types)s::varchar[], %(trial_ids)s::integer[], %(datas)s::text[]
+) WITH ORDINALITY AS e(study_id, type, trial_id, data, n)
+ORDER BY e.n
+"""
 _ORDER_GATE = select(
     func.pg_advisory_xact_lock_shared(ORDER_LOCK, bindparam("study_id", type_=Integer)),
     func.pg_notify(CHANNEL, cast(bindparam("study_id", type_=Integer), String)),
@@ -107,6 +117,18 @@ def emit_many(s: Session, events: Sequence[Mapping[str, Any]]) -> None:
     if conn.dialect.name == "postgresql":
         for study_id in sorted({int(e["study_id"]) for e in events}):
             conn.execute(_ORDER_GATE, {"study_id": study_id})
+        # One statement over arrays: an executemany ran one INSERT per event on the
+        # server (half of its time in a study of 1-epoch trials).
+        conn.exec_driver_sql(
+            _PG_INSERT_EVENTS,
+            {
+                "study_ids": [int(e["study_id"]) for e in events],
+                "types": [e["type"] for e in events],
+                "trial_ids": [e.get("trial_id") for e in events],
+                "datas": [json.dumps(e["data"]) for e in events],
+            },
+        )
+        return
     conn.execute(
         _INSERT_EVENTS,
         [

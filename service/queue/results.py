@@ -210,6 +210,16 @@ _INSERT_CHECKPOINTS = {
     .on_conflict_do_nothing(index_elements=["trial_id", "attempt", "epoch"])
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
+_PG_INSERT_CHECKPOINTS = """
+INSERT INTO checkpoints (trial_id, attempt, epoch, size_bytes, content, created_at)
+SELECT c.trial_id, c.attempt, c.epoch, c.size_bytes, c.content,
+       extract(epoch from clock_timestamp())::float8
+FROM unnest(
+    %(trial_ids)s::integer[], %(attempts)s::integer[], %(epochs)s::integer[],
+    %(sizes)s::integer[], %(contents)s::bytea[]
+) AS c(trial_id, attempt, epoch, size_bytes, content)
+ON CONFLICT (trial_id, attempt, epoch) DO NOTHING
+"""
 _CROWDED = (
     select(Checkpoint.trial_id)
     .where(Checkpoint.trial_id.in_(bindparam("ids", expanding=True)))
@@ -224,6 +234,20 @@ def store_checkpoints(
     """Store checkpoints (trial_id, attempt, epoch, content) in one insert; then, for the
     trials among them in `caviar` (ids of trials of caviar studies), keep the latest few."""
     if not items:
+        return
+    if conn.dialect.name == "postgresql":
+        # One statement over arrays (an executemany ran one INSERT per checkpoint).
+        conn.exec_driver_sql(
+            _PG_INSERT_CHECKPOINTS,
+            {
+                "trial_ids": [t for t, _, _, _ in items],
+                "attempts": [a for _, a, _, _ in items],
+                "epochs": [e for _, _, e, _ in items],
+                "sizes": [len(c) for _, _, _, c in items],
+                "contents": [c for _, _, _, c in items],
+            },
+        )
+        keep_latest(conn, trial_ids=sorted({t for t, *_ in items} & caviar))
         return
     conn.execute(
         _INSERT_CHECKPOINTS[conn.dialect.name],
