@@ -13,8 +13,10 @@ medians of interleaved repetitions (bare, Caviar, Optuna, then again), so a chan
 the machine's load falls on every side. The service's CPU per trial is read from
 /proc/<pid>/stat of the `caviar serve` process, and its worker requests per trial from
 its /metrics; `waiting` is the share of the workers' time on the clock they spent
-waiting for a lease (each worker process's last log line). The last rows run the
-1-epoch trials with 50,000 finished trials of another study already in the database.
+waiting for a lease (each worker process's last log line); `db cpu` is the PostgreSQL
+server's CPU per trial (its processes on this machine, on the same cores). The last rows
+run the 1-epoch trials with 50,000 finished trials of another study already in the
+database.
 
     python bench/queue_vs_optuna.py            # SQLite and PostgreSQL, 3 repetitions
     python bench/queue_vs_optuna.py --quick    # fewer trials, 1 repetition: a minute or two
@@ -161,6 +163,8 @@ def one_row(
     out = {side: statistics.median(r.rate for r in rs) for side, rs in runs.items() if rs}
     out["cpu"] = statistics.median(r.service_cpu_ms or 0.0 for r in runs["caviar"])
     out["waiting"] = statistics.median(r.waiting or 0.0 for r in runs["caviar"])
+    if kind == "postgres":
+        out["db"] = statistics.median(r.database_cpu_ms or 0.0 for r in runs["caviar"])
     out["requests"] = statistics.median(requests)
     return out
 
@@ -174,18 +178,20 @@ def _print_header(args: argparse.Namespace) -> None:
     print(
         f"{'database':<9} {'epochs':>6} {'bare t/s':>9} {'caviar t/s':>10} {'optuna t/s':>10}"
         f" {'of bare':>8} {'x optuna':>9} {'svc cpu ms/trial':>17} {'requests/trial':>15}"
-        f" {'waiting':>8}"
+        f" {'waiting':>8} {'db cpu ms/trial':>16}"
     )
 
 
 def _print_row(kind: str, label: str, row: dict[str, float]) -> None:
     optuna = row.get("optuna")
+    database = f"{row['db']:.3f}" if "db" in row else "-"
     rate, ceiling = row["caviar"], row["bare"]
     versus = f"{rate / optuna:.1f}x" if optuna else "-"
     print(
         f"{kind:<9} {label:>6} {ceiling:>9.1f} {rate:>10.1f}"
         f" {(f'{optuna:.1f}' if optuna else '-'):>10} {rate / ceiling:>8.1%} {versus:>9}"
-        f" {row['cpu']:>17.3f} {row['requests']:>15.2f} {row['waiting']:>8.1%}",
+        f" {row['cpu']:>17.3f} {row['requests']:>15.2f} {row['waiting']:>8.1%}"
+        f" {database:>16}",
         flush=True,
     )
 
@@ -199,13 +205,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", default="1,100,1000", help="rows, comma-separated")
     parser.add_argument("--repeats", type=int, default=None, help="default 3 (1 with --quick)")
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--no-many", action="store_true", help=f"skip the {MANY:,}-trial rows")
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
     epochs = [int(e) for e in args.epochs.split(",")]
     if not set(epochs) <= set(TRIALS):
         parser.error(f"--epochs: choose among {sorted(TRIALS)}")
-    kinds = ["sqlite"] + ([] if args.no_postgres else ["postgres"])
+    kinds = ([] if args.no_sqlite else ["sqlite"]) + ([] if args.no_postgres else ["postgres"])
     rows: list[tuple[str, str, Callable[[Path], dict[str, float]]]] = [
         (kind, str(e), lambda tmp, k=kind, e=e: one_row(k, e, args, tmp))
         for kind in kinds

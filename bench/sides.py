@@ -64,6 +64,9 @@ class Run:
     # The share of the worker processes' time on the clock spent waiting for a lease
     # (Caviar only; from each worker process's leaving line).
     waiting: float | None = None
+    # The PostgreSQL server's CPU per trial (all its processes on this machine), which
+    # runs on the same cores as the workers (Caviar on PostgreSQL only).
+    database_cpu_ms: float | None = None
 
     @property
     def rate(self) -> float:
@@ -244,6 +247,9 @@ def caviar(service: Service, db_url: str, data: dict[str, Any], procs: int) -> R
     answer.raise_for_status()
     study_id = answer.json()["id"]
     cpu = service.cpu_seconds()
+    on_postgres = db_url.startswith("postgresql")
+    database_before = postgres_cpu_seconds() if on_postgres else 0.0
+    database: float | None = None
     with tempfile.TemporaryFile("w+") as log:
         pool = subprocess.Popen(
             [*CAVIAR, "worker", "--api", service.url, "--processes", str(procs)],
@@ -256,6 +262,8 @@ def caviar(service: Service, db_url: str, data: dict[str, Any], procs: int) -> R
         try:
             study = _wait_done(service.api, study_id)
             used = service.cpu_seconds() - cpu
+            if on_postgres:
+                database = postgres_cpu_seconds() - database_before
         finally:
             os.killpg(pool.pid, signal.SIGTERM)
             pool.wait(timeout=60)
@@ -265,7 +273,31 @@ def caviar(service: Service, db_url: str, data: dict[str, Any], procs: int) -> R
     if study["counts"]["completed"] != trials:
         raise RuntimeError(f"caviar: {study['counts']} of {trials} trials")
     clock = study_clock(db_url, study_id)
-    return Run(trials, clock, 1000 * used / trials, waiting=waited / (procs * clock))
+    return Run(
+        trials,
+        clock,
+        1000 * used / trials,
+        waiting=waited / (procs * clock),
+        database_cpu_ms=None if database is None else 1000 * database / trials,
+    )
+
+
+def postgres_cpu_seconds() -> float:
+    """User + system CPU of every `postgres` process on this machine so far (Linux /proc):
+    the bench's server is local, and nothing else uses it during a run."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        name, fields = stat.split("(", 1)[1].rsplit(")", 1)
+        if name == "postgres":
+            parts = fields.split()
+            total += int(parts[11]) + int(parts[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # A worker process's last line (worker.runner): the seconds it waited for leases. The
