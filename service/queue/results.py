@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Connection, bindparam, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from service.db import db_epoch
 from service.errors import CaviarError
@@ -204,12 +204,11 @@ def _header_by_zipfile(content: bytes) -> bytes:
 
 
 # A checkpoint stored already (the same attempt and epoch, sent again) stays as it is.
-_INSERT_CHECKPOINTS = {
-    name: dialect.insert(Checkpoint)
+_INSERT_CHECKPOINTS = (
+    sqlite.insert(Checkpoint)
     .values(created_at=db_epoch())
     .on_conflict_do_nothing(index_elements=["trial_id", "attempt", "epoch"])
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
+)
 _PG_INSERT_CHECKPOINTS = """
 INSERT INTO checkpoints (trial_id, attempt, epoch, size_bytes, content, created_at)
 SELECT c.trial_id, c.attempt, c.epoch, c.size_bytes, c.content,
@@ -247,15 +246,14 @@ def store_checkpoints(
                 "contents": [c for _, _, _, c in items],
             },
         )
-        keep_latest(conn, trial_ids=sorted({t for t, *_ in items} & caviar))
-        return
-    conn.execute(
-        _INSERT_CHECKPOINTS[conn.dialect.name],
-        [
-            {"trial_id": t, "attempt": a, "epoch": e, "size_bytes": len(c), "content": c}
-            for t, a, e, c in items
-        ],
-    )
+    else:
+        conn.execute(
+            _INSERT_CHECKPOINTS,
+            [
+                {"trial_id": t, "attempt": a, "epoch": e, "size_bytes": len(c), "content": c}
+                for t, a, e, c in items
+            ],
+        )
     keep_latest(conn, trial_ids=sorted({t for t, *_ in items} & caviar))
 
 
