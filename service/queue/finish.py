@@ -6,7 +6,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import (
+    Float,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    column,
+    func,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from service.db import Database, db_epoch
@@ -169,36 +181,82 @@ def _finish_statement(kind: str, objective: tuple[str, str, str]) -> Any:
     key = (kind, *objective)
     stmt = _FINISH_STATEMENTS.get(key)
     if stmt is None:
-        metric, direction, at = objective
-        value: Any = None
-        if kind == "given":
-            value = bindparam("b_value", type_=TRIALS.c.value.type)
-        elif kind == "valued":
-            value = objective_value_sql(
-                trial_id=bindparam("b_id"),
-                attempt=bindparam("b_attempt"),
-                metric=metric,
-                direction=direction,
-                at=at,
+        stmt = _FINISH_STATEMENTS[key] = _ending(
+            kind,
+            objective,
+            {name: bindparam(f"b_{name}") for name in _ENDING_FIELDS},
+        )
+    return stmt
+
+
+# What ends one trial, as the UPDATE takes it: one bind parameter each (`b_` + name) in
+# an executemany, one array each (`a_` + name) in PostgreSQL's single statement.
+_ENDING_FIELDS = {
+    "id": Integer,
+    "token": String,
+    "attempt": Integer,
+    "status": String,
+    "outcome": String,
+    "done": Integer,
+    "error": Text,
+    "value": Float,
+}
+
+
+def _ending(kind: str, objective: tuple[str, str, str], v: Mapping[str, Any]) -> Any:
+    """The guarded UPDATE of `kind` (see _finish_statement) taking each trial's fields
+    from `v`: bind parameters, or the columns of a set of rows."""
+    metric, direction, at = objective
+    value: Any = None
+    if kind == "given":
+        value = v["value"]
+    elif kind == "valued":
+        value = objective_value_sql(
+            trial_id=v["id"], attempt=v["attempt"], metric=metric, direction=direction, at=at
+        )
+    return (
+        update(TRIALS)
+        .where(
+            TRIALS.c.id == v["id"],
+            TRIALS.c.status == TrialStatus.running,
+            TRIALS.c.lease_token == v["token"],
+        )
+        .values(
+            status=type_coerce(v["status"], TRIALS.c.status.type),
+            outcome=v["outcome"],
+            value=value,
+            epochs_done=v["done"],
+            error=v["error"],
+            lease_token=None,
+            lease_expires_at=None,
+            stop_requested=False,
+            finished_at=None if kind == "paused" else func.now(),
+        )
+    )
+
+
+_PG_FINISH_STATEMENTS: dict[tuple[str, str, str, str], Any] = {}
+
+
+def _pg_finish_statement(kind: str, objective: tuple[str, str, str]) -> Any:
+    """PostgreSQL: the UPDATE of `kind` for a whole batch, one statement over arrays
+    (`a_` + field): psycopg's executemany ran one UPDATE per trial, 70 µs of the server's
+    CPU each."""
+    key = (kind, *objective)
+    stmt = _PG_FINISH_STATEMENTS.get(key)
+    if stmt is None:
+        rows = (
+            func.unnest(
+                *(
+                    bindparam(f"a_{name}", type_=ARRAY(type_))
+                    for name, type_ in _ENDING_FIELDS.items()
+                )
             )
-        stmt = _FINISH_STATEMENTS[key] = (
-            update(TRIALS)
-            .where(
-                TRIALS.c.id == bindparam("b_id"),
-                TRIALS.c.status == TrialStatus.running,
-                TRIALS.c.lease_token == bindparam("b_token"),
-            )
-            .values(
-                status=bindparam("b_status", type_=TRIALS.c.status.type),
-                outcome=bindparam("b_outcome"),
-                value=value,
-                epochs_done=bindparam("b_done"),
-                error=bindparam("b_error"),
-                lease_token=None,
-                lease_expires_at=None,
-                stop_requested=False,
-                finished_at=None if kind == "paused" else func.now(),
-            )
+            .table_valued(*(column(name, type_) for name, type_ in _ENDING_FIELDS.items()))
+            .render_derived(name="ending")
+        )
+        stmt = _PG_FINISH_STATEMENTS[key] = _ending(
+            kind, objective, {name: rows.c[name] for name in _ENDING_FIELDS}
         )
     return stmt
 
@@ -320,7 +378,7 @@ def _store(s: Session, ended: list[_Ended]) -> None:
                 "b_id": e.row.id,
                 "b_token": e.row.lease_token,
                 "b_attempt": e.row.attempt,
-                "b_status": e.status,
+                "b_status": e.status.value,
                 "b_outcome": e.outcome,
                 "b_done": e.done,
                 "b_error": e.error[:4000] if e.error else None,
@@ -332,8 +390,13 @@ def _store(s: Session, ended: list[_Ended]) -> None:
     # The metrics first: the finish statements read the objective from them.
     insert_metrics(conn, metrics)
     store_checkpoints(conn, checkpoints, caviar={e.row.id for e in ended if e.row.mode == "caviar"})
+    postgres = conn.dialect.name == "postgresql"
     for (kind, objective), params in updates.items():
-        moved = conn.execute(_finish_statement(kind, objective), params).rowcount
+        if postgres:
+            arrays = {f"a_{name}": [p[f"b_{name}"] for p in params] for name in _ENDING_FIELDS}
+            moved = conn.execute(_pg_finish_statement(kind, objective), arrays).rowcount
+        else:
+            moved = conn.execute(_finish_statement(kind, objective), params).rowcount
         # The leases were checked under lock: every guarded UPDATE must have matched.
         assert moved in (-1, len(params)), (moved, len(params))
     for worker_id, n in sorted(workers.items()):
