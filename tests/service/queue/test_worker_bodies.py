@@ -9,6 +9,7 @@ that PostgreSQL refuses.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
@@ -176,6 +177,14 @@ def test_a_result_s_checkpoint_is_stored_with_it_and_junk_is_refused(
     assert [c["epoch"] for c in stored] == [EPOCHS]
     assert client.get(f"/api/trials/{junk['trial_id']}/checkpoints").json() == []
     assert client.get(f"/api/trials/{junk['trial_id']}").json()["status"] == "running"
+    # The checkpoint is named in the trial's trial.finished, with no event of its own.
+    study = client.get(f"/api/trials/{trial['trial_id']}").json()["study_id"]
+    events = client.get(f"/api/studies/{study}/events?follow=false").text
+    finished = [json.loads(line[6:]) for line in events.splitlines() if "checkpoint_epoch" in line]
+    assert [(e["trial_id"], e["checkpoint_epoch"]) for e in finished] == [
+        (trial["trial_id"], EPOCHS)
+    ]
+    assert "trial.checkpointed" not in events
 
 
 def test_a_claim_needs_a_registered_worker(client: TestClient, db_url: str) -> None:
