@@ -71,7 +71,10 @@ def assert_each_trial_ended_once(db_url: str, study_id: int, trials: int) -> Non
             )
         )
         points = Counter(
-            (t, a) for t, a in s.execute(select(Metric.trial_id, Metric.attempt).join(Trial))
+            (t, a)
+            for t, a in s.execute(
+                select(Metric.trial_id, Metric.attempt).join(Trial, Trial.id == Metric.trial_id)
+            )
         )
         kept = {(t, a) for t, a in s.execute(select(Checkpoint.trial_id, Checkpoint.attempt))}
     assert len(rows) == trials
