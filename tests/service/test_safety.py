@@ -216,7 +216,10 @@ def test_shapes_that_would_exhaust_the_service_are_422_fast_and_store_nothing(
     r = client.post(
         "/api/studies", content=body, headers={"content-type": f"application/{content_type}"}
     )
-    assert time.monotonic() - began < 3
+    # Not a speed test: a hang guard. Expanded, the YAML would be 387 million values and
+    # the nesting would recurse 50,000 deep; refused, each is well under a second on an
+    # idle machine. 3 s failed once on a machine loaded to 5 runnable processes a core.
+    assert time.monotonic() - began < 30
     assert r.status_code == 422, r.text[:500]
     assert r.headers["content-type"].startswith(PROBLEM)
     errors = r.json()["errors"]
