@@ -39,6 +39,15 @@ def test_downgrade_to_base_and_back(empty_db_url: str) -> None:
     assert migrate.is_up_to_date(empty_db_url)
 
 
+# A finished study's row, in the columns every revision has.
+_STUDY = (
+    "INSERT INTO studies (id, name, spec, status, strategy, mode, max_parallel,"
+    " max_retries, metric, direction, total_rounds, current_round, spec_sha256)"
+    " VALUES (:id, 's', '{}', 'completed', 'random', 'caviar', 8, 2,"
+    " 'dev_accuracy', 'maximize', 1, 0, 'x')"
+)
+
+
 def test_upgrading_keeps_every_row(empty_db_url: str) -> None:
     """A migration that rebuilds a table (SQLite's batch mode) must not cascade deletes."""
     from sqlalchemy import text
@@ -46,14 +55,7 @@ def test_upgrading_keeps_every_row(empty_db_url: str) -> None:
     migrate.upgrade(empty_db_url, "0002")
     engine = get_database(empty_db_url).engine
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO studies (id, name, spec, status, strategy, mode, max_parallel,"
-                " max_retries, metric, direction, total_rounds, current_round, spec_sha256)"
-                " VALUES (1, 's', '{}', 'completed', 'random', 'caviar', 8, 2,"
-                " 'dev_accuracy', 'maximize', 1, 0, 'x')"
-            )
-        )
+        conn.execute(text(_STUDY), {"id": 1})
         conn.execute(
             text(
                 "INSERT INTO trials (id, study_id, number, round_index, params, config, status,"
@@ -90,14 +92,7 @@ def test_a_deleted_trial_takes_its_metrics_and_no_other_trial_s(db_url: str) -> 
 
     engine = get_database(db_url).engine
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO studies (id, name, spec, status, strategy, mode, max_parallel,"
-                " max_retries, metric, direction, total_rounds, current_round, spec_sha256)"
-                " VALUES (901, 's', '{}', 'completed', 'random', 'caviar', 8, 2,"
-                " 'dev_accuracy', 'maximize', 1, 0, 'x')"
-            )
-        )
+        conn.execute(text(_STUDY), {"id": 901})
         for trial in (901, 902):
             conn.execute(
                 text(
