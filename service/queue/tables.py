@@ -9,6 +9,7 @@ from functools import lru_cache
 from itertools import chain, repeat
 from typing import Any
 
+from psycopg.errors import UniqueViolation
 from sqlalchemy import Connection, Table, bindparam, update
 
 from service.db import db_epoch
@@ -44,10 +45,14 @@ _SQLITE_INSERT = (
     f"INSERT INTO metrics ({', '.join(_COLUMNS)}) VALUES {{rows}}"
     " ON CONFLICT (trial_id, attempt, epoch) DO NOTHING"
 )
-# PostgreSQL: the batch is copied (binary COPY, rows written in C) into a temporary table
-# of the connection, emptied at each commit, then inserted from there in one statement:
-# COPY cannot skip rows already stored. Arrays through unnest() cost four times more CPU
-# (psycopg packs their values in Python), an executemany seven times.
+# PostgreSQL: the batch is copied (binary COPY, rows written in C) straight into metrics,
+# inside a savepoint. COPY cannot skip rows already stored: when a row is (a batch sent
+# again), the savepoint is rolled back and the batch goes through a temporary table of
+# the connection, emptied at each commit, inserted from there skipping what is stored.
+# The straight copy costs half of that path (7 µs a row against 14, client and server);
+# arrays through unnest() cost four times more CPU (psycopg packs their values in
+# Python), an executemany seven times.
+_POSTGRES_DIRECT = f"COPY metrics ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 _POSTGRES_STAGE = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS caviar_metrics_in (trial_id integer, "
     "attempt integer, epoch integer, "
@@ -55,6 +60,7 @@ _POSTGRES_STAGE = (
     + ", extra text) ON COMMIT DELETE ROWS"
 )
 _POSTGRES_COPY = "COPY caviar_metrics_in FROM STDIN (FORMAT BINARY)"
+# extra is JSON text: json's binary form is its text, so it is sent as text either way.
 _POSTGRES_TYPES = ["int4", "int4", "int4"] + ["float8"] * len(METRIC_FIELDS) + ["text"]
 _POSTGRES_MOVE = (
     f"INSERT INTO metrics ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS[:-1])}, "
@@ -134,14 +140,25 @@ def insert_metrics(conn: Connection, rows: Sequence[MetricRow]) -> None:
 
 
 def _copy_metrics(conn: Connection, rows: Sequence[MetricRow]) -> None:
-    """PostgreSQL: `rows` through the connection's staging table (see _POSTGRES_STAGE)."""
+    """PostgreSQL: `rows` copied into metrics, or through the connection's staging table
+    when some are stored already (see _POSTGRES_DIRECT)."""
+    try:
+        with conn.begin_nested():
+            _copy(conn, _POSTGRES_DIRECT, rows)
+        return
+    except UniqueViolation:
+        pass
     conn.exec_driver_sql(_POSTGRES_STAGE)
+    _copy(conn, _POSTGRES_COPY, rows)
+    conn.exec_driver_sql(_POSTGRES_MOVE)
+
+
+def _copy(conn: Connection, statement: str, rows: Sequence[MetricRow]) -> None:
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        with cursor.copy(_POSTGRES_COPY) as copy:
+        with cursor.copy(statement) as copy:
             copy.set_types(_POSTGRES_TYPES)
             for row in rows:
                 copy.write_row(row)
     finally:
         cursor.close()
-    conn.exec_driver_sql(_POSTGRES_MOVE)

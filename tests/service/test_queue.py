@@ -23,6 +23,7 @@ from service.queue import (
     reap_expired,
     register_worker,
     release_trial,
+    report_metrics,
     trials_waiting,
 )
 from service.settings import Settings
@@ -424,3 +425,49 @@ def test_a_handed_back_trial_resumes_from_its_latest_checkpoint(db: Database, sp
         ).all()
         released = s.scalars(select(Event.data).where(Event.type == "trial.released")).all()
     assert sorted(carried) == [1, 2, 3] and released == [{"from_epoch": 3}]
+
+
+def test_epochs_sent_again_are_stored_once_with_their_named_metrics(
+    db: Database, spec_factory
+) -> None:
+    """A worker whose answer was lost sends the same epochs again, alone and then inside
+    its result: each epoch stays one row, with what it first reported. PostgreSQL copies a
+    batch straight into metrics and, when some of it is stored already, through a table
+    that skips those rows."""
+    make_study(db, spec_factory(strategy={"type": "random", "trials": 1}))
+    wid = register_worker(db=db, name="w", host="h", pid=1)
+    (t,) = claim(db, wid)
+    first = {"epoch": [1, 2], "dev_accuracy": [0.25, 0.5], "extra": {"f1": [0.1, None]}}
+    for _ in range(2):
+        report_metrics(
+            db=db,
+            trial_id=t.trial_id,
+            lease_token=t.lease_token,
+            epochs=[],
+            curve=first,
+            lease_seconds=LEASE,
+        )
+    again = {"epoch": [2, 3], "dev_accuracy": [0.9, 0.75], "extra": {"f1": [0.9, 0.3]}}
+    (answer,) = finish_trials(
+        db=db,
+        results=[
+            {
+                "trial_id": t.trial_id,
+                "lease_token": t.lease_token,
+                "outcome": "completed",
+                "curve": again,
+            }
+        ],
+    )
+    assert answer["status"] == "completed"
+    with db.session(write=False) as s:
+        rows = s.execute(
+            select(Metric.epoch, Metric.dev_accuracy, Metric.extra).order_by(Metric.epoch)
+        ).all()
+        value = s.scalar(select(Trial.value).where(Trial.id == t.trial_id))
+    assert [tuple(r) for r in rows] == [
+        (1, 0.25, {"f1": 0.1}),
+        (2, 0.5, None),
+        (3, 0.75, {"f1": 0.3}),
+    ]
+    assert value == 0.75
