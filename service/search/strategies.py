@@ -173,6 +173,16 @@ class CoarseToFineStrategy(Strategy):
     (at least `MIN_BOX_WIDTH` wide, widened to whole values on a discrete axis) and
     clipped to the unit interval - that is, to the original bounds, on each axis's own
     scale. An unordered (categorical) axis keeps the choices seen among the best.
+    With the model, that box is then narrowed to where the model says the best may be
+    (`_zoom`): along each ordered coordinate, to the span of the peaks of
+    `acquisition.BOX_DRAWS` posterior draws in it and of the best trial, widened by
+    `margin` the same way - so the model's uncertainty sets how far a round zooms, and
+    the round's candidates crowd where its trials will go. A zoom's round 0 keeps the box
+    its preview showed. The last round, which no later one learns from, is placed for the
+    best value it may find (`surrogate.best_of_batch`) rather than by Thompson sampling.
+    Both together, against the placement before them (bench/search_vs_optuna.py, seeds
+    0-35, 60 trials, paired on the normalized scale): valleys +0.041 +- 0.024 (63/0/45),
+    multimodal +0.008 +- 0.026, plateaus +0.006 +- 0.013, noisy -0.031 +- 0.096.
     """
 
     def __init__(
@@ -217,6 +227,13 @@ class CoarseToFineStrategy(Strategy):
         if gp is None:
             return box, self._decode(box.map(sampler.sample(n=n, dims=self.space.dims)))
         uniform = sampler.sample(n=acquisition.uniform_count(modelled), dims=self.space.dims)
+        if round_index > 0:  # a zoom's first round keeps the box its preview showed
+            anchors = self._anchors(box, history)
+            maxima = acquisition.draw_maxima(
+                gp, box, uniform=uniform, anchors=anchors, rng=sampler.rng
+            )
+            # The best trial so far stays inside, as in the box around the best.
+            box = self._zoom(box, np.vstack([maxima, box.map(anchors[:1])]))
         u = acquisition.place_batch(
             gp,
             box,
@@ -224,10 +241,26 @@ class CoarseToFineStrategy(Strategy):
             anchors=self._anchors(box, history),
             n=modelled,
             rng=sampler.rng,
+            final=round_index == self.rounds - 1,
         )
         if modelled < n:  # a round too big to place by the model: the rest uniformly
             u = np.vstack([u, box.map(sampler.sample(n=n - modelled, dims=self.space.dims))])
         return box, self._decode(u)
+
+    def _zoom(self, box: Box, maxima: np.ndarray) -> Box:
+        """`box` narrowed, along each ordered coordinate it spans as one interval, to the
+        span of `maxima` (unit points: where the model's draws peak, and the best trial)
+        widened by `margin`."""
+        intervals = []
+        for j, axis in enumerate(self.space.axes):
+            iv = box.intervals[j]
+            if axis.distribution.ordered and len(iv) == 1:
+                lo, hi = self._span(maxima[:, j], axis.distribution)
+                lo, hi = max(lo, iv[0][0]), min(hi, iv[0][1])
+                if lo < hi:
+                    iv = [(lo, hi)]
+            intervals.append(iv)
+        return Box(intervals)
 
     def model(self, history: History) -> surrogate.GaussianProcess | None:
         """A GP of `history`'s values (power-transformed, higher is better), or None with fewer

@@ -50,6 +50,8 @@ MAX_CANDIDATES = 2048
 # two thirds of its time factoring their covariance).
 MAX_JOINT = 1024
 _UPPER_SD = 3.0
+# A final round's batch is chosen on this many joint draws (`best_of_batch`).
+FINAL_DRAWS = 256
 # Bounds of the hyperparameters (log space): length scales on the unit box, the signal
 # and noise variances of rank-normalized values (variance about 1).
 _LOG_LENGTH = (math.log(0.03), math.log(20.0))
@@ -263,8 +265,61 @@ def thompson_batch(
     draw is a plausible function, not independent noise per point; over the `MAX_JOINT`
     of highest upper bound when there are more (and at least `n`).
     """
+    candidates, draws = joint_draws(
+        gp, candidates, keep=max(MAX_JOINT, n), draws=n, rng=rng, spread=spread
+    )
+    m = len(candidates)
+    taken = np.zeros(m, dtype=bool)
+    picks = []
+    for k in range(n):
+        column = np.where(taken, -np.inf, draws[:, k])
+        i = int(np.argmax(column))
+        taken[i] = True
+        picks.append(i)
+    return candidates[picks]
+
+
+def best_of_batch(
+    gp: GaussianProcess,
+    candidates: np.ndarray,
+    *,
+    n: int,
+    best: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """`n` distinct rows of `candidates` that together most raise the expected best value:
+    greedily, each the one whose value most raises ``E[max(best, picks so far)]`` over
+    `FINAL_DRAWS` joint posterior draws (Monte Carlo q-EI).
+
+    A round that no later round will learn from should be judged by the best trial it
+    finds, not by what it teaches the model, which is what Thompson sampling spends on."""
+    candidates, draws = joint_draws(
+        gp, candidates, keep=max(MAX_JOINT, n), draws=FINAL_DRAWS, rng=rng, spread=1.0
+    )
+    current = np.full(draws.shape[1], best)
+    taken = np.zeros(len(candidates), dtype=bool)
+    picks = []
+    for _ in range(n):
+        gain = np.maximum(draws - current[None, :], 0.0).mean(axis=1)
+        i = int(np.argmax(np.where(taken, -np.inf, gain)))
+        taken[i] = True
+        picks.append(i)
+        current = np.maximum(current, draws[i])
+    return candidates[picks]
+
+
+def joint_draws(
+    gp: GaussianProcess,
+    candidates: np.ndarray,
+    *,
+    keep: int,
+    draws: int,
+    rng: np.random.Generator,
+    spread: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates drawn over (the `keep` of highest upper bound, in their order) and
+    `draws` joint posterior draws at them: (m, d), (m, draws)."""
     with threadpool_limits(1):
-        keep = max(MAX_JOINT, n)
         if len(candidates) > keep:
             m_mean, m_var = gp.marginal(candidates)
             upper = m_mean + _UPPER_SD * spread * np.sqrt(m_var)
@@ -280,15 +335,7 @@ def thompson_batch(
                 continue
         else:  # numerically hopeless: independent draws from the marginal variances
             L = np.diag(np.sqrt(np.clip(np.diag(cov), 0.0, None)))
-    draws = mean[:, None] + spread * (L @ rng.standard_normal((m, n)))
-    taken = np.zeros(m, dtype=bool)
-    picks = []
-    for k in range(n):
-        column = np.where(taken, -np.inf, draws[:, k])
-        i = int(np.argmax(column))
-        taken[i] = True
-        picks.append(i)
-    return candidates[picks]
+        return candidates, mean[:, None] + spread * (L @ rng.standard_normal((m, draws)))
 
 
 def fit_indices(n: int) -> np.ndarray:

@@ -78,15 +78,26 @@ def test_same_spec_seed_and_history_give_the_same_round_byte_for_byte() -> None:
     ) != json.dumps(json.loads(first)["params"])
 
 
-def test_the_round_lies_in_the_box_the_dashboard_and_zoom_draw() -> None:
+def test_the_round_lies_in_its_box_narrowed_by_the_model_inside_the_best_trials_box() -> None:
     strategy = c2f_of(seed=4)
     history = history_for(strategy, 40, seed=3)
     box, params = strategy.suggest(round_index=2, history=history)
     assert box is not None
+    assert all(box.contains(strategy.space.encode(p)) for p in params)
+    drawn = strategy.box(history=history)  # around the best trials
+    assert 0.0 < box.volume() < drawn.volume() < 1.0
+    for inner, outer in zip(box.intervals, drawn.intervals, strict=True):
+        assert outer[0][0] <= inner[0][0] < inner[-1][1] <= outer[-1][1]
+
+
+def test_a_zoom_s_first_round_keeps_the_box_its_preview_draws() -> None:
+    strategy = c2f_of(seed=4)
+    history = history_for(strategy, 40, seed=3)
+    box, params = strategy.suggest(round_index=0, history=history)
+    assert box is not None
     drawn = strategy.box(history=history)
     assert box.describe(strategy.space) == drawn.describe(strategy.space)
     assert all(drawn.contains(strategy.space.encode(p)) for p in params)
-    assert box.volume() < 1.0
 
 
 def test_a_mixed_space_with_conditional_layers_places_a_whole_round_in_its_box() -> None:
