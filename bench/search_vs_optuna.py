@@ -6,18 +6,18 @@ Run from the repository root (Optuna and torch are the ``bench`` extra):
         [--methods c2f,tpe,...] [--problems hartmann6,...] [--quick] [--fit-time]
 
 The suite (bench/search_suite/): standard test functions of four families - multimodal
-(Hartmann 6, Ackley 5, Levy 8, Styblinski-Tang 4), valleys (Branin, Rosenbrock 4,
-Dixon-Price 6, six-hump camel), plateaus (De Jong's step over ints, a categorical and
-conditional layers; Hartmann 3 over a stepped float, an int and a categorical) and noisy
-ones (Hartmann 6, Branin) - laid over real TrainConfig fields through the spec's scales,
-and the trainer on breast_cancer, digits and generated moons with a conditional depth.
+(Hartmann 6, Ackley 4, Levy 6), valleys (Branin, Rosenbrock 4, six-hump camel),
+plateaus (De Jong's step over ints, a categorical and conditional layers; Hartmann 3
+over a stepped float, an int and a categorical) and noisy ones (Hartmann 6, Branin) -
+laid over real TrainConfig fields through the spec's scales, and the trainer on
+breast_cancer, digits and generated moons with a conditional depth.
 
 Per seed every method meets the same function, data and noise; each is seeded with the
 seed. Caviar runs through the real path (`parse_spec`, `plan_round`). Optuna runs one
 trial at a time (its best case) and, as ``/b``, in batches of budget/3 (ask, then tell,
 as Caviar's rounds); ``c2f/b10`` is coarse_to_fine with rounds of 10. Reported: medians,
 paired differences by seed with standard errors and wins/ties/losses, per problem and
-per family on a normalized scale. Keep the seeds you tune on (0-11) apart from those
+per family on a normalized scale. Keep the seeds you tune on (0-35) apart from those
 you report (--first-seed 100). Results are cached under /tmp/caviar-search-suite (a
 change to service/search/ invalidates Caviar's), so a table can be re-printed at once.
 `--fit-time` times coarse_to_fine's model for 1,000 finished trials and a 512-trial round.
