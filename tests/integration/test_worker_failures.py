@@ -29,12 +29,14 @@ def slow_spec(
     trials: int = 1,
     epochs: int = 30,
     samples: int = 10_000,
+    batch: int = 8,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Trials whose epochs take about 0.1 s per 10,000 samples (batch 8)."""
+    """Trials whose epochs take about 0.1 s per 10,000 samples (batch 8; twice as long
+    in batches of 4)."""
     return spec_factory(
         dataset={"name": "moons", "n_samples": samples, "noise": 0.2, "seed": 1},
-        model={"hidden_layers": [32, 32], "epochs": epochs, "batch_size": 8},
+        model={"hidden_layers": [32, 32], "epochs": epochs, "batch_size": batch},
         strategy={"type": "random", "trials": trials},
         **overrides,
     )
@@ -206,13 +208,16 @@ def test_a_trial_that_kills_its_worker_every_time_fails_after_max_retries(
 def test_a_long_epoch_with_heartbeats_is_never_reclaimed(
     sqlite_url, live_service, spec_factory, workers
 ) -> None:
+    # Ten heartbeats a lease: with five (1.5 s, 0.3 s), a clean-clone CI run whose tests
+    # loaded the 2 cores to about four runnable processes each once missed them all.
     svc = live_service(
-        sqlite_url, lease_seconds=1.5, heartbeat_seconds=0.3, reap_interval_seconds=0.2
+        sqlite_url, lease_seconds=2.5, heartbeat_seconds=0.25, reap_interval_seconds=0.2
     )
     api = httpx.Client(base_url=svc.url, timeout=30)
-    # epochs of about 2 s, longer than the lease itself: only heartbeats keep it
+    # epochs of about 4 s, longer than the lease itself: only heartbeats keep it
     long_id = api.post(
-        "/api/studies", json=slow_spec(spec_factory, name="long", epochs=3, samples=200_000)
+        "/api/studies",
+        json=slow_spec(spec_factory, name="long", epochs=3, samples=200_000, batch=4),
     ).json()["id"]
     workers.start(svc.url)
     wait_until(lambda: running_trial(api, long_id, 0), what="the long trial to start")
