@@ -132,7 +132,11 @@ def test_a_killed_worker_s_trial_resumes_from_the_function_s_own_bytes(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-    stored = kept(api, trial["id"])  # its process is gone: nothing more is kept
+    # An upload the killed process had sent may still be stored until the lease expires
+    # and the trial is queued again; from then on, what the attempt kept is final (a late
+    # upload is refused: the lease is gone).
+    wait_until(lambda: only_trial(api, study_id)["status"] == "queued", what="the trial requeued")
+    stored = kept(api, trial["id"])
     last = max(stored)
     assert stored[last] == opaque_blob("zip", last)
     with worker_thread(svc.url):
