@@ -167,28 +167,8 @@ _OUTCOME_STATUS = {
     "pruned": TrialStatus.pruned,
     "paused": TrialStatus.paused,
 }
-# Finish statements, built once per (objective, kind): executemany over a batch.
-_FINISH_STATEMENTS: dict[tuple[str, str, str, str], Any] = {}
-
-
-def _finish_statement(kind: str, objective: tuple[str, str, str]) -> Any:
-    """The UPDATE that ends one trial of a batch, guarded by its lease token.
-
-    kind: `valued` (the objective is read from the attempt's stored curve), `given` (a
-    task's own function returned it: `b_value`), `failed` (no value), `paused` (no value,
-    not finished).
-    """
-    key = (kind, *objective)
-    stmt = _FINISH_STATEMENTS.get(key)
-    if stmt is None:
-        stmt = _FINISH_STATEMENTS[key] = _ending(
-            kind,
-            objective,
-            {name: bindparam(f"b_{name}") for name in _ENDING_FIELDS},
-        )
-    return stmt
-
-
+# Finish statements, built once per (database kind, end kind, objective).
+_FINISH_STATEMENTS: dict[tuple[bool, str, str, str, str], Any] = {}
 # What ends one trial, as the UPDATE takes it: one bind parameter each (`b_` + name) in
 # an executemany, one array each (`a_` + name) in PostgreSQL's single statement.
 _ENDING_FIELDS = {
@@ -203,9 +183,40 @@ _ENDING_FIELDS = {
 }
 
 
+def _finish_statement(kind: str, objective: tuple[str, str, str], *, postgres: bool) -> Any:
+    """The UPDATE that ends the trials of a batch, each guarded by its lease token.
+
+    kind: `valued` (the objective is read from the attempt's stored curve), `given` (a
+    task's own function returned it: `value`), `failed` (no value), `paused` (no value,
+    not finished). Elsewhere an executemany of it, one trial per parameter set; on
+    PostgreSQL one statement over arrays (`a_` + field), as psycopg's executemany ran one
+    UPDATE per trial, 70 µs of the server's CPU each.
+    """
+    key = (postgres, kind, *objective)
+    stmt = _FINISH_STATEMENTS.get(key)
+    if stmt is None:
+        fields: dict[str, Any]
+        if postgres:
+            rows = (
+                func.unnest(
+                    *(
+                        bindparam(f"a_{name}", type_=ARRAY(type_))
+                        for name, type_ in _ENDING_FIELDS.items()
+                    )
+                )
+                .table_valued(*(column(name, type_) for name, type_ in _ENDING_FIELDS.items()))
+                .render_derived(name="ending")
+            )
+            fields = {name: rows.c[name] for name in _ENDING_FIELDS}
+        else:
+            fields = {name: bindparam(f"b_{name}") for name in _ENDING_FIELDS}
+        stmt = _FINISH_STATEMENTS[key] = _ending(kind, objective, fields)
+    return stmt
+
+
 def _ending(kind: str, objective: tuple[str, str, str], v: Mapping[str, Any]) -> Any:
-    """The guarded UPDATE of `kind` (see _finish_statement) taking each trial's fields
-    from `v`: bind parameters, or the columns of a set of rows."""
+    """The guarded UPDATE of `kind` taking each trial's fields from `v`: bind
+    parameters, or the columns of a set of rows."""
     metric, direction, at = objective
     value: Any = None
     if kind == "given":
@@ -233,32 +244,6 @@ def _ending(kind: str, objective: tuple[str, str, str], v: Mapping[str, Any]) ->
             finished_at=None if kind == "paused" else func.now(),
         )
     )
-
-
-_PG_FINISH_STATEMENTS: dict[tuple[str, str, str, str], Any] = {}
-
-
-def _pg_finish_statement(kind: str, objective: tuple[str, str, str]) -> Any:
-    """PostgreSQL: the UPDATE of `kind` for a whole batch, one statement over arrays
-    (`a_` + field): psycopg's executemany ran one UPDATE per trial, 70 µs of the server's
-    CPU each."""
-    key = (kind, *objective)
-    stmt = _PG_FINISH_STATEMENTS.get(key)
-    if stmt is None:
-        rows = (
-            func.unnest(
-                *(
-                    bindparam(f"a_{name}", type_=ARRAY(type_))
-                    for name, type_ in _ENDING_FIELDS.items()
-                )
-            )
-            .table_valued(*(column(name, type_) for name, type_ in _ENDING_FIELDS.items()))
-            .render_derived(name="ending")
-        )
-        stmt = _PG_FINISH_STATEMENTS[key] = _ending(
-            kind, objective, {name: rows.c[name] for name in _ENDING_FIELDS}
-        )
-    return stmt
 
 
 @dataclass(frozen=True)
@@ -392,11 +377,12 @@ def _store(s: Session, ended: list[_Ended]) -> None:
     store_checkpoints(conn, checkpoints, caviar={e.row.id for e in ended if e.row.mode == "caviar"})
     postgres = conn.dialect.name == "postgresql"
     for (kind, objective), params in updates.items():
+        stmt = _finish_statement(kind, objective, postgres=postgres)
         if postgres:
             arrays = {f"a_{name}": [p[f"b_{name}"] for p in params] for name in _ENDING_FIELDS}
-            moved = conn.execute(_pg_finish_statement(kind, objective), arrays).rowcount
+            moved = conn.execute(stmt, arrays).rowcount
         else:
-            moved = conn.execute(_finish_statement(kind, objective), params).rowcount
+            moved = conn.execute(stmt, params).rowcount
         # The leases were checked under lock: every guarded UPDATE must have matched.
         assert moved in (-1, len(params)), (moved, len(params))
     for worker_id, n in sorted(workers.items()):
