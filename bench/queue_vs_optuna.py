@@ -9,14 +9,16 @@ full batch) of 1, 100 or 1,000 epochs three ways, with the same number of proces
 
 Every clock runs from the first trial's start to the last trial's end (Caviar's from its
 study's events, Optuna's from its trials, the bare processes' own). A row's figures are
-medians of interleaved repetitions (bare, Caviar, Optuna, then again), so a change in
-the machine's load falls on every side. The service's CPU per trial is read from
+medians of interleaved repetitions (bare, Caviar on SQLite and on PostgreSQL, Optuna on
+both, then again), so a change in the machine's load falls on every side; `of bare` and
+`vs ref` (PostgreSQL's rate over SQLite's, a full database's over an empty one's) are
+medians of the ratios within each repetition. The service's CPU per trial is read from
 /proc/<pid>/stat of the `caviar serve` process, and its worker requests per trial from
 its /metrics; `waiting` is the share of the workers' time on the clock they spent
 waiting for a lease (each worker process's last log line); `db cpu` is the PostgreSQL
-server's CPU per trial (its processes on this machine, on the same cores). The last rows
-run the 1-epoch trials with 50,000 finished trials of another study already in the
-database.
+server's CPU per trial (its processes on this machine, on the same cores). The rows
+marked * run the 1-epoch trials, in the same repetitions, with 50,000 finished trials of
+another study already in the database.
 
     python bench/queue_vs_optuna.py            # SQLite and PostgreSQL, 3 repetitions
     python bench/queue_vs_optuna.py --quick    # fewer trials, 1 repetition: a minute or two
@@ -29,7 +31,7 @@ import argparse
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,7 +108,7 @@ def seed_trials(db_url: str, n: int) -> None:
                 insert(Metric),
                 [{"trial_id": t, "attempt": 1, "epoch": 1, "dev_accuracy": 0.5} for t in ids],
             )
-            events = [
+            events: list[dict[str, object]] = [
                 {"study_id": old.id, "type": kind, "trial_id": t, "data": {}, "created_at": 0.0}
                 for t in ids
                 for kind in ("trial.started", "trial.finished")
@@ -126,46 +128,99 @@ def worker_requests(service: Service) -> float:
     return total
 
 
+@dataclass(frozen=True)
+class Setup:
+    """One Caviar configuration of a row: its database and how many other trials it holds."""
+
+    kind: str
+    seeded: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}{'*' if self.seeded else ''}"
+
+
 def one_row(
-    kind: str, epochs: int, args: argparse.Namespace, tmp: Path, *, seeded: int = 0
-) -> dict[str, float]:
-    """Medians of `args.repeats` interleaved runs of the three sides for one row."""
+    epochs: int, setups: list[Setup], args: argparse.Namespace, tmp: Path
+) -> dict[Setup, dict[str, float]]:
+    """Medians of `args.repeats` interleaved runs of every side for one number of epochs.
+
+    Every setup's service runs for the whole row, and each repetition runs the bare
+    processes, then Caviar on every setup (every other repetition in reverse order),
+    then Optuna on every database, one after the other: a change in the machine's speed
+    falls on all of them, so the ratios between setups (PostgreSQL to SQLite, a full
+    database to an empty one) are taken within each repetition and their median reported."""
     n, n_optuna = TRIALS[epochs]
     if args.quick:
         n, n_optuna = max(n // QUICK, 8), max(n_optuna // QUICK, 8)
-    runs: dict[str, list[Run]] = {"bare": [], "caviar": [], "optuna": []}
-    requests: list[float] = []
-    db_url = fresh_database(kind, tmp)
-    if seeded:
-        seed_trials(db_url, seeded)
-    service = Service(db_url)
+    bare_runs: list[Run] = []
+    runs: dict[Setup, list[Run]] = {setup: [] for setup in setups}
+    optuna_runs: dict[str, list[Run]] = {s.kind: [] for s in setups if not s.seeded}
+    requests: dict[Setup, list[float]] = {setup: [] for setup in setups}
+    services: dict[Setup, tuple[str, Service]] = {}
     try:
-        # A few trials first, unmeasured: the service's first requests of each kind.
-        caviar(service, db_url, spec(16, epochs, name=f"warm-up-{epochs}"), args.procs)
+        for setup in setups:
+            db_url = fresh_database(setup.kind, tmp)
+            if setup.seeded:
+                seed_trials(db_url, setup.seeded)
+            services[setup] = (db_url, Service(db_url))
+            # A few trials first, unmeasured: the service's first requests of each kind.
+            caviar(
+                services[setup][1], db_url, spec(16, epochs, name=f"warm-up-{epochs}"), args.procs
+            )
         for rep in range(args.repeats):
             data = spec(n, epochs, name=f"bench-{epochs}-{rep}")
-            service.settle()
-            runs["bare"].append(bare(data, args.procs))
-            before = worker_requests(service)
-            service.settle()
-            runs["caviar"].append(caviar(service, db_url, data, args.procs))
-            requests.append((worker_requests(service) - before) / n)
-            service.settle()
-            if not seeded:
+            for _, service in services.values():
+                service.settle()
+            bare_runs.append(bare(data, args.procs))
+            # Every other repetition in the reverse order: a drift of the machine's speed
+            # within a repetition then favours no setup over another.
+            order = list(services.items())
+            for setup, (db_url, service) in order if rep % 2 == 0 else reversed(order):
+                service.settle()
+                before = worker_requests(service)
+                runs[setup].append(caviar(service, db_url, data, args.procs))
+                requests[setup].append((worker_requests(service) - before) / n)
+            for kind, kind_runs in optuna_runs.items():
                 optuna_url = fresh_database(kind, tmp)
                 try:
-                    runs["optuna"].append(optuna_side(optuna_url, data, args.procs, n_optuna))
+                    kind_runs.append(optuna_side(optuna_url, data, args.procs, n_optuna))
                 finally:
                     drop_database(optuna_url)
     finally:
-        service.stop()
-        drop_database(db_url)
-    out = {side: statistics.median(r.rate for r in rs) for side, rs in runs.items() if rs}
-    out["cpu"] = statistics.median(r.service_cpu_ms or 0.0 for r in runs["caviar"])
-    out["waiting"] = statistics.median(r.waiting or 0.0 for r in runs["caviar"])
-    if kind == "postgres":
-        out["db"] = statistics.median(r.database_cpu_ms or 0.0 for r in runs["caviar"])
-    out["requests"] = statistics.median(requests)
+        for db_url, service in services.values():
+            service.stop()
+            drop_database(db_url)
+    out: dict[Setup, dict[str, float]] = {}
+    for setup, setup_runs in runs.items():
+        row = {
+            "bare": statistics.median(r.rate for r in bare_runs),
+            "caviar": statistics.median(r.rate for r in setup_runs),
+            "of_bare": statistics.median(
+                c.rate / b.rate for c, b in zip(setup_runs, bare_runs, strict=True)
+            ),
+            "cpu": statistics.median(r.service_cpu_ms or 0.0 for r in setup_runs),
+            "waiting": statistics.median(r.waiting or 0.0 for r in setup_runs),
+            "requests": statistics.median(requests[setup]),
+        }
+        if not setup.seeded:
+            row["optuna"] = statistics.median(r.rate for r in optuna_runs[setup.kind])
+        if setup.kind == "postgres":
+            row["db"] = statistics.median(r.database_cpu_ms or 0.0 for r in setup_runs)
+        # The paired ratio to its reference: PostgreSQL to SQLite, a full database to
+        # the empty one of its kind, repetition by repetition.
+        reference = (
+            Setup(setup.kind)
+            if setup.seeded
+            else Setup("sqlite")
+            if setup.kind != "sqlite"
+            else None
+        )
+        if reference in runs:
+            row["vs"] = statistics.median(
+                a.rate / b.rate for a, b in zip(setup_runs, runs[reference], strict=True)
+            )
+        out[setup] = row
     return out
 
 
@@ -177,20 +232,21 @@ def _print_header(args: argparse.Namespace) -> None:
     )
     print(
         f"{'database':<9} {'epochs':>6} {'bare t/s':>9} {'caviar t/s':>10} {'optuna t/s':>10}"
-        f" {'of bare':>8} {'x optuna':>9} {'svc cpu ms/trial':>17} {'requests/trial':>15}"
-        f" {'waiting':>8} {'db cpu ms/trial':>16}"
+        f" {'of bare':>8} {'x optuna':>9} {'vs ref':>7} {'svc cpu ms/trial':>17}"
+        f" {'requests/trial':>15} {'waiting':>8} {'db cpu ms/trial':>16}"
     )
 
 
-def _print_row(kind: str, label: str, row: dict[str, float]) -> None:
+def _print_row(label: str, epochs: int, row: dict[str, float]) -> None:
     optuna = row.get("optuna")
     database = f"{row['db']:.3f}" if "db" in row else "-"
     rate, ceiling = row["caviar"], row["bare"]
     versus = f"{rate / optuna:.1f}x" if optuna else "-"
+    reference = f"{row['vs']:.1%}" if "vs" in row else "-"
     print(
-        f"{kind:<9} {label:>6} {ceiling:>9.1f} {rate:>10.1f}"
-        f" {(f'{optuna:.1f}' if optuna else '-'):>10} {rate / ceiling:>8.1%} {versus:>9}"
-        f" {row['cpu']:>17.3f} {row['requests']:>15.2f} {row['waiting']:>8.1%}"
+        f"{label:<9} {epochs:>6} {ceiling:>9.1f} {rate:>10.1f}"
+        f" {(f'{optuna:.1f}' if optuna else '-'):>10} {row['of_bare']:>8.1%} {versus:>9}"
+        f" {reference:>7} {row['cpu']:>17.3f} {row['requests']:>15.2f} {row['waiting']:>8.1%}"
         f" {database:>16}",
         flush=True,
     )
@@ -213,22 +269,24 @@ def main(argv: list[str] | None = None) -> None:
     if not set(epochs) <= set(TRIALS):
         parser.error(f"--epochs: choose among {sorted(TRIALS)}")
     kinds = ([] if args.no_sqlite else ["sqlite"]) + ([] if args.no_postgres else ["postgres"])
-    rows: list[tuple[str, str, Callable[[Path], dict[str, float]]]] = [
-        (kind, str(e), lambda tmp, k=kind, e=e: one_row(k, e, args, tmp))
-        for kind in kinds
-        for e in epochs
-    ]
-    if not args.no_many:
-        rows += [
-            (kind, "1*", lambda tmp, k=kind: one_row(k, 1, args, tmp, seeded=MANY))
-            for kind in kinds
-        ]
     _print_header(args)
     with tempfile.TemporaryDirectory() as tmp_dir:
-        for kind, label, measure in rows:
-            _print_row(kind, label, measure(Path(tmp_dir)))
-    if not args.no_many:
-        print(f"* with {MANY:,} finished trials of another study already in the database")
+        for e in epochs:
+            setups = [Setup(kind) for kind in kinds]
+            if e == 1 and not args.no_many:
+                setups += [Setup(kind, MANY) for kind in kinds]
+            for setup, row in one_row(e, setups, args, Path(tmp_dir)).items():
+                _print_row(setup.label, e, row)
+    print(
+        "vs ref: the rate over its reference's in the same repetitions (median): PostgreSQL's"
+        " over SQLite's"
+        + (
+            ""
+            if args.no_many
+            else f"; * ({MANY:,} finished trials of another study already in"
+            " the database) over the same database empty"
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -117,8 +117,17 @@ def at_start_line(target: Any, arglist: list[tuple[Any, ...]]) -> None:
     procs = [ctx.Process(target=target, args=(*args, ready, start)) for args in arglist]
     for p in procs:
         p.start()
-    for _ in procs:
-        ready.acquire()
+    waiting = len(procs)
+    while waiting:
+        if ready.acquire(timeout=1.0):
+            waiting -= 1
+        elif dead := [p for p in procs if p.exitcode is not None]:
+            # A process that failed before the line would leave the others waiting forever.
+            for p in procs:
+                p.kill()
+            raise RuntimeError(
+                f"a benchmark process failed before the start with {dead[0].exitcode}"
+            )
     start.set()
     for p in procs:
         p.join()
@@ -238,6 +247,8 @@ def study_clock(db_url: str, study_id: int) -> float:
                 Event.study_id == study_id, Event.type == "trial.finished"
             )
         )
+    if first is None or last is None:
+        raise RuntimeError(f"study {study_id} has no started or no finished trial")
     return float(last - first)
 
 
