@@ -4,6 +4,7 @@ runs it (`caviar run`), so the page cannot drift from the strategy."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -16,12 +17,15 @@ def test_the_coarse_to_fine_lesson_s_figures_hold(tmp_path: Path) -> None:
     db = tmp_path / "c2f.db"
     example = str(ROOT / "examples" / "coarse-to-fine.yaml")
     args = ["run", example, "--db", f"sqlite:///{db}", "--workers", "1", "--json"]
+    # The page's figures are OpenBLAS's AVX2 kernels' (its note says so): the AVX-512
+    # ones round a sum differently, and a first-round trial then ends just under 0.99.
     done = subprocess.run(
         [sys.executable, "-m", "service.cli", *args],
         capture_output=True,
         text=True,
         timeout=600,
         cwd=tmp_path,
+        env={**os.environ, "OPENBLAS_CORETYPE": "Haswell"},
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["counts"]["completed"] == 36
