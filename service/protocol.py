@@ -155,6 +155,13 @@ class ClaimRequest(_Request):
         le=86_400,
         description="the worker is still busy this long (the end of its running trial)",
     )
+    study_id: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_ID,
+        description="lease only this study's trials (a program asking for one study's "
+        "trials); null: any study the worker runs",
+    )
 
 
 class ResumeFrom(BaseModel):

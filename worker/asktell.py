@@ -204,16 +204,10 @@ class Study:
     def _claim(self, worker_id: str) -> AskedTrial | None:
         answer = self.client.http.post(
             "/api/worker/claim",
-            {"worker_id": worker_id, "max_trials": 1},
+            {"worker_id": worker_id, "max_trials": 1, "study_id": self.id},
         )
         for claimed in answer["trials"]:
             trial = AskedTrial(self, claimed)
-            if trial.study_id != self.id:
-                # Claims pick by entrypoint, not by study: another study of the same
-                # function's trial goes back at once (the claim serves the study waiting
-                # longest next, so this one's comes after).
-                trial.release()
-                continue
             self.client.hold(trial)
             return trial
         return None

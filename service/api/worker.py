@@ -210,6 +210,7 @@ def _claim(raw: bytes, db: Any, settings: Settings) -> bytes:
         caviar_checkpoint_seconds=settings.caviar_checkpoint_seconds,
         target_seconds=body.target_seconds,
         busy_seconds=body.busy_seconds,
+        study_id=body.study_id,
     )
     # The busiest route: rendered here, not validated again against the response model
     # (which the document still shows, and the contract tests check answers against).

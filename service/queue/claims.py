@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
 
@@ -77,10 +77,12 @@ def claim_trials(
     caviar_checkpoint_seconds: float = 0.0,
     target_seconds: float | None = None,
     busy_seconds: float = 0.0,
+    study_id: int | None = None,
 ) -> list[Claimed]:
-    """Lease up to `max_trials` queued trials to `worker_id` (see `claim_in`)."""
+    """Lease up to `max_trials` queued trials to `worker_id` (see `claim_in`); with
+    `study_id`, only that study's."""
     with db.session() as s:
-        offers = touch_worker(s, worker_id)
+        offers = replace(touch_worker(s, worker_id), study_id=study_id)
         return claim_in(
             s,
             worker_id=worker_id,
@@ -118,7 +120,7 @@ def claim_in(
     `max_trials`.
     """
     conn = s.connection()
-    plain, skip_locked, wait = _candidates(offers.trainer)
+    plain, skip_locked, wait = _candidates(offers.trainer, offers.study_id is not None)
     if conn.dialect.name == "postgresql":
         # The study rows stay locked to the end of the transaction: a replica that
         # finds one locked serves another study, and max_parallel is counted under
@@ -178,7 +180,7 @@ def trials_waiting(*, db: Database, offers: Offers = Offers()) -> bool:
     that came back empty does not mean the queue is empty. Trials of a study awaiting a
     person's review do not count, nor those of studies a worker of `offers` cannot run."""
     with db.session(write=False) as s:
-        return bool(s.connection().execute(waiting(offers.trainer), offers.params()).scalar())
+        return bool(s.connection().execute(waiting_for(offers), offers.params()).scalar())
 
 
 _S, _T = STUDIES, TRIALS
@@ -191,20 +193,23 @@ _SERVABLE = (
 )
 
 
-def _serving(trainer: bool) -> Any:
+def _serving(trainer: bool, only_study: bool = False) -> Any:
     """The studies a worker runs: those naming one of its entrypoints (`b_entrypoints`,
-    maybe none), and with `trainer` the built-in trainer's (no entrypoint)."""
+    maybe none), and with `trainer` the built-in trainer's (no entrypoint); with
+    `only_study`, of those only the study `b_only_study`."""
     named = _S.c.entrypoint.in_(bindparam("b_entrypoints", expanding=True))
-    return or_(_S.c.entrypoint.is_(None), named) if trainer else named
+    serving = or_(_S.c.entrypoint.is_(None), named) if trainer else named
+    return and_(serving, _S.c.id == bindparam("b_only_study")) if only_study else serving
 
 
 @cache
-def _candidates(trainer: bool) -> tuple[Any, Any, Any]:
-    """The claim's candidate studies for a worker that does (not) run the trainer: as
-    SQLite reads them, FOR UPDATE SKIP LOCKED, and the one to wait for (PostgreSQL)."""
+def _candidates(trainer: bool, only_study: bool = False) -> tuple[Any, Any, Any]:
+    """The claim's candidate studies for a worker that does (not) run the trainer (of
+    those, with `only_study`, one study): as SQLite reads them, FOR UPDATE SKIP LOCKED,
+    and the one to wait for (PostgreSQL)."""
     plain = (
         select(_S.c.id, _S.c.mode, _S.c.max_parallel, _S.c.status, _S.c.spec, _S.c.entrypoint)
-        .where(*_SERVABLE, _serving(trainer))
+        .where(*_SERVABLE, _serving(trainer, only_study))
         .order_by(_S.c.last_claim_at.asc().nulls_first(), _S.c.id)
         .limit(16)
     )
@@ -215,12 +220,17 @@ def _candidates(trainer: bool) -> tuple[Any, Any, Any]:
     )
 
 
+def waiting_for(offers: Offers) -> Any:
+    """`waiting` for what a claim of `offers` serves (bind `offers.params()`)."""
+    return waiting(offers.trainer, offers.study_id is not None)
+
+
 @cache
-def waiting(trainer: bool) -> Any:
+def waiting(trainer: bool, only_study: bool = False) -> Any:
     """Whether queued trials a worker runs wait for a free slot, or a round of a study it
     runs is due: the planner opens a due round moments after the finish that closed the
     last one, so a worker leaving when idle must not leave now."""
-    serving = _serving(trainer)
+    serving = _serving(trainer, only_study)
     return select(or_(exists().where(*_SERVABLE, serving), exists().where(*ROUND_DUE, serving)))
 
 

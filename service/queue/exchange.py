@@ -8,11 +8,11 @@ PostgreSQL flushes its log once).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from service.db import Database
-from service.queue.claims import Claimed, claim_in, waiting
+from service.queue.claims import Claimed, claim_in, waiting_for
 from service.queue.finish import finish_in
 from service.queue.offers import touch_worker
 
@@ -37,11 +37,13 @@ def claim_and_report(
     caviar_checkpoint_seconds: float = 0.0,
     target_seconds: float | None = None,
     busy_seconds: float = 0.0,
+    study_id: int | None = None,
 ) -> Exchange:
     """Finish `results` (see finish_trials), then lease up to `max_trials` (see claim_in),
-    for the registered worker `worker_id` (NotFound if it is not)."""
+    for the registered worker `worker_id` (NotFound if it is not); with `study_id`, only
+    that study's trials (and `waiting` says whether that study's wait)."""
     with db.session() as s:
-        offers = touch_worker(s, worker_id)
+        offers = replace(touch_worker(s, worker_id), study_id=study_id)
         finished = finish_in(s, results) if results else []
         trials: list[Claimed] = []
         if max_trials:
@@ -57,6 +59,6 @@ def claim_and_report(
             )
         held = max_trials and not trials
         queued = bool(
-            held and s.connection().execute(waiting(offers.trainer), offers.params()).scalar()
+            held and s.connection().execute(waiting_for(offers), offers.params()).scalar()
         )
     return Exchange(finished=finished, trials=trials, waiting=queued)

@@ -25,6 +25,9 @@ class Offers:
 
     trainer: bool = True
     entrypoints: tuple[str, ...] = ()
+    # One claim's own narrowing: only this study's trials (a program asking for a study's
+    # trials one by one), None: every study the worker runs.
+    study_id: int | None = None
 
     @classmethod
     def of_row(cls, trainer: Any, entrypoints: Any) -> Offers:
@@ -32,7 +35,10 @@ class Offers:
 
     def params(self) -> dict[str, Any]:
         """The bind parameters of the statements `_serving` builds."""
-        return {"b_entrypoints": list(self.entrypoints)}
+        params: dict[str, Any] = {"b_entrypoints": list(self.entrypoints)}
+        if self.study_id is not None:
+            params["b_only_study"] = self.study_id
+        return params
 
 
 def register_worker(

@@ -277,6 +277,11 @@ def test_ask_leases_only_its_own_studys_trials(sqlite_url, live_service) -> None
             trial.tell(0.1)
         assert second.ask(timeout=30) is None
         assert first.read()["counts"].get("queued") == 2
+    # The first study's trials were never leased: the claims asked for the second's only
+    # (a claim by function alone leased the older study's trial first, then handed it back).
+    with get_database(sqlite_url).session(write=False) as s:
+        attempts = s.scalars(select(Trial.attempt).where(Trial.study_id == first.id)).all()
+    assert attempts == [0, 0]
 
 
 def test_with_tokens_the_client_needs_worker_and_write_scopes(sqlite_url, live_service) -> None:

@@ -89,6 +89,35 @@ def test_a_worker_without_the_trainer_leaves_builtin_trials_alone(
     assert trials_waiting(db=db)  # the trainer's trials do wait, for a worker that runs them
 
 
+def test_a_claim_for_one_study_leases_only_its_trials_and_waits_only_for_it(
+    db: Database,
+) -> None:
+    older = make(db, task_spec(trials=3, name="older"))
+    newer = make(db, task_spec(trials=2, name="newer", execution={"max_parallel": 1}))
+    program = worker(db, DIGITS, trainer=False)
+    # The older study is served first by a plain claim; a claim for the newer one
+    # passes it over without leasing (and handing back) any of its trials.
+    first = claim_and_report(
+        db=db, worker_id=program, results=[], max_trials=8, lease_seconds=LEASE, study_id=newer
+    )
+    assert studies_of(first.trials) == {newer} and len(first.trials) == 1  # max_parallel 1
+    second = claim_and_report(
+        db=db, worker_id=program, results=[], max_trials=8, lease_seconds=LEASE, study_id=newer
+    )
+    # Its other trial waits for the free slot: the answer says so, although the older
+    # study's three trials are free to lease.
+    assert second.trials == [] and second.waiting is True
+    with db.session(write=False) as s:
+        attempts = s.scalars(select(Trial.attempt).where(Trial.study_id == older)).all()
+    assert attempts == [0, 0, 0]
+    plain = claim_trials(db=db, worker_id=program, max_trials=8, lease_seconds=LEASE)
+    assert studies_of(plain) == {older} and len(plain) == 3
+    assert (
+        claim_trials(db=db, worker_id=program, max_trials=8, lease_seconds=LEASE, study_id=older)
+        == []
+    )
+
+
 def test_a_task_no_live_worker_offers_stays_queued_and_waiting(db: Database) -> None:
     study = make(db, task_spec(entrypoint="nobody.has:this"))
     plain = worker(db)
