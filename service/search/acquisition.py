@@ -63,7 +63,11 @@ this placement; family on the normalized scale, wins/ties/losses, then per funct
   the log of the distance below the best (as for a funnel) -0.246 +- 0.038 (Ackley 4
   -6.5 +- 0.6), the log of the height above the worst (plus 0.1 or 1 spread) -0.092 +-
   0.032 (Hartmann 6 +0.06 +- 0.05 but Levy 6 -3.4 +- 0.8) and -0.018 +- 0.031: each
-  function wants its own, which the fitted power transform finds;
+  function wants its own; choosing among the power transform and those two logs by the
+  model's evidence (its marginal likelihood with the transform's Jacobian) took the log
+  on Hartmann 6 (+0.066 +- 0.053, 25/0/11) and the power transform on Levy 6, +0.014 +-
+  0.014 on the family and no family moved by a standard error (valleys +0.004 +- 0.010,
+  plateaus +0.008 +- 0.006, noisy -0.010 +- 0.019): not worth three fits a round;
 - the model: GPSampler's priors (-(0.1/lambda + 0.1 lambda) on each inverse squared
   length scale, Gamma(2, 1) on the signal) -0.019 +- 0.032 (Levy 6 -0.6 +- 0.9); all
   three starting points optimized, not only the likeliest, +0.004 +- 0.006 (97 of 108
