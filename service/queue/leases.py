@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
@@ -14,6 +13,7 @@ from service.errors import LeaseLost, NotFound
 from service.events import emit
 from service.metrics import LEASE_EXPIRIES
 from service.models import Checkpoint, Study, Trial, TrialStatus
+from service.periodic import Periodic
 from service.queue.closing import after_trial_finished
 
 log = logging.getLogger("caviar.service")
@@ -169,32 +169,19 @@ def _reap(s: Session, row: Any) -> bool:
     return True
 
 
-class Reaper:
+class Reaper(Periodic):
     """A thread that puts trials whose lease expired back in the queue."""
+
+    name = "caviar-reaper"
+    wait_first = True
+    logger = log
 
     def __init__(self, db: Database, interval: float) -> None:
         self.db = db
-        self.interval = interval
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="caviar-reaper", daemon=True)
+        super().__init__(interval)
 
-    def start(self) -> None:
-        self.thread.start()
-
-    def close(self, timeout: float = 5.0) -> None:
-        self.stop.set()
-        self.thread.join(timeout=timeout)
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.interval):
-            try:
-                moved = reap_expired(db=self.db)
-                LEASE_EXPIRIES.inc(moved)
-                if moved:
-                    log.info(
-                        "reaper moved %d trials with expired leases",
-                        moved,
-                        extra={"action": "reap"},
-                    )
-            except Exception:  # the database may be briefly away; try again next tick
-                log.warning("reaper pass failed", exc_info=True)
+    def tick(self) -> None:
+        moved = reap_expired(db=self.db)
+        LEASE_EXPIRIES.inc(moved)
+        if moved:
+            log.info("reaper moved %d trials with expired leases", moved, extra={"action": "reap"})

@@ -15,7 +15,6 @@ such an event from being passed over, at the cost of that delay in the log.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +22,7 @@ from sqlalchemy import case, func, select
 
 from service.db import Database, db_epoch
 from service.models import Event
+from service.periodic import Periodic
 
 log = logging.getLogger("caviar.service")
 
@@ -87,30 +87,20 @@ def log_events(db: Database, after: int, *, settle: float = SETTLE_SECONDS) -> i
     return after
 
 
-class Journal:
+class Journal(Periodic):
     """The thread that logs events, from the newest at its start on, every `interval` s."""
+
+    name = "caviar-journal"
+    failure_level = logging.DEBUG
+    logger = log
 
     def __init__(self, db: Database, interval: float = 1.0) -> None:
         self.db = db
-        self.interval = interval
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="caviar-journal", daemon=True)
+        self.after: int | None = None  # the last event logged
+        super().__init__(interval)
 
-    def start(self) -> None:
-        self.thread.start()
-
-    def close(self, timeout: float = 5.0) -> None:
-        self.stop.set()
-        self.thread.join(timeout=timeout)
-
-    def _run(self) -> None:
-        after: int | None = None
-        while not self.stop.is_set():
-            try:
-                if after is None:  # history is not news: from the newest event on
-                    with self.db.session(write=False) as s:
-                        after = int(s.scalar(_LAST_ID) or 0)
-                after = log_events(self.db, after)
-            except Exception:  # the database may be briefly away; try again next tick
-                log.debug("journal pass failed", exc_info=True)
-            self.stop.wait(self.interval)
+    def tick(self) -> None:
+        if self.after is None:  # history is not news: from the newest event on
+            with self.db.session(write=False) as s:
+                self.after = int(s.scalar(_LAST_ID) or 0)
+        self.after = log_events(self.db, self.after)

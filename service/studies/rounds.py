@@ -14,7 +14,6 @@ the same round."""
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -23,6 +22,7 @@ from sqlalchemy.orm import Session
 from service.db import Database
 from service.events import emit
 from service.models import Round, Study, Trial, TrialStatus
+from service.periodic import Periodic
 from service.queue.closing import ROUND_DUE, ROUNDS_DUE
 from service.spec import TrialPlan, plan_round, stored_spec
 
@@ -142,36 +142,28 @@ def _still_due(s: Session, *, study_id: int, round_index: int, history: History)
     return moved.rowcount == 1  # type: ignore[attr-defined]
 
 
-class Planner:
+class Planner(Periodic):
     """A thread that opens due rounds: woken when a finish leaves one due (ROUNDS_DUE),
     and every `interval` seconds, so a round left due by a process that died, or by
     another replica, is opened all the same."""
 
+    name = "caviar-planner"
+    logger = log
+
     def __init__(self, db: Database, interval: float) -> None:
         self.db = db
-        self.interval = interval
-        self.stop = threading.Event()
-        self.wake = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="caviar-planner", daemon=True)
+        super().__init__(interval)
 
     def start(self) -> None:
         ROUNDS_DUE.subscribe(self.wake)
-        self.thread.start()
+        super().start()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop after the pass under way (a round being planned is finished first)."""
-        self.stop.set()
-        self.wake.set()
-        self.thread.join(timeout=timeout)
+        super().close(timeout)
         ROUNDS_DUE.unsubscribe(self.wake)
 
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                opened = plan_due_rounds(db=self.db)
-                if opened:
-                    log.info("planner opened %d rounds", opened, extra={"action": "plan"})
-            except Exception:  # the database may be briefly away; try again next tick
-                log.warning("planner pass failed", exc_info=True)
-            self.wake.wait(self.interval)
-            self.wake.clear()
+    def tick(self) -> None:
+        opened = plan_due_rounds(db=self.db)
+        if opened:
+            log.info("planner opened %d rounds", opened, extra={"action": "plan"})
