@@ -139,6 +139,14 @@ class Setup:
     def label(self) -> str:
         return f"{self.kind}{'*' if self.seeded else ''}"
 
+    @property
+    def reference(self) -> Setup | None:
+        """What its rate is compared with: a full database with the same kind empty,
+        PostgreSQL with SQLite; SQLite empty with nothing."""
+        if self.seeded:
+            return Setup(self.kind)
+        return Setup("sqlite") if self.kind != "sqlite" else None
+
 
 def one_row(
     epochs: int, setups: list[Setup], args: argparse.Namespace, tmp: Path
@@ -207,15 +215,8 @@ def one_row(
             row["optuna"] = statistics.median(r.rate for r in optuna_runs[setup.kind])
         if setup.kind == "postgres":
             row["db"] = statistics.median(r.database_cpu_ms or 0.0 for r in setup_runs)
-        # The paired ratio to its reference: PostgreSQL to SQLite, a full database to
-        # the empty one of its kind, repetition by repetition.
-        reference = (
-            Setup(setup.kind)
-            if setup.seeded
-            else Setup("sqlite")
-            if setup.kind != "sqlite"
-            else None
-        )
+        # The paired ratio to its reference, repetition by repetition.
+        reference = setup.reference
         if reference in runs:
             row["vs"] = statistics.median(
                 a.rate / b.rate for a, b in zip(setup_runs, runs[reference], strict=True)

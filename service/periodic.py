@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 
 
-class Periodic:
+class Periodic(ABC):
     """A daemon thread that runs `tick` every `interval` seconds (sooner when `wake` is
     set) until `close`; first at once, or after one interval with `wait_first`. A pass
     that fails (the database may be briefly away) is logged at `failure_level` on
@@ -23,8 +24,9 @@ class Periodic:
         self.wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
+    @abstractmethod
     def tick(self) -> None:
-        raise NotImplementedError
+        """One pass."""
 
     def start(self) -> None:
         self.thread.start()

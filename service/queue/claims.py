@@ -120,7 +120,7 @@ def claim_in(
     `max_trials`.
     """
     conn = s.connection()
-    plain, skip_locked, wait = _candidates(offers.trainer, offers.study_id is not None)
+    plain, skip_locked, wait = _candidates(*offers.statements)
     if conn.dialect.name == "postgresql":
         # The study rows stay locked to the end of the transaction: a replica that
         # finds one locked serves another study, and max_parallel is counted under
@@ -180,7 +180,7 @@ def trials_waiting(*, db: Database, offers: Offers = Offers()) -> bool:
     that came back empty does not mean the queue is empty. Trials of a study awaiting a
     person's review do not count, nor those of studies a worker of `offers` cannot run."""
     with db.session(write=False) as s:
-        return bool(s.connection().execute(waiting_for(offers), offers.params()).scalar())
+        return bool(s.connection().execute(waiting(*offers.statements), offers.params()).scalar())
 
 
 _S, _T = STUDIES, TRIALS
@@ -218,11 +218,6 @@ def _candidates(trainer: bool, only_study: bool = False) -> tuple[Any, Any, Any]
         plain.with_for_update(skip_locked=True, of=_S, key_share=True),
         plain.limit(1).with_for_update(of=_S, key_share=True),
     )
-
-
-def waiting_for(offers: Offers) -> Any:
-    """`waiting` for what a claim of `offers` serves (bind `offers.params()`)."""
-    return waiting(offers.trainer, offers.study_id is not None)
 
 
 @cache

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from service.db import Database
-from service.queue.claims import Claimed, claim_in, waiting_for
+from service.queue.claims import Claimed, claim_in, waiting
 from service.queue.finish import finish_in
 from service.queue.offers import touch_worker
 
@@ -59,6 +59,6 @@ def claim_and_report(
             )
         held = max_trials and not trials
         queued = bool(
-            held and s.connection().execute(waiting_for(offers), offers.params()).scalar()
+            held and s.connection().execute(waiting(*offers.statements), offers.params()).scalar()
         )
     return Exchange(finished=finished, trials=trials, waiting=queued)

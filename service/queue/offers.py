@@ -33,6 +33,12 @@ class Offers:
     def of_row(cls, trainer: Any, entrypoints: Any) -> Offers:
         return cls(trainer=trainer is not False, entrypoints=tuple(entrypoints or ()))
 
+    @property
+    def statements(self) -> tuple[bool, bool]:
+        """The key of the statements that serve these offers (`claims._candidates`,
+        `claims.waiting`): whether the trainer's trials, whether only one study's."""
+        return self.trainer, self.study_id is not None
+
     def params(self) -> dict[str, Any]:
         """The bind parameters of the statements `_serving` builds."""
         params: dict[str, Any] = {"b_entrypoints": list(self.entrypoints)}
