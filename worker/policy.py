@@ -14,6 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# A claim leases at most this many trials unless told otherwise (`caviar worker
+# --claim-batch`): the service takes as many results in one claim (its
+# MAX_RESULTS_PER_CLAIM), and sizes each lease within it by LEASE_TARGET_SECONDS.
+CLAIM_BATCH = 64
 # A result waits at most about this long, counted from its trial's start, for a claim to
 # carry it (the next claim goes out near the end of the last leased trial); a result that
 # would wait longer goes out on its own at once. Trials shorter than this thus cost one
@@ -62,7 +66,7 @@ class ClaimPolicy:
     through `claim_took`.
     """
 
-    claim_batch: int = 16
+    claim_batch: int = CLAIM_BATCH
     max_trials: int | None = None
     round_trip: float | None = None
 

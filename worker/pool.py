@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from worker.policy import CLAIM_BATCH
+
 log = logging.getLogger("caviar.worker")
 
 SHUTDOWN_GRACE_SECONDS = 10.0  # SIGTERM: children finish their epoch and hand back by then
@@ -25,7 +27,7 @@ class PoolOptions:
     # Then a fresh process, so memory cannot creep (None: worker.policy.RECYCLE_TRIALS and
     # RECYCLE_SECONDS, whichever comes last: a new process costs a second of CPU).
     max_trials_per_process: int | None = None
-    claim_batch: int = 64  # a cap: the service sizes leases to half a second of work
+    claim_batch: int = CLAIM_BATCH  # a cap: the service sizes leases to half a second of work
     exit_when_idle: bool = False
     name_prefix: str | None = None
     log_level: int = logging.INFO

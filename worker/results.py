@@ -8,10 +8,11 @@ import logging
 from typing import Any
 
 from worker.client import ApiError, Client, LeaseLostError
+from worker.policy import CLAIM_BATCH
 
 log = logging.getLogger("caviar.worker")
 
-RESULTS_PER_CLAIM = 64  # the service's MAX_RESULTS_PER_CLAIM
+RESULTS_PER_CLAIM = CLAIM_BATCH  # the service's MAX_RESULTS_PER_CLAIM
 # About this many bytes of results per claim at most (the service takes 16 MB bodies).
 CLAIM_BYTES = 8 * 1024 * 1024
 

@@ -23,7 +23,7 @@ from worker import policy
 from worker.client import ApiError, Client, LeaseLostError
 from worker.dataset_cache import DatasetCache
 from worker.objective import load_entrypoint
-from worker.policy import ClaimPolicy, time_left
+from worker.policy import CLAIM_BATCH, ClaimPolicy, time_left
 from worker.results import claimable, expected_work, log_answers, upload_checkpoints
 from worker.running import TrialRunner
 from worker.trial import TrialRun
@@ -67,7 +67,7 @@ class Worker(TrialRunner):
         *,
         name: str | None = None,
         max_trials: int | None = None,
-        claim_batch: int = 64,
+        claim_batch: int = CLAIM_BATCH,
         exit_when_idle: bool = False,
         shutdown: threading.Event | None = None,
         train_fn: Callable[..., Any] = train,

@@ -29,6 +29,7 @@ from service.cli.common import (
 )
 from service.cli.display import print_result, watch_local
 from service.settings import Settings
+from worker.policy import CLAIM_BATCH
 
 
 def _free_port() -> int:
@@ -384,7 +385,7 @@ def worker(
         "minutes, so memory cannot creep and short trials do not pay for a new process)",
     ),
     claim_batch: int = typer.Option(
-        64,
+        CLAIM_BATCH,
         help="at most this many trials leased per request; the service sizes each lease to "
         "about half a second of work by the trials seen of each study, so only very short "
         "trials share one",

@@ -6,8 +6,12 @@ import math
 
 import pytest
 
+from service.protocol import MAX_RESULTS_PER_CLAIM
 from worker import policy
 from worker.policy import ClaimPolicy, average, time_left
+from worker.pool import PoolOptions
+from worker.results import RESULTS_PER_CLAIM
+from worker.runner import Worker
 
 
 def test_the_first_sample_is_the_whole_average_then_it_moves_by_its_weight() -> None:
@@ -24,6 +28,15 @@ def test_a_claim_asks_for_the_batch_within_what_max_trials_leaves() -> None:
     assert pace.ask(trials_done=2, running=1) == 2
     assert pace.ask(trials_done=2, running=3) == 0
     assert pace.ask(trials_done=5) == 0
+
+
+def test_by_default_a_claim_asks_for_as_many_results_as_the_service_takes_in_one() -> None:
+    # The policy, the worker, the pool and `caviar worker --claim-batch` share this default;
+    # a larger one would leave results the service refuses, a smaller one more requests.
+    assert ClaimPolicy().ask(trials_done=0) == policy.CLAIM_BATCH == MAX_RESULTS_PER_CLAIM
+    assert RESULTS_PER_CLAIM == MAX_RESULTS_PER_CLAIM
+    assert Worker.__init__.__kwdefaults__["claim_batch"] == policy.CLAIM_BATCH
+    assert PoolOptions(api_url="http://127.0.0.1:1").claim_batch == policy.CLAIM_BATCH
 
 
 def test_a_process_retires_after_max_trials_or_else_after_many_trials_and_minutes() -> None:
