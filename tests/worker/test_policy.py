@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -35,7 +36,7 @@ def test_by_default_a_claim_asks_for_as_many_results_as_the_service_takes_in_one
     # a larger one would leave results the service refuses, a smaller one more requests.
     assert ClaimPolicy().ask(trials_done=0) == policy.CLAIM_BATCH == MAX_RESULTS_PER_CLAIM
     assert RESULTS_PER_CLAIM == MAX_RESULTS_PER_CLAIM
-    assert Worker.__init__.__kwdefaults__["claim_batch"] == policy.CLAIM_BATCH
+    assert inspect.signature(Worker).parameters["claim_batch"].default == policy.CLAIM_BATCH
     assert PoolOptions(api_url="http://127.0.0.1:1").claim_batch == policy.CLAIM_BATCH
 
 
