@@ -75,7 +75,10 @@ def zoom(
         None, min=1, max=10_000, help="trials per round (default: the study's own count)"
     ),
     keep_top: float | None = typer.Option(
-        None, min=0.0, max=1.0, help="share of the best trials whose span makes the box"
+        None,
+        min=0.0,
+        max=1.0,
+        help="share of the best trials whose span makes the box (at least five trials)",
     ),
     preview: bool = typer.Option(
         False, "--preview", help="print the spec the zoom would run, as YAML, and queue nothing"

@@ -218,8 +218,8 @@ class StrategySpec(_Strict):
         0.25,
         gt=0.0,
         le=1.0,
-        description="coarse_to_fine: the share of a round's best trials whose span makes the "
-        "next round's box (0.25: the best quarter)",
+        description="coarse_to_fine: the share of the best trials so far whose span makes the "
+        "next round's box (0.25: the best quarter), never fewer than 5 trials",
     )
     margin: float = Field(
         0.1, ge=0.0, le=1.0, description="coarse_to_fine: widen the best's span by this share"

@@ -37,6 +37,5 @@ def test_the_coarse_to_fine_lesson_s_figures_hold(tmp_path: Path) -> None:
     said = f"{good[1] + good[2]} of the later rounds' 24 trials reached 0.99"
     assert " ".join(said.split()) in " ".join(page.split()), (good, said)
     assert f"against {good[0]} of the first round's 12" in " ".join(page.split()), good
-    third.sort()  # "ten of its twelve ... between about 0.009 and 0.03, two near 0.3"
-    assert third[0] > 0.005 and third[9] < 0.04, third
-    assert third[10] > 0.2 and third[11] < 0.4, third
+    third.sort()  # "all twelve of its learning rates between about 0.01 and 0.08"
+    assert len(third) == 12 and third[0] > 0.009 and third[11] < 0.085, third

@@ -20,6 +20,7 @@ from service.search.distributions import (
     LayersDistribution,
 )
 from service.search.strategies import (
+    MIN_BOX_TRIALS,
     Box,
     CoarseToFineStrategy,
     GridStrategy,
@@ -342,12 +343,14 @@ def test_the_next_round_does_not_depend_on_the_order_of_the_history() -> None:
 
 def test_a_box_is_described_in_the_original_units() -> None:
     strategy = c2f(seed=0, keep_top=0.5)
-    history = [
-        ({"learning_rate": 1e-3, "beta1": 0.99, "init": "he"}, 1.0),
-        ({"learning_rate": 1e-2, "beta1": 0.999, "init": "xavier"}, 0.9),
-        ({"learning_rate": 1.0, "beta1": 0.8, "init": "zeros"}, 0.0),
-        ({"learning_rate": 1e-5, "beta1": 0.8, "init": "zeros"}, 0.0),
+    good = [(1e-3, 0.99, "he"), (1e-2, 0.999, "xavier"), (3e-3, 0.995, "he")]
+    good += [(2e-3, 0.99, "xavier"), (5e-3, 0.999, "he")]
+    history: list[tuple[dict[str, Any], float | None]] = [
+        ({"learning_rate": lr, "beta1": beta1, "init": init}, 1.0 - i / 10)
+        for i, (lr, beta1, init) in enumerate(good)
     ]
+    history += [({"learning_rate": 1.0, "beta1": 0.8, "init": "zeros"}, 0.0)] * 3
+    history += [({"learning_rate": 1e-5, "beta1": 0.8, "init": "random"}, 0.0)] * 2
     described = strategy.box(history=history).describe(strategy.space)
     json.dumps(described)
     lr = described["axes"]["learning_rate"]
@@ -357,9 +360,32 @@ def test_a_box_is_described_in_the_original_units() -> None:
     assert described["axes"]["init"]["choices"] == ["he", "xavier"]
 
 
+def test_the_box_spans_at_least_five_best_trials_whatever_the_share() -> None:
+    # A round of 10 keeps its best 5, not its best quarter (3): the box around two or three
+    # trials shuts out the choices the next-best ones used, and no later round comes back.
+    strategy = c2f(seed=0, keep_top=0.25)
+    inits = ["he"] * 3 + ["xavier"] * 2 + ["zeros"] * 5
+    values = [1.0 - i / 10 for i in range(len(inits))]
+    params = [
+        {"learning_rate": 10.0 ** -(1 + i / 4), "beta1": 0.9, "init": init}
+        for i, init in enumerate(inits)
+    ]
+    history: list[tuple[dict[str, Any], float | None]] = list(zip(params, values, strict=True))
+    assert MIN_BOX_TRIALS == 5
+    assert len(strategy.top(history)) == 5
+    assert strategy.box(history=history).describe(strategy.space)["axes"]["init"]["choices"] == [
+        "he",
+        "xavier",
+    ]
+    assert len(strategy.top(history[:3])) == 3  # all there is
+    # Where the share holds more, the share decides: rounds of 20 are as they were.
+    twenty = history + list(zip(params, [v - 1.0 for v in values], strict=True))
+    assert len(strategy.top(twenty)) == 5 and len(strategy.top(twenty * 2)) == 10
+
+
 def test_a_single_best_point_still_leaves_room_to_search() -> None:
     strategy = c2f(seed=0, keep_top=0.01)
-    history = [({"learning_rate": 1e-5, "beta1": 0.8, "init": "he"}, 1.0)] + [
+    history = [({"learning_rate": 1e-5, "beta1": 0.8, "init": "he"}, 1.0)] * MIN_BOX_TRIALS + [
         ({"learning_rate": 1.0, "beta1": 0.9999, "init": "he"}, 0.0)
     ] * 3
     box = strategy.box(history=history)

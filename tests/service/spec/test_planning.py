@@ -91,9 +91,9 @@ def test_model_placed_rounds_stay_the_same_across_releases() -> None:
     history = [(p.params, -abs(math.log10(p.params["learning_rate"]) + 2)) for p in plans]
     _, placed = plan_round(spec, round_index=1, history=history)
     assert [p.params["learning_rate"] for p in placed[:3]] == pytest.approx(
-        [0.0093830344, 0.0039626891, 0.014976991], rel=1e-6
+        [0.046107126462, 0.001057810142, 0.000550656259], rel=1e-6
     )
-    assert [p.params["hidden_layers.0"] for p in placed[:3]] == [21, 9, 37]
+    assert [p.params["hidden_layers.0"] for p in placed[:3]] == [26, 27, 49]
 
 
 def test_coarse_to_fine_rounds_follow_the_history() -> None:

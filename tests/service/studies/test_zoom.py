@@ -86,7 +86,7 @@ def _finish_all(db_url: str, study_id: int) -> None:
 def test_the_preview_states_the_box_the_zoom_samples(client, db_url, spec_factory) -> None:
     spec = spec_factory(
         space={k: SPACE[k] for k in ("learning_rate", "beta1", "init")},
-        strategy={"type": "random", "trials": 16},
+        strategy={"type": "random", "trials": 24},
     )
     parent = client.post("/api/studies", json=spec).json()["id"]
     assert client.post(f"/api/studies/{parent}/zoom/preview").status_code == 409
@@ -96,7 +96,7 @@ def test_the_preview_states_the_box_the_zoom_samples(client, db_url, spec_factor
     r = client.post(f"/api/studies/{parent}/zoom/preview", json=body)
     assert r.status_code == 200, r.text
     preview = r.json()
-    assert preview["kept"] == 4  # the best quarter of 16
+    assert preview["kept"] == 6  # the best quarter of 24
     child = client.post(f"/api/studies/{parent}/zoom", json=body).json()
     box = client.get(f"/api/studies/{child['id']}/rounds").json()[0]["box"]
     assert preview["box"] == box  # one box, whichever way the zoom is taken
