@@ -600,6 +600,9 @@ def test_a_read_only_token_sees_no_control_that_would_change_anything(
     page.get_by_role("button", name="Sign out").click()
     page.get_by_label("API token").fill(writer)
     page.get_by_role("button", name="Sign in").click()
+    # Signed in once the header names bob: navigating sooner raced the sign-in on a busy
+    # machine, and the study page met the service with no token.
+    page.locator("header .session").get_by_text("bob").wait_for()
     page.goto(f"{svc.url}/#/studies/{study['id']}")
     wait_ready(page, "study")
     page.get_by_role("button", name="Cancel study").wait_for()
