@@ -50,7 +50,9 @@ MIN_MODEL_TRIALS = 3
 # default's, are unchanged (0.25 * 20 = 5). Against a floor of one, paired per seed on
 # the normalized scale (bench/search_vs_optuna.py, seeds 0-35, 60 trials): rounds of 10
 # multimodal +0.067 +- 0.031, valleys +0.059 +- 0.037, noisy +0.033 +- 0.052, plateaus
-# +0.088 +- 0.068; rounds of 5 +0.37 to +0.84 on every family.
+# +0.088 +- 0.068; rounds of 5 +0.37 to +0.84 on every family. A larger floor does not
+# help rounds of 20: 8 and 10 moved no family by a standard error (multimodal -0.022 +-
+# 0.025 and -0.007 +- 0.024).
 MIN_BOX_TRIALS = 5
 
 
