@@ -87,15 +87,21 @@ _LATEST_CHECKPOINT = (
 )
 
 
+# The running trials whose lease has expired: found through an index on their status
+# (running trials are at most the workers' leases, however many the database holds),
+# their leases read from the rows. No index holds the lease: every heartbeat moves it.
+EXPIRED = (
+    select(Trial.id, Trial.lease_token, Trial.retries, Study.max_retries, Trial.study_id)
+    .join(Study, Study.id == Trial.study_id)
+    .where(Trial.status == TrialStatus.running, Trial.lease_expires_at < db_epoch())
+)
+
+
 def reap_expired(*, db: Database) -> int:
     """Requeue (or fail, past max_retries) every running trial whose lease expired."""
     moved = 0
     with db.session() as s:
-        stale = s.execute(
-            select(Trial.id, Trial.lease_token, Trial.retries, Study.max_retries, Trial.study_id)
-            .join(Study, Study.id == Trial.study_id)
-            .where(Trial.status == TrialStatus.running, Trial.lease_expires_at < db_epoch())
-        ).all()
+        stale = s.execute(EXPIRED).all()
         touched: set[int] = set()
         for row in stale:
             if row.retries >= row.max_retries:  # it fails: its study may end

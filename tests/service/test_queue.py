@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from service.checkpoints import store_checkpoint
 from service.db import Database
@@ -26,6 +26,7 @@ from service.queue import (
     report_metrics,
     trials_waiting,
 )
+from service.queue.leases import EXPIRED
 from service.settings import Settings
 from service.studies import create_study, get_study
 from service.studies.rounds import plan_due_rounds
@@ -135,6 +136,31 @@ def test_an_expired_lease_is_requeued_as_a_new_attempt_then_fails(
         assert trial.status == TrialStatus.failed
         assert "lease expired" in (trial.error or "") and "max_retries is 1" in (trial.error or "")
     assert get_study(db=db, study_id=trial.study_id)["status"] == "failed"
+
+
+def test_the_reaper_finds_running_trials_by_index_among_many(db: Database, spec_factory) -> None:
+    # Its query reads the leases of the running trials alone, found through an index on
+    # status; with no index on the lease (heartbeats would write it), it must not scan.
+    make_study(db, spec_factory(strategy={"type": "random", "trials": 3000}))
+    wid = register_worker(db=db, name="w", host="h", pid=1)
+    for c in claim(db, wid, 2):
+        expire(db, c.trial_id)
+    with db.session() as s:
+        s.execute(
+            update(Trial)
+            .where(Trial.status == TrialStatus.queued)
+            .values(status=TrialStatus.completed, value=0.5)
+        )
+    with db.engine.connect() as conn:
+        conn.execute(text("ANALYZE"))
+        conn.commit()
+        statement = EXPIRED.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+        prefix = "EXPLAIN QUERY PLAN" if conn.dialect.name == "sqlite" else "EXPLAIN"
+        plan = " | ".join(str(r[-1]) for r in conn.execute(text(f"{prefix} {statement}")))
+    assert "SCAN trials" not in plan and "Seq Scan on trials" not in plan, plan
+    # by status (PostgreSQL), or study by study and status (SQLite: studies are few)
+    assert "ix_trials_status_study" in plan or "ix_trials_study_status" in plan, plan
+    assert reap_expired(db=db) == 2
 
 
 def test_release_hands_back_without_counting_a_retry(db: Database, spec_factory) -> None:
