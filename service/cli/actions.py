@@ -65,6 +65,13 @@ def continue_(
     _show(one, _study_line(one, "continues"), as_json=as_json)
 
 
+def _share(value: float | None) -> float | None:
+    """A share of trials, as the spec's keep_top takes it: above 0, at most 1."""
+    if value is not None and not 0.0 < value <= 1.0:
+        raise typer.BadParameter(f"{value:g}: a share is above 0 and at most 1")
+    return value
+
+
 @app.command(
     epilog=example("caviar zoom 3", "caviar zoom 3 --rounds 3 --trials-per-round 20 --preview")
 )
@@ -76,9 +83,8 @@ def zoom(
     ),
     keep_top: float | None = typer.Option(
         None,
-        min=0.0,
-        max=1.0,
-        help="share of the best trials whose span makes the box (at least five trials)",
+        callback=_share,
+        help="share of the best trials whose span makes the box, 0 < x <= 1 (at least five trials)",
     ),
     preview: bool = typer.Option(
         False, "--preview", help="print the spec the zoom would run, as YAML, and queue nothing"

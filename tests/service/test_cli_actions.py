@@ -70,6 +70,18 @@ def test_version_and_a_clean_help_with_an_example_for_every_command() -> None:
     assert "submit [OPTIONS] SPECS..." in caviar("submit", "--help").stdout
 
 
+def test_zoom_refuses_a_share_the_spec_would_refuse_before_asking_the_service() -> None:
+    # keep_top is above 0 and at most 1 in the spec; nothing listens on port 9.
+    for share in ("0", "-0.5", "1.5"):
+        r = caviar("zoom", "1", "--keep-top", share, "--api", "http://127.0.0.1:9")
+        said = " ".join(r.output.replace("│", " ").split())  # the error's box wraps lines
+        assert r.exit_code == 2, r.output
+        assert f"'--keep-top': {share}: a share is above 0 and at most 1" in said, r.output
+        assert "cannot reach" not in r.output
+    reached = caviar("zoom", "1", "--keep-top", "1", "--api", "http://127.0.0.1:9")
+    assert "cannot reach the service" in reached.output  # 1 is a share: it went on
+
+
 def claim(api: httpx.Client, n: int) -> list[dict[str, Any]]:
     wid = api.post("/api/worker/register", json={"name": "cli-test"}).json()["worker_id"]
     body = {"worker_id": wid, "max_trials": n}
