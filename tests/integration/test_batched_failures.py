@@ -133,7 +133,19 @@ def test_a_stale_worker_s_batch_is_refused_once_another_has_run_it(
 
     wait_until(batch_leased, what="a batch of leased trials")
     frozen = int(next(w["pid"] for w in api.get("/api/workers").json()))
-    os.kill(frozen, signal.SIGSTOP)
+    # Frozen with a batch: seen two running trials, the worker may still end one and
+    # report it before the signal lands, so what it holds is read once it is frozen
+    # (after what it had sent is answered) and, with fewer than two, it runs on a while.
+    for _ in range(50):
+        os.kill(frozen, signal.SIGSTOP)
+        time.sleep(0.3)  # well inside its leases (2 s; heartbeats every 0.3 s)
+        held = batch_leased()
+        if held is not None:
+            break
+        os.kill(frozen, signal.SIGCONT)
+        wait_until(batch_leased, what="a batch of leased trials")
+    else:
+        raise AssertionError("the worker never froze with two trials leased")
     try:
         wait_until(
             lambda: api.get(f"/api/studies/{study_id}").json()["counts"]["running"] == 0,
@@ -142,6 +154,7 @@ def test_a_stale_worker_s_batch_is_refused_once_another_has_run_it(
         with get_database(db_url).session(write=False) as s:
             taken_back = s.scalars(select(Trial.id).where(Trial.retries > 0)).all()
         assert len(taken_back) >= 2  # a batch, not one trial
+        assert {t["id"] for t in held} <= set(taken_back)  # every trial it held
         workers.start(svc.url)
         study = wait_until(lambda: study_done(api, study_id), timeout=180, what="the study")
     finally:
