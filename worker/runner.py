@@ -32,6 +32,7 @@ log = logging.getLogger("caviar.worker")
 
 IDLE_SLEEP_SECONDS = 0.5  # between empty claims; doubles up to IDLE_MAX_SECONDS
 IDLE_MAX_SECONDS = 2.0
+BEAT_JOIN_SECONDS = 5.0  # how long a winding-down worker waits for a round of heartbeats
 
 
 class Worker(TrialRunner):
@@ -110,6 +111,7 @@ class Worker(TrialRunner):
         # Trials done training whose checkpoints may still be uploading (see `_settle`).
         self._unsettled: dict[int, TrialRun] = {}
         self._beating = threading.Event()  # set: the heartbeat thread should end
+        self._beat: threading.Thread | None = None
 
     def prefetch_if_due(self, run: TrialRun, epoch: int) -> float | None:
         """Send the next claim now if `run`, the last leased trial, is about to end
@@ -186,14 +188,15 @@ class Worker(TrialRunner):
         self.worker_id = reg["worker_id"]
         self.heartbeat_seconds = float(reg["heartbeat_seconds"])
         log.info("worker %s registered", self.worker_id, extra={"action": "register"})
-        beat = threading.Thread(target=self._heartbeat_loop, daemon=True, name="caviar-heartbeat")
-        beat.start()
+        self._beat = threading.Thread(
+            target=self._heartbeat_loop, daemon=True, name="caviar-heartbeat"
+        )
+        self._beat.start()
         pending: deque[tuple[dict[str, Any], TrialRun]] = deque()  # leased, not started
         try:
             self._loop(pending)
         finally:
             self._wind_down(pending)
-            beat.join(timeout=5)
             # What a short-trial worker's speed comes down to: how long it trained nothing
             # while it waited for its next lease (bench/queue_vs_optuna.py reads this line).
             log.info(
@@ -358,6 +361,10 @@ class Worker(TrialRunner):
             self._let_go(run)
         pending.clear()
         self._beating.set()
+        # The heartbeat thread may be amid a round of beats: it ends before its client
+        # is closed below (a beat on a closed client raised in that thread).
+        if self._beat is not None:
+            self._beat.join(timeout=BEAT_JOIN_SECONDS)
         if self._finished:
             self._reports.append(self._send_claim(0))
         for report in self._reports:

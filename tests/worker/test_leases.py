@@ -66,6 +66,38 @@ def test_trials_waiting_in_a_batch_keep_their_leases(
     assert set(attempts) == {(1, 0, TrialStatus.completed)}
 
 
+def test_a_worker_winding_down_lets_its_heartbeats_end_before_closing_their_client(
+    sqlite_url, live_service, spec_factory, monkeypatch
+) -> None:
+    # A round of heartbeats can be under way when the last trial ends: the worker closed
+    # the heartbeats' client under it, and the thread died with a traceback.
+    svc = live_service(sqlite_url, heartbeat_seconds=0.1)
+    crashed: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args.exc_value))
+
+    def train(config: Any, dataset: Any, *, on_epoch: Any = None, **_: Any) -> _Done:
+        time.sleep(0.25)
+        on_epoch({"epoch": 1, "dev_accuracy": 0.5})
+        return _Done()
+
+    httpx.post(
+        f"{svc.url}/api/studies", json=spec_factory(strategy={"type": "random", "trials": 3})
+    )
+    worker = Worker(svc.url, exit_when_idle=True, claim_batch=1, train_fn=train)
+    post = worker.hb_client.post
+    beats: list[float] = []
+
+    def slow_beat(path: str, body: dict[str, Any]) -> Any:
+        time.sleep(0.4)  # the trial ends and the worker winds down meanwhile
+        beats.append(time.monotonic())
+        return post(path, body)
+
+    monkeypatch.setattr(worker.hb_client, "post", slow_beat)
+    assert worker.run() == 3
+    assert beats  # a beat was under way as it wound down
+    assert crashed == []
+
+
 def _queue(
     url: str, trials: int, *, epochs: int | None = None, execution: dict[str, Any] | None = None
 ) -> int:
