@@ -92,6 +92,10 @@ def _finite(value: float | None) -> float | None:
 
 def _wants_stop(answer: Any) -> bool:
     """``on_epoch`` asks to stop with True, "stop", or a mapping whose "stop" is truthy."""
+    # Every epoch's usual answer, decided without an isinstance check against an abstract
+    # class: that check was half a percent of a worker's time on a tiny network's epochs.
+    if answer is None or type(answer) is bool:
+        return bool(answer)
     if isinstance(answer, Mapping):
         return bool(answer.get("stop"))
     if isinstance(answer, str):
