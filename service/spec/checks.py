@@ -13,7 +13,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from service.search.distributions import (
     CategoricalDistribution,
@@ -25,7 +25,7 @@ from service.search.distributions import (
 from service.settings import Settings
 from service.spec.messages import SpecError, error_at, from_validation, suggest, trial_error
 from service.spec.planning import merge_params, sample_round, total_trials
-from service.spec.schema import BUILTIN_DATASETS, StudySpec, TrialPlan
+from service.spec.schema import BUILTIN_DATASETS, GENERATED_DATASETS, StudySpec, TrialPlan
 from service.spec.sizes import builtin_shape, checkpoint_count_errors, fit_errors
 from service.spec.tasks import task_errors
 from trainer.config import TrainConfig
@@ -222,6 +222,76 @@ def _check_ends(
     return out
 
 
+# The fields each kind of strategy and of pruning reads. A field set for a kind that does
+# not read it would be ignored without a word: `trials: 10` on coarse_to_fine still ran
+# rounds x trials_per_round trials, `warmup_epochs` under ASHA changed nothing.
+STRATEGY_FIELDS: dict[str, tuple[str, ...]] = {
+    "grid": ("grid_points",),
+    "random": ("trials",),
+    "sobol": ("trials",),
+    "coarse_to_fine": ("rounds", "trials_per_round", "keep_top", "margin", "placement"),
+}
+PRUNING_FIELDS: dict[str, tuple[str, ...]] = {
+    "median": ("warmup_epochs",),
+    "asha": ("min_epochs", "reduction_factor"),
+}
+
+
+def _unread(block: BaseModel, kind: str, table: dict[str, tuple[str, ...]]) -> list[str]:
+    """The fields of `block` set, to other than their defaults, that `kind` does not read.
+    (At its default a field says nothing: a spec written out whole, as a zoom's preview or
+    a stored study gives it, holds every field.)"""
+    fields = type(block).model_fields
+    return [
+        name
+        for name in sorted(block.model_fields_set - {"type", *table.get(kind, ())})
+        if name in fields and getattr(block, name) != fields[name].default
+    ]
+
+
+def _readers(name: str, table: dict[str, tuple[str, ...]]) -> str:
+    kinds = [k for k, fields in table.items() if name in fields]
+    return f"only {' and '.join(kinds)} {'do' if len(kinds) > 1 else 'does'}"
+
+
+def _check_unread_fields(spec: StudySpec, parsed: Collection[str]) -> list[dict[str, Any]]:
+    """Fields set for a kind of strategy, pruning or data set that does not read them:
+    what the person meant would silently not happen."""
+    out = []
+    st = spec.strategy
+    if "strategy" in parsed:
+        if st.type == "coarse_to_fine":
+            total = st.rounds * st.trials_per_round
+            runs = f"it runs rounds x trials_per_round = {st.rounds} x {st.trials_per_round} = "
+            runs += f"{total} trials"
+        else:
+            runs = f"it reads {', '.join(STRATEGY_FIELDS[st.type])}"
+        for name in _unread(st, st.type, STRATEGY_FIELDS):
+            why = f"{st.type} does not read {name} ({_readers(name, STRATEGY_FIELDS)}): {runs}"
+            out.append(error_at(f"strategy.{name}", f"{why}; remove it", getattr(st, name)))
+    pr = spec.pruning
+    if "pruning" in parsed and pr.type != "none":  # off: settings kept for later say nothing
+        for name in _unread(pr, pr.type, PRUNING_FIELDS):
+            why = f"{pr.type} does not read {name} ({_readers(name, PRUNING_FIELDS)})"
+            out.append(error_at(f"pruning.{name}", f"{why}; remove it", getattr(pr, name)))
+    ds = spec.dataset
+    if "dataset" in parsed and ds is not None and not ds.is_generated:
+        fields = type(ds).model_fields
+        for name in ("n_samples", "noise"):
+            if name not in ds.model_fields_set or getattr(ds, name) == fields[name].default:
+                continue
+            what = "the built-in" if ds.is_builtin else "the uploaded data set"
+            out.append(
+                error_at(
+                    f"dataset.{name}",
+                    f"only the generators ({', '.join(GENERATED_DATASETS)}) read {name}; "
+                    f"{what} {ds.name!r} is used whole, as it is; remove it",
+                    getattr(ds, name),
+                )
+            )
+    return out
+
+
 def _check_sizes(spec: StudySpec, settings: Settings) -> list[dict[str, Any]]:
     st, cap = spec.strategy, settings.max_trials_per_study
     total = total_trials(spec)
@@ -299,6 +369,7 @@ def spec_errors(
     space paths whose distributions the schema refused: only their paths are checked.
     """
     errors = task_errors(spec, settings=settings, parsed=frozenset(parsed))
+    errors += _check_unread_fields(spec, parsed)
     if spec.entrypoint is None:
         errors += _trainer_errors(spec, settings, parsed, unparsed_paths)
     clean = set(parsed) - {str(e["loc"]).split(".")[0] for e in errors}

@@ -194,12 +194,14 @@ class DatasetSpec(_Strict):
 
     @property
     def is_generated(self) -> bool:
-        """Whether `n_samples` and `noise` apply (they are ignored otherwise)."""
+        """Whether `n_samples` and `noise` apply (a spec setting them for another is refused)."""
         return self.name in GENERATED_DATASETS
 
 
 class StrategySpec(_Strict):
-    """How trials are chosen: grid, random, sobol or coarse_to_fine."""
+    """How trials are chosen: grid, random, sobol or coarse_to_fine. Each type reads the
+    fields whose meaning names it; a field only other types read, set to other than its
+    default, is refused (it would change nothing)."""
 
     type: Literal["grid", "random", "sobol", "coarse_to_fine"] = Field(
         "random",

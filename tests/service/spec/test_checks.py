@@ -321,6 +321,23 @@ def test_a_sampled_trial_that_breaks_a_cross_field_rule_is_caught_before_queuein
     assert all(e["input"] > 1 for e in errors)
 
 
+def test_a_spec_written_out_whole_keeps_the_fields_its_kinds_do_not_read() -> None:
+    # A zoom's preview, a stored study or the reference example hold every strategy field;
+    # at their defaults the fields another type reads are no mistake. Set otherwise, they
+    # are refused, each named (see test_messages for the wording).
+    for kind in ("grid", "random", "sobol", "coarse_to_fine"):
+        small = {"strategy__grid_points": 2} if kind == "grid" else {}  # under the grid cap
+        spec = parse(with_(strategy__type=kind, **small))
+        whole = spec.model_dump(mode="json")
+        assert set(whole["strategy"]) >= {"trials", "rounds", "grid_points", "keep_top"}
+        assert parse(whole).strategy == spec.strategy
+    with pytest.raises(SpecError) as info:
+        parse(with_(strategy__type="random", strategy__rounds=5, strategy__keep_top=0.5))
+    assert [e["loc"] for e in info.value.errors] == ["strategy.keep_top", "strategy.rounds"]
+    # Pruning off keeps its settings for later: nothing is expected of them.
+    assert parse(with_(pruning__type="none", pruning__min_epochs=9)).pruning.min_epochs == 9
+
+
 def test_caps_come_from_the_settings() -> None:
     spec = with_(strategy__trials=400)
     parse(spec)

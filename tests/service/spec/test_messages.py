@@ -63,6 +63,38 @@ INVALID: list[tuple[str, dict[str, Any] | str, str, str]] = [
         "strategy.trials_per_round",
         "30 x 20 = 600",
     ),
+    (
+        "trials for coarse-to-fine",
+        with_(strategy__type="coarse_to_fine", strategy__trials=10),
+        "strategy.trials",
+        "coarse_to_fine does not read trials (only random and sobol do): it runs rounds x "
+        "trials_per_round = 3 x 20 = 60 trials; remove it",
+    ),
+    (
+        "rounds for random",
+        with_(strategy__rounds=5),
+        "strategy.rounds",
+        "random does not read rounds (only coarse_to_fine does): it reads trials",
+    ),
+    (
+        "grid points for sobol",
+        with_(strategy__type="sobol", strategy__grid_points=7),
+        "strategy.grid_points",
+        "sobol does not read grid_points (only grid does)",
+    ),
+    (
+        "warmup for ASHA",
+        with_(pruning__type="asha", pruning__warmup_epochs=30),
+        "pruning.warmup_epochs",
+        "asha does not read warmup_epochs (only median does); remove it",
+    ),
+    (
+        "samples of a real data set",
+        with_(dataset={"name": "breast_cancer", "n_samples": 300}),
+        "dataset.n_samples",
+        "only the generators (moons, circles, spirals, blobs, xor) read n_samples; the "
+        "built-in 'breast_cancer' is used whole",
+    ),
     ("keep nothing", with_(strategy__keep_top=0), "strategy.keep_top", "(got 0)"),
     ("keep more than all", with_(strategy__keep_top=1.5), "strategy.keep_top", "(got 1.5)"),
     ("unknown strategy field", with_(strategy__budget=10), "strategy.budget", "unknown field"),
