@@ -9,7 +9,7 @@ import { importancePanel } from "../importance.js";
 import { onSmoothing, smoothFigure, smoothingControl } from "../smoothing.js";
 import { follow } from "../live.js";
 import { curvesFigure, draw, empty, historyFigure, loadPlotly, paramFigure, parallelFigure, parcoordsFigure } from "../plots.js";
-import { TERMINAL_STUDY, TRIAL_STATUSES, badge, copyText, studyBadge, duration, esc, fmt, markReady, progressBar, throttle, when, whenVisible } from "../util.js";
+import { TERMINAL_STUDY, TRIAL_STATUSES, badge, copyText, studyBadge, duration, esc, fmt, markReady, nextTask, progressBar, throttle, when, whenVisible } from "../util.js";
 import { toYaml } from "../yaml.js";
 
 const PAGE = 25;
@@ -170,7 +170,14 @@ export function mount(view, { id }) {
       grid.innerHTML = paths.map((p, i) => `<div class="plot small" id="plot-param-${i}" data-path="${esc(p)}"></div>`).join("");
       grid.dataset.layout = paths.join("\n");
     }
-    await Promise.all(paths.map((p, i) => draw($(`#plot-param-${i}`), ...Object.values(paramFigure(ov, p)))));
+    // One plot per task: drawn in one, the five plots of a large study's sample held the
+    // page still for over a second and a half, scrolling included (and the contour panel,
+    // shown by the same scroll, drew in that task too).
+    for (const [i, p] of paths.entries()) {
+      await nextTask();
+      if (destroyed) return;
+      await draw($(`#plot-param-${i}`), ...Object.values(paramFigure(ov, p)));
+    }
     grid.dataset.drawn = paths.length;
   }
 
