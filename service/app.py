@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from anyio import to_thread
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from service import migrate
@@ -143,8 +143,25 @@ def create_app(settings: Settings | None = None, *, extra_tokens: list[Token] = 
     def dashboard() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    # The dashboard's pages live after the `#` (/#/studies/1). Typed without it, a page's
+    # address answers a browser with the page and a program with where to look instead.
+    for page in ("/studies", "/studies/{ref}", "/trials/{ref}", "/workers"):
+        app.add_api_route(page, _page_without_hash, methods=["GET"], include_in_schema=False)
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def _page_without_hash(request: Request) -> Response:
+    path = request.url.path.rstrip("/")
+    dashboard = "/#/" if path == "/studies" else f"/#{path}"
+    if "text/html" in request.headers.get("accept", ""):
+        return RedirectResponse(dashboard, status_code=307)
+    raise HTTPException(
+        404,
+        f"no route GET {path}: the API answers at /api{path}, the dashboard shows it at "
+        f"{dashboard}",
+    )
 
 
 def _install_middleware(app: FastAPI, settings: Settings) -> None:

@@ -357,6 +357,12 @@ def test_a_finished_study_shows_its_plots_best_config_and_zooms_in(
     assert page.locator("table.workers tbody tr").count() == 2
     shot(page, "workers")
 
+    # A page's address typed without its `#` opens the page.
+    page.goto(f"{svc.url}/studies/{study['id']}")
+    wait_ready(page, "study")
+    assert page.url == f"{svc.url}/#/studies/{study['id']}"
+    assert page.locator("h1").inner_text().startswith("browser-moons\n")
+
 
 def test_an_invalid_spec_shows_the_error_beside_its_field_before_submitting(
     page, sqlite_url, live_service

@@ -36,6 +36,7 @@ GUARDED = [
     "/api/dashboard/session",
     "/metrics",
     "/no/such/page",
+    "/studies/1",
 ]
 
 
@@ -152,3 +153,36 @@ def test_without_tokens_there_is_nothing_to_sign_in_to(sqlite_url: str, settings
         me = c.get("/api/dashboard/session").json()
         assert me["tokens_required"] is False
         assert c.get("/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("typed", "page", "api"),
+    [
+        ("/studies/7", "/#/studies/7", "/api/studies/7"),
+        ("/trials/12", "/#/trials/12", "/api/trials/12"),
+        ("/workers", "/#/workers", "/api/workers"),
+        ("/studies", "/#/", "/api/studies"),
+    ],
+)
+def test_a_page_typed_without_its_hash_opens_in_the_dashboard(
+    sqlite_url: str, settings_for: Any, typed: str, page: str, api: str
+) -> None:
+    app = create_app(settings_for(sqlite_url, migrate_on_start=False))
+    with TestClient(app, follow_redirects=False) as c:
+        r = c.get(typed, headers=HTML)
+        assert r.status_code == 307 and r.headers["location"] == page
+        # A program gets a 404 that says where the API and the page are.
+        r = c.get(typed)
+        assert r.status_code == 404
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert f"the API answers at {api}," in r.json()["detail"]
+        assert r.json()["detail"].endswith(page)
+
+
+def test_a_page_typed_without_its_hash_signs_in_first_then_opens(client: TestClient) -> None:
+    r = client.get("/trials/4", headers=HTML)
+    assert r.status_code == 401 and 'name="next" value="/trials/4"' in r.text
+    r = sign_in(client, READER, "/trials/4")
+    assert r.status_code == 303 and r.headers["location"] == "/trials/4"
+    r = client.get("/trials/4", headers=HTML)
+    assert r.status_code == 307 and r.headers["location"] == "/#/trials/4"
