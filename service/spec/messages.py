@@ -94,8 +94,46 @@ def _join(loc: Sequence[Any]) -> str:
     return ".".join(str(p) for p in loc)
 
 
+# The model's fields by the names other tools and papers give them: a name no spelling is
+# near (dropout for keep_prob, weight_decay for l2) still finds its field, with what
+# differs. Only offered where the field is one of those known at that place.
+ALIASES: dict[str, tuple[str, str]] = {
+    **dict.fromkeys(
+        ("dropout", "dropout_rate", "drop_rate", "drop_prob"),
+        ("keep_prob", "the share of hidden units kept, 1 - dropout; 1.0 is off"),
+    ),
+    **dict.fromkeys(("lr", "eta", "alpha", "step_size"), ("learning_rate", "")),
+    **dict.fromkeys(
+        ("weight_decay", "lambda", "lambd", "l2_lambda", "l2_reg", "reg", "regularization"),
+        ("l2", "the L2 penalty lambda"),
+    ),
+    **dict.fromkeys(
+        ("momentum", "beta"), ("beta1", "momentum's and Adam's first-moment average")
+    ),
+    **dict.fromkeys(
+        ("hidden_units", "units", "hidden_size", "n_hidden", "width", "neurons"),
+        ("hidden_layers", "a list of widths: space path hidden_layers.0 is the first's"),
+    ),
+    **dict.fromkeys(
+        ("layers", "n_layers", "num_layers", "depth"),
+        ("hidden_layers", "searched by {type: layers}: the depth and each width"),
+    ),
+    **dict.fromkeys(("batchnorm", "bn", "use_batch_norm"), ("batch_norm", "")),
+    **dict.fromkeys(("mini_batch_size", "minibatch_size", "batch"), ("batch_size", "")),
+    **dict.fromkeys(("num_epochs", "n_epochs", "max_epochs", "epoch"), ("epochs", "")),
+    **dict.fromkeys(("decay", "lr_schedule", "schedule"), ("lr_decay", "")),
+    **dict.fromkeys(("initialization", "initializer", "weight_init"), ("init", "")),
+    "eps": ("epsilon", ""),
+}
+
+
 def suggest(word: str, known: Sequence[str]) -> str:
-    """ "; did you mean 'x'?" for the one of `known` closest to `word`, else nothing."""
+    """ "; did you mean 'x'?" for the one of `known` closest to `word` (or that other tools
+    call `word`), else nothing."""
+    alias = ALIASES.get(word.lower().replace("-", "_"))
+    if alias is not None and alias[0] in known:
+        field, note = alias
+        return f"; did you mean {field!r}?" + (f" ({note})" if note else "")
     close = difflib.get_close_matches(word, known, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 

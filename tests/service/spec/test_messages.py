@@ -30,6 +30,22 @@ INVALID: list[tuple[str, dict[str, Any] | str, str, str]] = [
     ("label column on built-in", with_(dataset__label_column="y"), "dataset.label_column", "'y'"),
     ("model not a mapping", with_(model=[1, 2]), "model", "mapping"),
     ("unknown model field", with_(model__learning_rte=0.1), "model.learning_rte", "learning_rate"),
+    # Other tools' names for a field no spelling is near: the field, with what differs.
+    ("model lr", with_(model__lr=0.1), "model.lr", "did you mean 'learning_rate'?"),
+    ("model weight_decay", with_(model__weight_decay=0.1), "model.weight_decay", "'l2'?"),
+    ("model dropout", with_(model__dropout=0.2), "model.dropout", "'keep_prob'? (the share"),
+    (
+        "space dropout",
+        with_(space__dropout={"type": "float", "low": 0.0, "high": 0.5}),
+        "space.dropout",
+        "did you mean 'keep_prob'? (the share of hidden units kept, 1 - dropout",
+    ),
+    (
+        "space units",
+        with_(space__units={"type": "int", "low": 2, "high": 64}),
+        "space.units",
+        "'hidden_layers'? (a list of widths: space path hidden_layers.0",
+    ),
     ("bad model value", with_(model__learning_rate=0), "model.learning_rate", "(got 0)"),
     ("bad model literal", with_(model__optimizer="sgd"), "model.optimizer", "'sgd'"),
     ("zero-width layer", with_(model__hidden_layers=[20, 0]), "model.hidden_layers.1", "(got 0)"),
@@ -160,3 +176,11 @@ def test_the_error_echoes_the_value_the_user_wrote() -> None:
         "input": 0,
     }
     assert str(info.value) == "space.learning_rate.low: must be > 0 for scale log (got 0)"
+
+
+def test_a_name_of_another_tool_is_offered_only_where_its_field_belongs() -> None:
+    # `lr` is the model's learning_rate; among the spec's top-level fields it is nothing.
+    with pytest.raises(SpecError) as err:
+        parse(with_(lr=0.1))
+    (problem,) = err.value.errors
+    assert problem["loc"] == "lr" and "learning_rate" not in problem["msg"]
