@@ -107,9 +107,7 @@ ALIASES: dict[str, tuple[str, str]] = {
         ("weight_decay", "lambda", "lambd", "l2_lambda", "l2_reg", "reg", "regularization"),
         ("l2", "the L2 penalty lambda"),
     ),
-    **dict.fromkeys(
-        ("momentum", "beta"), ("beta1", "momentum's and Adam's first-moment average")
-    ),
+    **dict.fromkeys(("momentum", "beta"), ("beta1", "momentum's and Adam's first-moment average")),
     **dict.fromkeys(
         ("hidden_units", "units", "hidden_size", "n_hidden", "width", "neurons"),
         ("hidden_layers", "a list of widths: space path hidden_layers.0 is the first's"),
