@@ -80,6 +80,11 @@ class Pool:
         self.ctx = mp.get_context("spawn")
         self.procs: dict[int, Any] = {}
         self.stopping = threading.Event()
+        # One stop at a time: the supervising thread stops the pool as its owner does, and
+        # two joins of one child race (one reaps it; for an instant the other sees it
+        # alive, and killed it).
+        self._stop_lock = threading.Lock()
+        self._stopped: int | None = None
 
     def _start(self, index: int) -> None:
         proc = self.ctx.Process(
@@ -96,26 +101,49 @@ class Pool:
         """Replace retired processes until stopped; returns the exit code for the CLI."""
         failures = 0
         while not self.stopping.is_set():
-            for index, proc in list(self.procs.items()):
-                if proc.is_alive():
-                    continue
-                code = proc.exitcode
-                if self.options.exit_when_idle and code == 0:
-                    del self.procs[index]
-                    continue
-                if code != 0:
-                    failures += 1
-                    log.warning("worker process %s exited with %s; starting another", index, code)
-                    time.sleep(min(5.0, 0.5 * failures))
-                self._start(index)
-            if not self.procs:
-                return 0
+            with self._stop_lock:  # never beside a stop: both reap children
+                if self.stopping.is_set():
+                    break
+                retired = self._retired()
+            crashed = [(index, code) for index, code in retired if code != 0]
+            for index, code in crashed:
+                log.warning("worker process %s exited with %s; starting another", index, code)
+            failures += len(crashed)
+            if crashed and self.stopping.wait(min(5.0, 0.5 * failures)):
+                break
+            with self._stop_lock:
+                if self.stopping.is_set():
+                    break  # a child started now would be missed by the stop under way
+                for index, _ in retired:
+                    self._start(index)
+                if not self.procs:
+                    return 0
             self.stopping.wait(0.2)
         return self.stop()
 
+    def _retired(self) -> list[tuple[int, int]]:
+        """The children that have exited, with their exit codes, to start again; one done
+        for good (idle, with exit_when_idle) is forgotten instead."""
+        out = []
+        for index, proc in list(self.procs.items()):
+            if proc.is_alive():
+                continue
+            if self.options.exit_when_idle and proc.exitcode == 0:
+                del self.procs[index]
+                continue
+            out.append((index, proc.exitcode))
+        return out
+
     def stop(self) -> int:
-        """SIGTERM every child, wait for them to hand back their trials, then kill stragglers."""
+        """SIGTERM every child, wait for them to hand back their trials, then kill stragglers.
+        Any thread may call it, any number of times: each gets the one stop's exit code."""
         self.stopping.set()
+        with self._stop_lock:
+            if self._stopped is None:
+                self._stopped = self._stop_children()
+            return self._stopped
+
+    def _stop_children(self) -> int:
         for proc in self.procs.values():
             if proc.is_alive() and proc.pid:
                 os.kill(proc.pid, signal.SIGTERM)
