@@ -93,6 +93,7 @@ def test_a_task_study_exports_its_params_value_and_named_metrics(
     text = httpx.get(f"{svc.url}/api/studies/{study_id}/trials.csv", timeout=30).text
     table = list(csv.DictReader(io.StringIO(text)))
     assert list(table[0]) == data["columns"] and len(table) == 3
+    assert {r["round"] for r in table} == {"0"}  # the API's count, from 0 (docs/api.md)
     by_id = {int(r["trial_id"]): r for r in table}
     assert float(by_id[done]["value"]) == pytest.approx(0.875)
     assert float(by_id[done]["final.loss"]) == pytest.approx(0.25)
