@@ -38,7 +38,9 @@ INVALID: list[tuple[str, dict[str, Any] | str, str, str]] = [
         "space dropout",
         with_(space__dropout={"type": "float", "low": 0.0, "high": 0.5}),
         "space.dropout",
-        "did you mean 'keep_prob'? (the share of hidden units kept, 1 - dropout",
+        # word for word as the README quotes it
+        "not a field of the model; did you mean 'keep_prob'? (the share of hidden units "
+        "kept, 1 - dropout; 1.0 is off) (got 'dropout')",
     ),
     (
         "space units",
