@@ -41,6 +41,17 @@ def _format_of(path: Path, given: DatasetFormat | None) -> str:
     return suffix
 
 
+def _which_column(file: Path, content: bytes) -> str:
+    """The question a CSV uploaded without --label-column asks, with its columns."""
+    from service.uploads import UploadRefused, csv_header, separator_hint  # pyarrow: when asked
+
+    try:
+        header, _ = csv_header(content, file.name)
+    except UploadRefused as exc:
+        return f"which column holds y? (and {exc})"
+    return f"which column holds y? Its columns: {', '.join(header)}{separator_hint(header)}"
+
+
 @datasets_app.command(
     epilog=example(
         "caviar datasets upload iris.csv --label-column species",
@@ -68,6 +79,8 @@ def upload(
         content = file.read_bytes()
     except OSError as exc:
         fail(f"{file}: cannot read: {exc.strerror or exc}")
+    if kind == "csv" and label_column is None:
+        fail(f"{file}: --label-column is required for a CSV file: {_which_column(file, content)}")
     params: dict[str, Any] = {"name": name or file.name, "format": kind}
     if label_column is not None:
         params["label_column"] = label_column

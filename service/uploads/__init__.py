@@ -12,6 +12,7 @@ A worker still reads the stored file with the trainer's own reader; the tests ho
 two to the same arrays (tests/service/test_uploads.py).
 """
 
+from service.uploads.csv_files import csv_header, separator_hint
 from service.uploads.limits import (
     DataFile,
     UploadCaps,
@@ -26,6 +27,8 @@ __all__ = [
     "UploadCaps",
     "UploadRefused",
     "check_outputs",
+    "csv_header",
     "label_outputs",
     "read_upload",
+    "separator_hint",
 ]

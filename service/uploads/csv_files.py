@@ -34,11 +34,16 @@ BLOCK_BYTES = 1 << 20
 
 def read_csv(content: bytes, *, label_column: str, caps: UploadCaps, name: str) -> DataFile:
     """A CSV file's X, y and feature names, read block by block with the caps checked."""
-    header, data_at = _csv_header(content, name)
+    header, data_at = csv_header(content, name)
     if label_column not in header:
-        raise UploadRefused(f"label column {label_column!r} not found; the columns are {header}")
+        raise UploadRefused(
+            f"label column {label_column!r} not found; the columns are {header}"
+            + separator_hint(header)
+        )
     if len(header) < 2:
-        raise UploadRefused(f"data file {name!r} has no feature columns besides the label")
+        raise UploadRefused(
+            f"data file {name!r} has no feature columns besides the label{separator_hint(header)}"
+        )
     if len(header) - 1 > caps.max_features:
         raise UploadRefused(
             f"data file {name!r} has {len(header) - 1} feature columns; "
@@ -53,7 +58,20 @@ def read_csv(content: bytes, *, label_column: str, caps: UploadCaps, name: str) 
     return DataFile(X=X, y=_labels_array(labels, name=name, caps=caps), feature_names=features)
 
 
-def _csv_header(content: bytes, name: str) -> tuple[list[str], int]:
+def separator_hint(header: list[str]) -> str:
+    """For a header read as one column: the separator it seems to use instead of commas."""
+    if len(header) != 1:
+        return ""
+    for sep, called in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+        if sep in header[0]:
+            return (
+                f" (its header {header[0]!r} is one column: CSV columns are separated by"
+                f" commas, this file seems to use {called})"
+            )
+    return ""
+
+
+def csv_header(content: bytes, name: str) -> tuple[list[str], int]:
     """The header row (the first that is not blank), and the byte offset of the data after it.
 
     Read with the csv module, as the trainer reads it; blank lines before it are skipped.

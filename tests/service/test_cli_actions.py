@@ -191,8 +191,17 @@ def test_datasets_upload_list_and_delete(sqlite_url, live_service, tmp_path) -> 
     assert again.exit_code == 0 and "uploaded before" in again.stdout
     listed = caviar("datasets", "list", "--api", url)
     assert listed.exit_code == 0 and dataset_id in listed.stdout and "churn.csv" in listed.stdout
-    bad = caviar("datasets", "upload", str(data), "--api", url)  # no label column
-    assert bad.exit_code == 2 and "422" in bad.stderr
+    # No label column: asked here, with the file's columns, before anything is sent.
+    bad = caviar("datasets", "upload", str(data), "--api", url)
+    assert bad.exit_code == 2 and "422" not in bad.stderr
+    assert "--label-column is required for a CSV file" in bad.stderr
+    assert "Its columns: age, spend, churned" in bad.stderr
+    semi = tmp_path / "semi.csv"
+    semi.write_text("age;spend;churned\n1;2;0\n")
+    r = caviar("datasets", "upload", str(semi), "--label-column", "churned", "--api", url)
+    assert r.exit_code == 2 and "422" in r.stderr  # refused by the service, which says why
+    assert "this file seems to use semicolons" in r.stderr
+    assert httpx.get(f"{url}/api/datasets").json()["total"] == 1
     odd = tmp_path / "data.txt"
     odd.write_text("x")
     assert caviar("datasets", "upload", str(odd), "--api", url).exit_code == 2
