@@ -201,7 +201,7 @@ async function uploadControl(slot, ta, changed) {
     const header = (await file.slice(0, 64 * 1024).text()).split(/\r?\n/)[0].split(",").map((c) => c.trim().replace(/^"|"$/g, ""));
     labels.innerHTML = [...header].reverse().map((c) => `<option>${esc(c)}</option>`).join("");
     form.hidden = false;
-    say("muted", `${file.name}: ${header.length} columns. Which one is the label?`);
+    say("muted", `${file.name}: ${header.length} column${header.length === 1 ? "" : "s"}. Which one is the label?`);
     form.querySelector('[data-act="upload"]').onclick = () => send(file, labels.value);
   });
 }
