@@ -26,7 +26,13 @@ from service.api import worker as worker_routes
 from service.api.deps import DbDep, ReadScope
 from service.api.docs import install_openapi
 from service.api.docs import router as docs_router
-from service.auth import AuthenticationMiddleware, Authenticator, Token, parse_tokens
+from service.auth import (
+    AuthenticationMiddleware,
+    Authenticator,
+    Token,
+    accepts_html,
+    parse_tokens,
+)
 from service.browsers import BrowserGuard, HostNames, names
 from service.db import get_database
 from service.limits import BodyLimitMiddleware, RateLimiter, StreamSlots
@@ -155,7 +161,7 @@ def create_app(settings: Settings | None = None, *, extra_tokens: list[Token] = 
 def _page_without_hash(request: Request) -> Response:
     path = request.url.path.rstrip("/")
     dashboard = "/#/" if path == "/studies" else f"/#{path}"
-    if "text/html" in request.headers.get("accept", ""):
+    if accepts_html(request.headers.get("accept", "")):
         return RedirectResponse(dashboard, status_code=307)
     raise HTTPException(
         404,

@@ -180,8 +180,14 @@ if (location.hash && !next.value.includes("#")) next.value += location.hash;
     return HTMLResponse(body, status_code=status, headers={"cache-control": "no-store"})
 
 
+def accepts_html(accept: str) -> bool:
+    """Whether a request's Accept header is a browser's asking for a page."""
+    return "text/html" in accept
+
+
 def _wants_html(scope: Scope, headers: dict[bytes, bytes]) -> bool:
-    return scope.get("method") == "GET" and b"text/html" in headers.get(b"accept", b"")
+    accept = headers.get(b"accept", b"").decode("latin-1")
+    return scope.get("method") == "GET" and accepts_html(accept)
 
 
 class AuthenticationMiddleware:

@@ -237,16 +237,22 @@ PRUNING_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _unread(block: BaseModel, kind: str, table: dict[str, tuple[str, ...]]) -> list[str]:
-    """The fields of `block` set, to other than their defaults, that `kind` does not read.
-    (At its default a field says nothing: a spec written out whole, as a zoom's preview or
-    a stored study gives it, holds every field.)"""
+def _changed(block: BaseModel, names: Collection[str]) -> list[str]:
+    """Those of `names` set in `block` to other than their defaults, sorted. (At its
+    default a field says nothing: a spec written out whole, as a zoom's preview or a stored
+    study gives it, holds every field.)"""
     fields = type(block).model_fields
     return [
         name
-        for name in sorted(block.model_fields_set - {"type", *table.get(kind, ())})
-        if name in fields and getattr(block, name) != fields[name].default
+        for name in sorted(block.model_fields_set & set(names))
+        if getattr(block, name) != fields[name].default
     ]
+
+
+def _unread(block: BaseModel, kind: str, table: dict[str, tuple[str, ...]]) -> list[str]:
+    """The fields of `block` set, to other than their defaults, that `kind` does not read."""
+    unread = set(type(block).model_fields) - {"type", *table.get(kind, ())}
+    return _changed(block, unread)
 
 
 def _readers(name: str, table: dict[str, tuple[str, ...]]) -> str:
@@ -276,10 +282,7 @@ def _check_unread_fields(spec: StudySpec, parsed: Collection[str]) -> list[dict[
             out.append(error_at(f"pruning.{name}", f"{why}; remove it", getattr(pr, name)))
     ds = spec.dataset
     if "dataset" in parsed and ds is not None and not ds.is_generated:
-        fields = type(ds).model_fields
-        for name in ("n_samples", "noise"):
-            if name not in ds.model_fields_set or getattr(ds, name) == fields[name].default:
-                continue
+        for name in _changed(ds, ("n_samples", "noise")):
             what = "the built-in" if ds.is_builtin else "the uploaded data set"
             out.append(
                 error_at(
