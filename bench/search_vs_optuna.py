@@ -137,8 +137,9 @@ def main() -> None:
     for mine in ours:
         print()
         print("\n".join(report.versus_table(results, mine, peers, seeds)))
-    print()
-    print("\n".join(report.family_table(results, ours, peers, seeds)))
+    if ours:
+        print()
+        print("\n".join(report.family_table(results, ours, peers, seeds)))
 
 
 if __name__ == "__main__":

@@ -94,11 +94,14 @@ def family_table(
         for mine in ours:
             a = family_scores(results, mine, family, seeds)
             row = {q: paired(a, family_scores(results, q, family, seeds)) for q in peers}
+            cells = "  ".join(f"{q} {fmt(*row[q])}" for q in peers)
             strong = [q for q in ("tpe", "gp") if q in peers]
+            if not strong:  # the goal is against those two: no verdict without them
+                lines.append(f"    {mine:<9} {cells}")
+                continue
             better = max(
                 strong, key=lambda q: statistics.mean(family_scores(results, q, family, seeds))
             )
-            cells = "  ".join(f"{q} {fmt(*row[q])}" for q in peers)
             verdict = "ok" if row[better][0] >= -row[better][1] else "BELOW"
             lines.append(f"    {mine:<9} {cells}  | vs better ({better}): {verdict}")
     return lines

@@ -143,7 +143,9 @@ def sampler_for(base: str, seed: int) -> optuna.samplers.BaseSampler:
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
         "tpe_mv": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True),
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        # A layers field's widths exist or not by its depth: GPSampler samples them at
+        # random, and would say so for every trial (the same for both runs of a seed).
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False),
     }
     if base not in makers:
         raise ValueError(f"unknown method {base!r}; known: {', '.join(METHODS)}")
