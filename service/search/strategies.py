@@ -13,14 +13,15 @@ import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from scipy.stats import qmc
 
-from service.search import acquisition, surrogate
 from service.search.distributions import ScalarDistribution
 from service.search.space import EDGE, Axis, Box, SearchSpace
+
+if TYPE_CHECKING:
+    from service.search import surrogate
 
 __all__ = [
     "Axis",
@@ -79,11 +80,15 @@ class SobolSampler(Sampler):
 
     Draws the next power of two and keeps the first `n`, which keeps scipy's balance
     warning quiet; the first `n` of a Sobol sequence are still low-discrepancy.
+    scipy.stats is imported here, not with the module: it takes half a second, which
+    every command that reads a spec (`caviar validate`, a random search) would pay.
     """
 
     def sample(self, *, n: int, dims: int) -> np.ndarray:
         if dims == 0:
             return np.empty((n, 0))
+        from scipy.stats import qmc
+
         engine = qmc.Sobol(d=dims, scramble=True, seed=self.rng)
         return engine.random_base2(max(0, math.ceil(math.log2(max(n, 1)))))[:n]
 
@@ -228,6 +233,8 @@ class CoarseToFineStrategy(Strategy):
     def suggest(
         self, *, round_index: int, history: History = ()
     ) -> tuple[Box | None, list[dict[str, Any]]]:
+        from service.search import acquisition, surrogate  # scipy, only once a round is placed
+
         self._check_round(round_index)
         # Round 0 with a history is a zoom into another study: its first box comes from
         # that study's trials. Without one, box() is the whole space.
@@ -280,6 +287,8 @@ class CoarseToFineStrategy(Strategy):
 
         Failed trials take the worst value: they tell the model where not to go.
         """
+        from service.search import surrogate
+
         ranked = self.ranked(history)
         sign = 1.0 if self.direction == "maximize" else -1.0
         values = [sign * v if v is not None and math.isfinite(v) else -math.inf for _, v in ranked]
@@ -298,6 +307,8 @@ class CoarseToFineStrategy(Strategy):
     def _anchors(self, box: Box, history: History) -> np.ndarray:
         """The best finished trials inside `box`, best first, in the box's coordinates;
         an inactive coordinate (nan) is put mid-box."""
+        from service.search import acquisition
+
         finished = [p for p, v in self.ranked(history) if v is not None and math.isfinite(v)]
         points = [u for u in (self.space.encode(p) for p in finished[: 4 * acquisition.ANCHORS])]
         inside = [u for u in points if box.contains(u)][: acquisition.ANCHORS]
