@@ -26,7 +26,9 @@ with no server.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import math
 import numbers
 import re
@@ -69,10 +71,28 @@ def load_entrypoint(entrypoint: str) -> Callable[..., Any]:
         ) from exc
     fn = getattr(module, name, None)
     if fn is None:
-        raise EntrypointError(f"{entrypoint}: module {module_name} has no {name!r}")
+        raise EntrypointError(
+            f"{entrypoint}: module {module_name} has no {name!r}{_functions_hint(module, name)}"
+        )
     if not callable(fn):
         raise EntrypointError(f"{entrypoint}: {name} is a {type(fn).__name__}, not a function")
     return fn
+
+
+def _functions_hint(module: Any, name: str) -> str:
+    """'; did you mean ...?' with the module's nearest functions, or the functions it has."""
+    functions = sorted(
+        k
+        for k, v in vars(module).items()
+        if inspect.isfunction(v) and v.__module__ == module.__name__ and not k.startswith("_")
+    )
+    if not functions:
+        return " (it defines no function)"
+    near = difflib.get_close_matches(name, functions, n=3)
+    if near:
+        return "; did you mean " + " or ".join(repr(f) for f in near) + "?"
+    shown = ", ".join(functions[:8]) + (", ..." if len(functions) > 8 else "")
+    return f"; its functions: {shown}"
 
 
 @dataclass(frozen=True)

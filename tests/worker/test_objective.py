@@ -130,8 +130,12 @@ def test_an_entrypoint_that_cannot_load_is_refused_saying_why() -> None:
         load_entrypoint("no_colon")
     with pytest.raises(EntrypointError, match="cannot import no_such_pkg_here"):
         load_entrypoint("no_such_pkg_here.mod:f")
-    with pytest.raises(EntrypointError, match="has no 'nope'"):
+    with pytest.raises(EntrypointError, match="has no 'nope'; its functions: never_reports, "):
         load_entrypoint(f"{OBJ}:nope")
+    with pytest.raises(EntrypointError, match=r"has no 'rasies'; did you mean 'raises'\?$"):
+        load_entrypoint(f"{OBJ}:rasies")
+    with pytest.raises(EntrypointError, match=r"has no 'objective' \(it defines no function\)"):
+        load_entrypoint("tests.integration:objective")
     with pytest.raises(EntrypointError, match="not a function"):
         load_entrypoint("os:sep")
     assert load_entrypoint(f"{OBJ}:raises").__name__ == "raises"
