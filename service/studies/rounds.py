@@ -166,4 +166,6 @@ class Planner(Periodic):
     def tick(self) -> None:
         opened = plan_due_rounds(db=self.db)
         if opened:
-            log.info("planner opened %d rounds", opened, extra={"action": "plan"})
+            # DEBUG: the service log's journal says each round opened, with its study,
+            # once settled; an INFO line here came first, without ids ("1 rounds").
+            log.debug("planner opened %d round(s)", opened, extra={"action": "plan"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -38,6 +39,27 @@ def test_the_log_tells_each_study_and_trial_event_with_its_ids(
     assert f"study {study_id} cancelled" in lines
     assert f"study {study_id} finished: cancelled" in lines
     assert not [line for line in lines if "metrics" in line]
+
+
+def test_a_round_opening_is_told_once_with_its_study(
+    client: Any, spec_factory: Any, db_url: str, caplog: Any
+) -> None:
+    """The journal's line says which study; the planner, which opens the round first and
+    used to log 'planner opened 1 rounds' before the study's own lines, says nothing."""
+    spec = spec_factory(strategy={"type": "coarse_to_fine", "rounds": 2, "trials_per_round": 3})
+    study_id = client.post("/api/studies", json=spec).json()["id"]
+    with caplog.at_level(logging.INFO, logger="caviar.service"):
+        finish(client, [0.5, 0.75, 0.6])
+        deadline = time.monotonic() + 20
+        while client.get(f"/api/studies/{study_id}/trials?round=1").json()["total"] < 3:
+            assert time.monotonic() < deadline, "round 2 was not opened"
+            time.sleep(0.05)
+        log_events(get_database(db_url), 0, settle=0.0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "caviar.service"]
+    assert [line for line in lines if "round" in line and "opened" in line] == [
+        f"study {study_id}: round 1 opened, 3 trials",
+        f"study {study_id}: round 2 opened, 3 trials",
+    ]
 
 
 def test_readyz_logs_nothing(client: Any, caplog: Any) -> None:
