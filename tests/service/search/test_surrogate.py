@@ -43,6 +43,21 @@ def test_the_gradient_of_the_likelihood_matches_finite_differences() -> None:
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-6)
 
 
+def test_the_likelihood_fitted_is_that_of_the_kernel_the_posterior_uses() -> None:
+    """Two codings of one kernel (the fit's, per coordinate with its gradient, and the
+    posterior's, which a round's candidate covariance takes): the same numbers."""
+    rng = np.random.default_rng(3)
+    X = rng.random((30, 3))
+    X[:, 2] = (np.floor(X[:, 2] * 3) + 0.5) / 3
+    gp = GaussianProcess(X, rank_normal(smooth(X)), unordered=[False, False, True], cells=[0, 0, 3])
+    theta = np.array([-1.2, 0.1, 0.4, 0.3, -3.0])
+    K = gp._kernel(gp.X, gp.X, theta) + (math.exp(theta[4]) + 1e-8) * np.eye(30)
+    _, logdet = np.linalg.slogdet(K)
+    prior = 0.5 * np.sum(((theta[:3] - surrogate._PRIOR_MEAN) / surrogate._PRIOR_SD) ** 2)
+    direct = 0.5 * gp.y @ np.linalg.solve(K, gp.y) + 0.5 * logdet + prior
+    assert gp._neg_log_posterior(theta, gp._sq_dists())[0] == pytest.approx(direct, rel=1e-9)
+
+
 def test_the_posterior_mean_follows_the_function_and_is_sure_where_it_has_seen() -> None:
     gp = fitted(n=40)
     rng = np.random.default_rng(99)
