@@ -229,8 +229,10 @@ class StrategySpec(_Strict):
     placement: Literal["model", "uniform"] = Field(
         "model",
         description=(
-            "coarse_to_fine: where in the box a round's trials go - model: by Thompson "
-            "sampling from a Gaussian process of the finished trials; uniform: uniformly"
+            "coarse_to_fine: where in the box a round's trials go - model: a Gaussian "
+            "process of the finished trials narrows the box to where it may peak and places "
+            "the round by Thompson sampling, the last round for the best value it may find; "
+            "uniform: uniformly in the box"
         ),
     )
 
