@@ -355,6 +355,11 @@ def test_a_finished_study_shows_its_plots_best_config_and_zooms_in(
     wait_ready(page, "workers")
     page.locator("table.workers tbody tr").first.wait_for()
     assert page.locator("table.workers tbody tr").count() == 2
+    heartbeat = page.locator("table.workers tbody td").nth(4).inner_text()
+    assert re.fullmatch(r"\d+(\.\d)? s ago", heartbeat), heartbeat
+    # A worker gone for 40 minutes reads so, not "2380 s ago".
+    ago = "import('/static/js/util.js').then(u => [1.23, 2380, 10800, 259200].map(u.since))"
+    assert page.evaluate(ago) == ["1.2 s ago", "40 min ago", "3 h ago", "3 d ago"]
     shot(page, "workers")
 
     # A page's address typed without its `#` opens the page.

@@ -35,6 +35,15 @@ export const badge = (s) => `<span class="status ${esc(s).replaceAll(" ", "-")}"
 export const studyBadge = (study) =>
   badge(study.awaiting_review && !TERMINAL_STUDY.includes(study.status) ? "awaiting review" : study.status);
 
+/** How long ago `s` seconds is: "1.2 s ago" within a minute and a half (a heartbeat's
+ * pace), then "40 min ago", "3 h ago", "2 d ago". */
+export function since(s) {
+  if (s < 90) return `${fmt(Math.round(s * 10) / 10)} s ago`;
+  if (s < 5400) return `${Math.round(s / 60)} min ago`;
+  if (s < 172800) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} d ago`;
+}
+
 /** "3 min ago", with the exact UTC time in a tooltip. */
 export function when(iso) {
   if (!iso) return `<span class="muted">–</span>`;

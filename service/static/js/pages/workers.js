@@ -1,7 +1,7 @@
 // The workers page: who is alive, what each runs, its last heartbeat.
 
 import { api } from "../api.js";
-import { badge, esc, fmt, markReady } from "../util.js";
+import { badge, esc, markReady, since } from "../util.js";
 
 const REFRESH_MS = 2000;
 
@@ -36,7 +36,7 @@ export function mount(view) {
         <td><b>${esc(w.name)}</b><div class="muted small mono">${esc(w.id)}</div></td>
         <td>${esc(w.host)}</td><td class="num">${w.pid ?? "–"}</td>
         <td>${w.alive ? badge(w.running.length ? "running" : "idle") : badge("gone")}</td>
-        <td class="num">${fmt(Math.round(w.seconds_since_heartbeat * 10) / 10)} s ago</td>
+        <td class="num">${since(w.seconds_since_heartbeat)}</td>
         <td class="num">${w.trials_done.toLocaleString("en")}</td>
         <td>${w.running.map((id) => `<a href="#/trials/${id}">trial id ${id}</a>`).join(", ") || `<span class="muted">–</span>`}</td></tr>`,
         )
