@@ -367,6 +367,14 @@ def test_a_finished_study_shows_its_plots_best_config_and_zooms_in(
     wait_ready(page, "study")
     assert page.url == f"{svc.url}/#/studies/{study['id']}"
     assert page.locator("h1").inner_text().startswith("browser-moons\n")
+    # And as a person may write it: the list as #/studies, a trailing slash.
+    for address, name in [("#/studies", "studies"), ("#/workers/", "workers")]:
+        page.goto(f"{svc.url}/{address}")
+        wait_ready(page, name)
+    page.goto(f"{svc.url}/#/studies/{study['id']}/")
+    wait_ready(page, "study")
+    page.goto(f"{svc.url}/#/nothing")
+    assert page.locator("p.error").inner_text() == "No page at #/nothing. All studies"
 
 
 def test_an_invalid_spec_shows_the_error_beside_its_field_before_submitting(

@@ -4,11 +4,12 @@ import { session } from "./api.js";
 import { esc } from "./util.js";
 
 const view = document.getElementById("view");
+// A trailing slash, and #/studies for the list, open the page a person meant.
 const PAGES = [
-  [/^\/studies\/(\d+)$/, "study", (m) => ({ id: m[1] })],
-  [/^\/trials\/(\d+)$/, "trial", (m) => ({ id: m[1] })],
-  [/^\/workers$/, "workers", () => ({})],
-  [/^\/?$/, "studies", () => ({})],
+  [/^\/studies\/(\d+)\/?$/, "study", (m) => ({ id: m[1] })],
+  [/^\/trials\/(\d+)\/?$/, "trial", (m) => ({ id: m[1] })],
+  [/^\/workers\/?$/, "workers", () => ({})],
+  [/^\/?(studies\/?)?$/, "studies", () => ({})],
 ];
 let current = null;
 
