@@ -186,7 +186,10 @@ def call(
             return client.request(method, path, **kw)
         except httpx.TransportError as exc:
             if time.monotonic() >= deadline:
-                fail(f"cannot reach the service at {client.base_url}: {exc}")
+                fail(
+                    f"cannot reach the service at {client.base_url}: {exc} "
+                    "(is `caviar serve` running there? --api or CAVIAR_API_URL names another)"
+                )
             time.sleep(0.5)
 
 

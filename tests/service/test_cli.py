@@ -118,6 +118,7 @@ def test_errors_from_tokens_and_unreachable_services_are_one_line(sqlite_url, li
     assert forbidden.exit_code == 2 and "403" in forbidden.stderr and "write" in forbidden.stderr
     down = caviar("status", "--api", "http://127.0.0.1:9")
     assert down.exit_code == 2 and "cannot reach the service" in down.stderr
+    assert "is `caviar serve` running there? --api or CAVIAR_API_URL" in down.stderr
 
 
 def write_specs(folder: Path, specs: dict[str, Any]) -> None:
