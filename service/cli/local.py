@@ -203,9 +203,15 @@ def _create_here(path: Path, data: dict[str, Any], settings: Settings) -> tuple[
     from service.studies import create_study, validate_spec
 
     try:
-        validate_spec(data, settings=settings)
+        parsed = validate_spec(data, settings=settings)
     except InvalidSpec as exc:
         fail(spec_errors(path, exc.extra.get("errors", [])))
+    if parsed.execution.await_review:  # nobody could continue it: it would wait for ever
+        fail(
+            f"{path}: execution.await_review: `caviar run` has no one to continue the study "
+            f"after each trial; run it with `caviar serve --submit {path}` and continue it from "
+            "the dashboard or with `caviar continue`, or set await_review: false"
+        )
     new_file = _new_sqlite_file(settings.database_url)
     _migrate_or_fail(settings)
     database = get_database(settings.database_url)

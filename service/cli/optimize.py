@@ -15,7 +15,8 @@ from service.cli.local import Embedded, _free_port
 from service.db import get_database
 from service.migrate import upgrade
 from service.settings import get_settings
-from service.spec import load_spec_data, parse_spec
+from service.spec import SpecError, load_spec_data, parse_spec
+from service.spec.messages import error_at
 from service.studies import create_study, get_study
 from worker.objective import ENTRYPOINT
 from worker.runner import Worker
@@ -49,7 +50,17 @@ def optimize(
     data["task"] = task
     url = db or f"sqlite:///{Path(tempfile.mkdtemp(prefix='caviar-')) / 'caviar.db'}"
     settings = get_settings().model_copy(update={"database_url": url, "tokens": ""})
-    parse_spec(data, settings=settings)
+    if parse_spec(data, settings=settings).execution.await_review:
+        raise SpecError(
+            [
+                error_at(
+                    "execution.await_review",
+                    "optimize() has no one to continue the study after each trial: "
+                    "set await_review: false, or submit it to `caviar serve`",
+                    True,
+                )
+            ]
+        )
     upgrade(url)
     database = get_database(url)
     study_id = create_study(db=database, data=data, settings=settings)

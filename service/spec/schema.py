@@ -316,7 +316,8 @@ class ExecutionSpec(_Strict):
     await_review: bool = Field(
         False,
         description="panda only: after each trial, wait until a person continues the study "
-        "(`caviar continue`, or the dashboard)",
+        "(`caviar continue`, or the dashboard) - so a served study, not one of `caviar run` "
+        "or optimize(), which refuse it",
     )
     gradient_check: bool = Field(
         False,

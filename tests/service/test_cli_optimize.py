@@ -51,6 +51,35 @@ def test_optimize_refuses_a_bad_spec_naming_the_field() -> None:
         )
 
 
+PANDA = {"mode": "panda", "await_review": True}
+
+
+def test_a_study_held_for_review_is_refused_where_no_one_could_continue_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec_factory: Any
+) -> None:
+    """`caviar run` waited for ever at 'awaiting review' after the first trial (its service
+    is on a loopback port nobody is told), and optimize() returned after one trial."""
+    spec = {
+        "name": "held",
+        "space": SPACE,
+        "strategy": {"type": "random", "trials": 3},
+        "objective": {"metric": "value", "direction": "minimize"},
+        "execution": PANDA,
+    }
+    db = tmp_path / "o.db"
+    with pytest.raises(SpecError, match=r"execution\.await_review: optimize"):
+        optimize(lambda p, t: 0.0, spec, db=f"sqlite:///{db}")
+    assert not db.exists()
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "held.yaml"
+    path.write_text(yaml.safe_dump(spec_factory(execution=PANDA)))  # the built-in trainer
+    out = CliRunner().invoke(app, ["run", "held.yaml", "--db", f"sqlite:///{tmp_path / 'r.db'}"])
+    assert out.exit_code == 2, out.output
+    assert "held.yaml: execution.await_review: `caviar run` has no one to continue" in out.stderr
+    assert "caviar serve --submit held.yaml" in out.stderr
+    assert not (tmp_path / "r.db").exists()
+
+
 def test_caviar_run_runs_a_task_spec_with_its_own_workers(tmp_path: Path) -> None:
     spec = {
         "name": "run-a-task",
