@@ -43,6 +43,7 @@ from service.cli.display import (
     StudyBars,
     best_table,
     progress_line,
+    shown_status,
     studies_table,
     trials_table,
 )
@@ -268,6 +269,14 @@ def status(
             )
             if one.get("error"):
                 out.print(one["error"], markup=False)
+            if shown_status(one) == "awaiting review":
+                out.print(
+                    f"its next trial waits for your review: `caviar continue {one['id']}` runs "
+                    f"it, `caviar fork TRIAL` tries a variant, `caviar cancel {one['id']}` ends it",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                )
             if one.get("best_trial"):
                 out.print(best_table(one))
             return

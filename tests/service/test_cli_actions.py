@@ -170,7 +170,10 @@ def test_continue_lets_a_reviewed_panda_study_run_its_next_trial(
         (trial,) = claim(api, 1)
         end(api, trial, 0.9)
         assert api.get(f"/api/studies/{study}").json()["awaiting_review"] is True
-        assert claim(api, 1) == []  # it waits for the person
+        assert claim(api, 1) == []  # it waits for the person, and status tells what to do
+        shown = caviar("status", str(study), "--api", url)
+        assert "[awaiting review]" in shown.stdout, shown.output
+        assert f"`caviar continue {study}` runs it" in shown.stdout
         r = caviar("continue", str(study), "--api", url)
         assert r.exit_code == 0 and f"study {study} (tiny-moons) continues" in r.stdout, r.output
         assert api.get(f"/api/studies/{study}").json()["awaiting_review"] is False
