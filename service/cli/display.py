@@ -23,10 +23,15 @@ def expected_trials(study: dict[str, Any]) -> int:
     return int(study["planned_trials"])
 
 
+def awaiting_review(study: dict[str, Any]) -> bool:
+    """Whether a panda study waits for someone to continue it (and has not ended)."""
+    return bool(study.get("awaiting_review")) and study["status"] not in TERMINAL
+
+
 def shown_status(study: dict[str, Any]) -> str:
     """The study's status as a person reads it: a panda study waiting for someone to
     continue it is "awaiting review", not "running"."""
-    if study.get("awaiting_review") and study["status"] not in TERMINAL:
+    if awaiting_review(study):
         return "awaiting review"
     if study.get("waiting_for"):  # a task's function no live worker offers
         return f"{study['status']}, {study['waiting_for']}"

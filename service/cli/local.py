@@ -192,6 +192,12 @@ def _importable_task(data: dict[str, Any]) -> tuple[str, ...]:
     return (entrypoint,)
 
 
+def no_reviewer(runner: str) -> str:
+    """Why `runner`, which runs a study here with no one to review it, refuses a study held
+    for review after each trial (it would wait for ever)."""
+    return f"{runner} has no one to continue the study after each trial"
+
+
 def _create_here(path: Path, data: dict[str, Any], settings: Settings) -> tuple[Any, int]:
     """The database and the study `run` creates in it; a spec it refuses leaves no database.
 
@@ -208,9 +214,9 @@ def _create_here(path: Path, data: dict[str, Any], settings: Settings) -> tuple[
         fail(spec_errors(path, exc.extra.get("errors", [])))
     if parsed.execution.await_review:  # nobody could continue it: it would wait for ever
         fail(
-            f"{path}: execution.await_review: `caviar run` has no one to continue the study "
-            f"after each trial; run it with `caviar serve --submit {path}` and continue it from "
-            "the dashboard or with `caviar continue`, or set await_review: false"
+            f"{path}: execution.await_review: {no_reviewer('`caviar run`')}; run it with "
+            f"`caviar serve --submit {path}` and continue it from the dashboard or with "
+            "`caviar continue`, or set await_review: false"
         )
     new_file = _new_sqlite_file(settings.database_url)
     _migrate_or_fail(settings)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from service.cli.local import Embedded, _free_port
+from service.cli.local import Embedded, _free_port, no_reviewer
 from service.db import get_database
 from service.migrate import upgrade
 from service.settings import get_settings
@@ -55,8 +55,8 @@ def optimize(
             [
                 error_at(
                     "execution.await_review",
-                    "optimize() has no one to continue the study after each trial: "
-                    "set await_review: false, or submit it to `caviar serve`",
+                    f"{no_reviewer('optimize()')}: set await_review: false, or submit it "
+                    "to `caviar serve`",
                     True,
                 )
             ]

@@ -41,9 +41,9 @@ from service.cli.common import (
 )
 from service.cli.display import (
     StudyBars,
+    awaiting_review,
     best_table,
     progress_line,
-    shown_status,
     studies_table,
     trials_table,
 )
@@ -269,7 +269,7 @@ def status(
             )
             if one.get("error"):
                 out.print(one["error"], markup=False)
-            if shown_status(one) == "awaiting review":
+            if awaiting_review(one):
                 out.print(
                     f"its next trial waits for your review: `caviar continue {one['id']}` runs "
                     f"it, `caviar fork TRIAL` tries a variant, `caviar cancel {one['id']}` ends it",
